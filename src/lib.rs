@@ -1,1 +1,175 @@
+//! The test harness of berth: what every per-stage snapshot test needs.
+//!
+//! The tests in `tests/` run the real step binaries as subprocesses (never
+//! `clone` inside the multi-threaded test harness) and snapshot what the
+//! static `probe` program prints from inside the container.
+//!
+//! # Layout
+//!
+//! - [`fixture`]: the busybox + probe root filesystem, built under
+//!   `target/rootfs` (also used by the demo, through `berth-fixture`);
+//! - [`privileged`]: SKIPPED when not root, a failure instead when
+//!   `BERTH_REQUIRE_PRIVILEGED=1` (CI);
+//! - [`Transcript`] and [`run`]: run a command the way a reader would
+//!   type it, and render what they would see;
+//! - [`host`]: the host-side facts a test asserts are unchanged (hostname,
+//!   mounts) and the namespace inodes `probe ns` compares with.
 
+use std::env;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+pub mod fixture;
+pub mod host;
+
+/// The workspace root: the directory the tests run in, and the one the
+/// relative paths in transcripts (`target/debug/step01-uts`) start from.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The cargo that runs us (tests get it in `$CARGO`).
+pub fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Whether a privileged test can run: `true` as root. Otherwise it says
+/// `SKIPPED` on the terminal (past the harness's output capture) and returns
+/// `false` — or panics when `BERTH_REQUIRE_PRIVILEGED=1`, so CI cannot pass
+/// by skipping.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test} needs root, and BERTH_REQUIRE_PRIVILEGED=1 forbids skipping it");
+    }
+    // Written to the real stderr, not through eprintln!, which the test
+    // harness would capture and hide for a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test} needs root (run the suite with sudo to run it)"
+    );
+    false
+}
+
+/// Build the workspace's binaries once per test process, and return its path
+/// relative to the workspace root (`target/debug/step01-uts`), as a reader
+/// would type it.
+pub fn step_binary(bin: &str) -> String {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        // All binaries at once: one cargo call, a no-op when up to date.
+        let status = cargo()
+            .args(["build", "--quiet", "--workspace", "--bins"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cannot run cargo");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    });
+    let path = target_dir().join("debug").join(bin);
+    assert!(path.exists(), "{} was not built", path.display());
+    match path.strip_prefix(workspace_root()) {
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// A command as the reader types it, and what they see.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    /// The command line, shell-quoted where needed.
+    pub command_line: String,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// The exit code (`128 + N` for a death by signal `N`, as a shell says).
+    pub code: i32,
+}
+
+impl Transcript {
+    /// The transcript as the book shows it: `$ command`, its output, its
+    /// standard error, and the exit code a shell would report.
+    pub fn render(&self) -> String {
+        let mut text = format!("$ {}\n{}", self.command_line, self.stdout);
+        for line in self.stderr.lines() {
+            text.push_str(&format!("(stderr) {line}\n"));
+        }
+        text.push_str(&format!("[exit code {}]\n", self.code));
+        text
+    }
+}
+
+/// Quote `arg` for a POSIX shell if it needs it.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@".contains(&b));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// The environment every container test runs with: a fixed `PATH` and the
+/// host namespace inodes for `probe ns`. Nothing else leaks in from the
+/// developer's shell, so transcripts are the same everywhere.
+pub fn test_command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(workspace_root())
+        .env_clear()
+        .env("PATH", "/bin:/usr/bin:/sbin:/usr/sbin")
+        .env("PROBE_HOST_NS", host::namespace_inodes())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Run `program args...` (see [`test_command`]) to completion.
+pub fn run(program: &str, args: &[&str]) -> Transcript {
+    let output = test_command(program, args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let code = match (output.status.code(), output.status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => unreachable!("a process ends by exit or by signal"),
+    };
+    let command_line = std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Transcript {
+        command_line,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code,
+    }
+}
+
+/// Snapshot settings shared by every stage: snapshots in `tests/snapshots`
+/// without the expression in their header, so that the content starts on
+/// line 4 — the book includes them as `{{#include FILE:4:}}`.
+pub fn snapshot_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(workspace_root().join("tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings
+}

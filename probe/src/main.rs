@@ -1,1 +1,258 @@
-fn main(){}
+//! `probe [SECTION...]`: print what a container looks like from inside, as
+//! stable text for snapshot tests.
+//!
+//! Sections (default: `hostname pid ids ns mounts cgroup`):
+//!
+//! - `hostname`: the UTS hostname;
+//! - `pid`: `getpid()`, `getppid()`, and the pid `/proc/self` names (they
+//!   differ when `/proc` belongs to another PID namespace);
+//! - `pids`: the pids listed in `/proc` (a count when there are many);
+//! - `ids`: uid, gid, and the uid/gid maps of the user namespace;
+//! - `ns`: each namespace as `new` or `host`, compared with the inode
+//!   numbers the test passes in `PROBE_HOST_NS` (`uts=4026531838,pid=…`);
+//! - `mounts`: mount point, type and options from `/proc/self/mountinfo`;
+//! - `cgroup`: membership from `/proc/self/cgroup`, and the limits visible
+//!   under `/sys/fs/cgroup`;
+//! - `chroot-escape`: try the classic escape from `chroot(2)` (needs
+//!   `CAP_SYS_CHROOT`) and say whether it reached another root.
+//!
+//! The probe is built with glibc's `crt-static`, so it runs in any rootfs.
+//! It prints `probe: ...` to stderr and exits 1 on an unknown section.
+
+use std::collections::BTreeMap;
+use std::env;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::parent_id;
+use std::process::ExitCode;
+
+/// Namespaces in the order they are printed.
+const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+
+/// Above this many processes, `pids` prints a count instead of a list.
+const MAX_LISTED_PIDS: usize = 16;
+
+fn main() -> ExitCode {
+    let mut sections: Vec<String> = env::args().skip(1).collect();
+    if sections.is_empty() {
+        sections = ["hostname", "pid", "ids", "ns", "mounts", "cgroup"]
+            .map(String::from)
+            .to_vec();
+    }
+    let mut out = String::new();
+    for section in &sections {
+        let text = match section.as_str() {
+            "hostname" => hostname(),
+            "pid" => pid(),
+            "pids" => pids(),
+            "ids" => ids(),
+            "ns" => namespaces(),
+            "mounts" => mounts(),
+            "cgroup" => cgroup(),
+            "chroot-escape" => chroot_escape(),
+            other => {
+                eprintln!("probe: unknown section {other:?}");
+                return ExitCode::FAILURE;
+            }
+        };
+        out.push_str(&text);
+    }
+    let _ = io::stdout().write_all(out.as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// A file's content without its trailing newline, or the error as text.
+fn read(path: &str) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => text.trim_end().to_owned(),
+        Err(error) => format!("<{path}: {error}>"),
+    }
+}
+
+fn hostname() -> String {
+    format!("hostname: {}\n", read("/proc/sys/kernel/hostname"))
+}
+
+fn pid() -> String {
+    let proc_self = fs::read_link("/proc/self")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| format!("<{e}>"));
+    format!(
+        "pid: {}\nppid: {}\n/proc/self: {proc_self}\n",
+        std::process::id(),
+        parent_id()
+    )
+}
+
+fn pids() -> String {
+    let mut pids: Vec<u32> = match fs::read_dir("/proc") {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(error) => return format!("pids: <{error}>\n"),
+    };
+    pids.sort_unstable();
+    if pids.len() > MAX_LISTED_PIDS {
+        format!("pids: {} processes\n", pids.len())
+    } else {
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        format!("pids: {}\n", list.join(" "))
+    }
+}
+
+fn ids() -> String {
+    // SAFETY: getuid(2) and getgid(2) cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let map = |path| {
+        read(path)
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    format!(
+        "uid: {uid}\ngid: {gid}\nuid_map: {}\ngid_map: {}\n",
+        map("/proc/self/uid_map"),
+        map("/proc/self/gid_map")
+    )
+}
+
+fn namespaces() -> String {
+    let host: BTreeMap<String, String> = env::var("PROBE_HOST_NS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let mut out = String::from("namespaces:");
+    for ns in NAMESPACES {
+        let mine = fs::metadata(format!("/proc/self/ns/{ns}")).map(|m| m.ino().to_string());
+        let verdict = match (mine, host.get(ns)) {
+            (Err(_), _) => "absent".to_owned(),
+            (Ok(mine), Some(host)) if &mine == host => "host".to_owned(),
+            (Ok(_), Some(_)) => "new".to_owned(),
+            (Ok(mine), None) => mine,
+        };
+        out.push_str(&format!(" {ns}={verdict}"));
+    }
+    out.push('\n');
+    out
+}
+
+fn mounts() -> String {
+    let mut out = String::from("mounts:\n");
+    for line in read("/proc/self/mountinfo").lines() {
+        // mountinfo(5): id parent major:minor root mountpoint options
+        // [optional fields] - fstype source superoptions
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mountpoint), Some(options), Some(fstype)) =
+            (fields.get(4), fields.get(5), fields.get(dash + 1))
+        else {
+            continue;
+        };
+        // relatime is the kernel's default and says nothing about isolation.
+        let options: Vec<&str> = options.split(',').filter(|o| *o != "relatime").collect();
+        out.push_str(&format!("  {mountpoint} {fstype} {}\n", options.join(",")));
+    }
+    out
+}
+
+fn cgroup() -> String {
+    let mut out = String::from("cgroup:\n");
+    for line in read("/proc/self/cgroup").lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    let limits = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory.swap.max",
+        "/sys/fs/cgroup/cpu.max",
+        "/sys/fs/cgroup/cpu.weight",
+        "/sys/fs/cgroup/pids.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        "/sys/fs/cgroup/cpu/cpu.cfs_period_us",
+        "/sys/fs/cgroup/cpu/cpu.shares",
+        "/sys/fs/cgroup/pids/pids.max",
+    ];
+    let found: Vec<String> = limits
+        .iter()
+        .filter_map(|path| {
+            let value = fs::read_to_string(path).ok()?;
+            Some(format!("  {path}: {}\n", value.trim_end()))
+        })
+        .collect();
+    if found.is_empty() {
+        out.push_str("cgroup limits: none visible (no cgroup filesystem mounted)\n");
+    } else {
+        out.push_str("cgroup limits:\n");
+        out.extend(found);
+    }
+    out
+}
+
+/// The classic escape: `chroot` into a subdirectory while the working
+/// directory stays outside it, climb `..` far enough, `chroot(".")`.
+/// Done in a forked child so the probe itself stays where it was; the
+/// child's exit code says whether `/` changed.
+fn chroot_escape() -> String {
+    let before = match fs::metadata("/") {
+        Ok(m) => (m.dev(), m.ino()),
+        Err(e) => return format!("chroot escape: <stat /: {e}>\n"),
+    };
+    let dir = format!("/.probe-escape-{}", std::process::id());
+    if let Err(e) = fs::create_dir(&dir) {
+        return format!("chroot escape: <mkdir {dir}: {e}>\n");
+    }
+    // SAFETY: the probe is single-threaded; the child only makes syscalls
+    // and calls _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let code = escape_in_child(&dir, before);
+        // SAFETY: _exit(2) ends the forked child without running the
+        // parent's atexit handlers or flushing its buffers twice.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid place for waitpid(2) to write to.
+    let waited = child > 0 && unsafe { libc::waitpid(child, &mut status, 0) } == child;
+    let _ = fs::remove_dir(&dir);
+    match (waited, libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, true, 0) => "chroot escape: stayed inside (.. of / is / itself)\n".to_owned(),
+        (true, true, 1) => "chroot escape: ESCAPED to another root\n".to_owned(),
+        (true, true, 2) => "chroot escape: <chroot(2) refused>\n".to_owned(),
+        _ => "chroot escape: <the attempt failed>\n".to_owned(),
+    }
+}
+
+/// In the forked child: 0 if `/` is unchanged after the attempt, 1 if the
+/// escape reached another root, 2 if a syscall refused.
+fn escape_in_child(dir: &str, before: (u64, u64)) -> i32 {
+    let (Ok(dir), Ok(dotdot), Ok(dot)) = (CString::new(dir), CString::new(".."), CString::new("."))
+    else {
+        return 2;
+    };
+    // SAFETY: the arguments are valid NUL-terminated strings.
+    unsafe {
+        if libc::chroot(dir.as_ptr()) != 0 {
+            return 2;
+        }
+        // The working directory is still the old "/", outside the new root.
+        for _ in 0..64 {
+            libc::chdir(dotdot.as_ptr());
+        }
+        if libc::chroot(dot.as_ptr()) != 0 {
+            return 2;
+        }
+    }
+    match fs::metadata("/") {
+        Ok(m) if (m.dev(), m.ino()) == before => 0,
+        Ok(_) => 1,
+        Err(_) => 2,
+    }
+}

@@ -1,0 +1,82 @@
+//! Facts about the host that a container must not change, read before and
+//! after it runs, and the namespace inodes `probe ns` compares with.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+/// The namespaces `probe ns` knows.
+pub const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+
+/// `uts=4026531838,pid=…`: the inode of each of our namespaces, for the
+/// probe's `PROBE_HOST_NS`.
+pub fn namespace_inodes() -> String {
+    NAMESPACES
+        .iter()
+        .filter_map(|ns| {
+            let inode = fs::metadata(format!("/proc/self/ns/{ns}")).ok()?.ino();
+            Some(format!("{ns}={inode}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The host's hostname.
+pub fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("cannot read /proc/sys/kernel/hostname")
+        .trim_end()
+        .to_owned()
+}
+
+/// The host's mounts, one `mountpoint fstype source` line each, sorted:
+/// what must be the same before and after a container ran.
+pub fn mounts() -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("cannot read mountinfo");
+    let mut mounts: Vec<String> = info
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            Some(format!(
+                "{} {} {}",
+                fields.get(4)?,
+                fields.get(dash + 1)?,
+                fields.get(dash + 2)?
+            ))
+        })
+        .collect();
+    mounts.sort();
+    mounts
+}
+
+/// What a test snapshots of the host before running a container, and
+/// asserts is unchanged afterwards.
+#[derive(Debug, PartialEq, Eq)]
+pub struct State {
+    /// The host's hostname.
+    pub hostname: String,
+    /// The host's mounts.
+    pub mounts: Vec<String>,
+}
+
+impl State {
+    /// Read it now.
+    pub fn now() -> State {
+        State {
+            hostname: hostname(),
+            mounts: mounts(),
+        }
+    }
+
+    /// Panic if the host changed since `self` was read.
+    pub fn assert_unchanged(&self) {
+        let now = State::now();
+        assert_eq!(self.hostname, now.hostname, "the host's hostname changed");
+        let added: Vec<_> = now.mounts.iter().filter(|m| !self.mounts.contains(m)).collect();
+        let removed: Vec<_> = self.mounts.iter().filter(|m| !now.mounts.contains(m)).collect();
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "the host's mounts changed: added {added:?}, removed {removed:?}"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Step 1: a UTS namespace. The container has its own hostname; the host's
+//! is untouched; COMMAND's exit code is the step's.
+
+use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
+
+#[test]
+fn the_container_has_its_own_hostname() {
+    if !privileged("step01_uts::the_container_has_its_own_hostname") {
+        return;
+    }
+    let (step, probe) = (step_binary("step01-uts"), step_binary("probe"));
+    let before = host::State::now();
+    let shown = run(&step, &["--hostname", "box", "--", &probe, "hostname", "ns"]);
+    before.assert_unchanged();
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert!(shown.stdout.contains("hostname: box\n"), "{}", shown.render());
+    // Only the UTS namespace is new at this step.
+    assert!(shown.stdout.contains(" uts=new"), "{}", shown.render());
+    assert!(shown.stdout.contains(" pid=host"), "{}", shown.render());
+    snapshot_settings().bind(|| insta::assert_snapshot!("step01_hostname", shown.render()));
+}
+
+#[test]
+fn without_hostname_the_container_keeps_a_copy_of_the_hosts() {
+    if !privileged("step01_uts::without_hostname_the_container_keeps_a_copy_of_the_hosts") {
+        return;
+    }
+    let (step, probe) = (step_binary("step01-uts"), step_binary("probe"));
+    let shown = run(&step, &["--", &probe, "hostname"]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(shown.stdout, format!("hostname: {}\n", host::hostname()));
+}
+
+#[test]
+fn exit_codes_and_errors_reach_the_caller() {
+    if !privileged("step01_uts::exit_codes_and_errors_reach_the_caller") {
+        return;
+    }
+    let step = step_binary("step01-uts");
+    let before = host::State::now();
+    let runs = [
+        run(&step, &["--", "sh", "-c", "exit 3"]),
+        run(&step, &["--", "sh", "-c", "kill -TERM $$"]),
+        run(&step, &["--", "no-such-command"]),
+        run(&step, &["--", "/etc/passwd"]),
+        run(&step, &["--hostname", "my box", "--", "true"]),
+    ];
+    before.assert_unchanged();
+    let codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [3, 143, 127, 126, 2]);
+    let text: String = runs.iter().map(|r| r.render() + "\n").collect();
+    snapshot_settings().bind(|| insta::assert_snapshot!("step01_exit_codes", text));
+}
