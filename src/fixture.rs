@@ -21,9 +21,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// busybox is not installed.
-    #[error(
-        "{BUSYBOX} not found: install a static busybox with `apt-get install busybox-static`"
-    )]
+    #[error("{BUSYBOX} not found: install a static busybox with `apt-get install busybox-static`")]
     NoBusybox,
     /// busybox is installed but dynamically linked (Debian's `busybox`
     /// package): it would not run in a rootfs without a libc.
@@ -117,7 +115,11 @@ pub fn build_probe() -> Result<PathBuf, Error> {
 /// Whether the ELF file `bytes` asks for a dynamic loader (`PT_INTERP`).
 fn is_dynamic_elf(bytes: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
-    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u32_at = |at: usize| {
         bytes
             .get(at..at + 4)
@@ -185,7 +187,10 @@ pub fn build_rootfs(dir: &Path) -> Result<(), Error> {
     }
     install(&build_probe()?, &bin.join("probe"))?;
     for (name, content) in [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
         ("etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"),
         ("etc/hostname", "berth\n"),
     ] {

@@ -72,8 +72,16 @@ impl State {
     pub fn assert_unchanged(&self) {
         let now = State::now();
         assert_eq!(self.hostname, now.hostname, "the host's hostname changed");
-        let added: Vec<_> = now.mounts.iter().filter(|m| !self.mounts.contains(m)).collect();
-        let removed: Vec<_> = self.mounts.iter().filter(|m| !now.mounts.contains(m)).collect();
+        let added: Vec<_> = now
+            .mounts
+            .iter()
+            .filter(|m| !self.mounts.contains(m))
+            .collect();
+        let removed: Vec<_> = self
+            .mounts
+            .iter()
+            .filter(|m| !now.mounts.contains(m))
+            .collect();
         assert!(
             added.is_empty() && removed.is_empty(),
             "the host's mounts changed: added {added:?}, removed {removed:?}"

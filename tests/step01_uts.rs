@@ -10,10 +10,17 @@ fn the_container_has_its_own_hostname() {
     }
     let (step, probe) = (step_binary("step01-uts"), step_binary("probe"));
     let before = host::State::now();
-    let shown = run(&step, &["--hostname", "box", "--", &probe, "hostname", "ns"]);
+    let shown = run(
+        &step,
+        &["--hostname", "box", "--", &probe, "hostname", "ns"],
+    );
     before.assert_unchanged();
     assert_eq!(shown.code, 0, "{}", shown.render());
-    assert!(shown.stdout.contains("hostname: box\n"), "{}", shown.render());
+    assert!(
+        shown.stdout.contains("hostname: box\n"),
+        "{}",
+        shown.render()
+    );
     // Only the UTS namespace is new at this step.
     assert!(shown.stdout.contains(" uts=new"), "{}", shown.render());
     assert!(shown.stdout.contains(" pid=host"), "{}", shown.render());

@@ -14,13 +14,30 @@ fn the_command_runs_under_init_but_proc_is_still_the_hosts() {
     let before = host::State::now();
     let shown = run(
         &step,
-        &["--hostname", "box", "--", &probe, "hostname", "pid", "pids", "ns"],
+        &[
+            "--hostname",
+            "box",
+            "--",
+            &probe,
+            "hostname",
+            "pid",
+            "pids",
+            "ns",
+        ],
     );
     before.assert_unchanged();
     assert_eq!(shown.code, 0, "{}", shown.render());
-    assert!(shown.stdout.contains("pid: 2\nppid: 1\n"), "{}", shown.render());
+    assert!(
+        shown.stdout.contains("pid: 2\nppid: 1\n"),
+        "{}",
+        shown.render()
+    );
     // The surprise: /proc/self is the probe's pid in the *host's* namespace.
-    assert!(!shown.stdout.contains("/proc/self: 2\n"), "{}", shown.render());
+    assert!(
+        !shown.stdout.contains("/proc/self: 2\n"),
+        "{}",
+        shown.render()
+    );
     assert!(shown.stdout.contains(" pid=new"), "{}", shown.render());
     let mut settings = snapshot_settings();
     settings.add_filter(r"/proc/self: \d+", "/proc/self: [HOST PID]");
@@ -52,7 +69,10 @@ fn sigterm_and_sigint_reach_the_command() {
         return;
     }
     let step = step_binary("step02-pid");
-    for (signal, code) in [(libc::SIGTERM, 128 + libc::SIGTERM), (libc::SIGINT, 128 + libc::SIGINT)] {
+    for (signal, code) in [
+        (libc::SIGTERM, 128 + libc::SIGTERM),
+        (libc::SIGINT, 128 + libc::SIGINT),
+    ] {
         let mut child = test_command(&step, &["--", "sleep", "60"])
             .spawn()
             .expect("cannot start step02-pid");

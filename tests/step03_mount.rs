@@ -22,17 +22,34 @@ fn the_container_sees_its_own_root_proc_and_dev() {
     let shown = run(
         &step,
         &[
-            "--rootfs", &rootfs, "--hostname", "box", "--",
-            "probe", "hostname", "pid", "pids", "ns", "mounts",
+            "--rootfs",
+            &rootfs,
+            "--hostname",
+            "box",
+            "--",
+            "probe",
+            "hostname",
+            "pid",
+            "pids",
+            "ns",
+            "mounts",
         ],
     );
     before.assert_unchanged();
     assert_eq!(shown.code, 0, "{}", shown.render());
     // A /proc of its own: the probe's pid agrees with /proc/self, and only
     // the init and the probe are listed.
-    assert!(shown.stdout.contains("pid: 2\nppid: 1\n/proc/self: 2\npids: 1 2\n"));
+    assert!(
+        shown
+            .stdout
+            .contains("pid: 2\nppid: 1\n/proc/self: 2\npids: 1 2\n")
+    );
     assert!(shown.stdout.contains(" mnt=new"), "{}", shown.render());
-    assert!(shown.stdout.contains("  /sys sysfs ro,"), "{}", shown.render());
+    assert!(
+        shown.stdout.contains("  /sys sysfs ro,"),
+        "{}",
+        shown.render()
+    );
     let mut settings = snapshot_settings();
     // The rootfs is a bind mount of a host directory: its type is the host's.
     settings.add_filter(r"(?m)^  / \S+ ", "  / [HOST FS] ");
@@ -47,7 +64,10 @@ fn chroot_is_escapable_and_pivot_root_is_not() {
     let (step, rootfs) = (step_binary("step03-mount"), rootfs_arg());
     let before = host::State::now();
     let chroot = run("chroot", &[&rootfs, "probe", "chroot-escape"]);
-    let pivot = run(&step, &["--rootfs", &rootfs, "--", "probe", "chroot-escape"]);
+    let pivot = run(
+        &step,
+        &["--rootfs", &rootfs, "--", "probe", "chroot-escape"],
+    );
     before.assert_unchanged();
     assert!(chroot.stdout.contains("ESCAPED"), "{}", chroot.render());
     assert!(pivot.stdout.contains("stayed inside"), "{}", pivot.render());

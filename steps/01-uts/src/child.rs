@@ -275,7 +275,10 @@ where
     // the window is a few instructions wide and real runtimes close it by
     // checking getppid() afterwards.)
     if let Err(errno) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-        report.send(EXIT_SETUP_FAILED, &format!("prctl(PR_SET_PDEATHSIG): {errno}"));
+        report.send(
+            EXIT_SETUP_FAILED,
+            &format!("prctl(PR_SET_PDEATHSIG): {errno}"),
+        );
         return EXIT_SETUP_FAILED.into();
     }
     match setup(report) {
@@ -374,7 +377,12 @@ fn reap_children(main: Pid, reap: Reap) -> Result<Option<u8>, Error> {
             // An orphan that PID 1 adopted: reaped, nothing more to do.
             Ok(_) => {}
             Err(Errno::EINTR) => {}
-            Err(source) => return Err(Error::Wait { pid: target, source }),
+            Err(source) => {
+                return Err(Error::Wait {
+                    pid: target,
+                    source,
+                });
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use step01_uts::{child, uts};
 
 /// Run COMMAND in a UTS namespace of its own (berth step 1).
 #[derive(Debug, Parser)]
-#[command(name = "step01-uts", version)]
+#[command(version)]
 struct Cli {
     #[command(flatten)]
     uts: uts::Options,
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("step01-uts: {error:#}");
+            eprintln!("{}: {error:#}", env!("CARGO_BIN_NAME"));
             ExitCode::from(child::exit_code_of(error.as_ref()))
         }
     }

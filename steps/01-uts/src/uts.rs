@@ -73,7 +73,10 @@ impl FromStr for Hostname {
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(invalid("a label starts or ends with '-'"));
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
                 return Err(invalid("only letters, digits, '-' and '.' are allowed"));
             }
         }
@@ -145,7 +148,10 @@ mod tests {
         let too_long = "a".repeat(HOST_NAME_MAX + 1);
         assert!(matches!(
             too_long.parse::<Hostname>(),
-            Err(Error::Invalid { reason: "it is longer than 64 bytes", .. })
+            Err(Error::Invalid {
+                reason: "it is longer than 64 bytes",
+                ..
+            })
         ));
     }
 }

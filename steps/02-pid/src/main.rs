@@ -11,7 +11,7 @@ use step02_pid::{child, pid, uts};
 
 /// Run COMMAND in UTS and PID namespaces of its own (berth step 2).
 #[derive(Debug, Parser)]
-#[command(name = "step02-pid", version)]
+#[command(version)]
 struct Cli {
     #[command(flatten)]
     uts: uts::Options,
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("step02-pid: {error:#}");
+            eprintln!("{}: {error:#}", env!("CARGO_BIN_NAME"));
             ExitCode::from(child::exit_code_of(error.as_ref()))
         }
     }

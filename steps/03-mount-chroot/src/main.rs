@@ -11,7 +11,7 @@ use step03_mount::{child, mount, pid, uts};
 
 /// Run COMMAND with a root filesystem of its own (berth step 3).
 #[derive(Debug, Parser)]
-#[command(name = "step03-mount", version)]
+#[command(version)]
 struct Cli {
     #[command(flatten)]
     uts: uts::Options,
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("step03-mount: {error:#}");
+            eprintln!("{}: {error:#}", env!("CARGO_BIN_NAME"));
             ExitCode::from(child::exit_code_of(error.as_ref()))
         }
     }

@@ -270,12 +270,7 @@ pub fn plan() -> Vec<Op> {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620"),
         ),
-        filesystem(
-            "tmpfs",
-            "/dev/shm",
-            hardened,
-            Some("mode=1777,size=65536k"),
-        ),
+        filesystem("tmpfs", "/dev/shm", hardened, Some("mode=1777,size=65536k")),
     ]);
     for (link, target) in DEV_SYMLINKS {
         ops.push(Op::Symlink {
@@ -537,10 +532,8 @@ impl fmt::Display for Op {
                     Some(fstype) => write!(f, "mount        {source} on {target} type {fstype}")?,
                     None => write!(f, "bind         {source} on {target}")?,
                 }
-                let mut options: Vec<String> = flag_names(m.flags)
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect();
+                let mut options: Vec<String> =
+                    flag_names(m.flags).into_iter().map(str::to_owned).collect();
                 options.extend(m.data.iter().cloned());
                 if !options.is_empty() {
                     write!(f, " ({})", options.join(","))?;
