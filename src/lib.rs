@@ -86,6 +86,26 @@ pub fn step_binary(bin: &str) -> String {
     }
 }
 
+/// A copy of the built binary `bin` in `/tmp/berth-test-bins`, where any
+/// user can execute it (the checkout may sit below a directory only root
+/// may enter), for the tests that run a step as an ordinary user.
+pub fn world_executable(bin: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let built = workspace_root().join(step_binary(bin));
+    let dir = Path::new("/tmp/berth-test-bins");
+    std::fs::create_dir_all(dir).expect("cannot create /tmp/berth-test-bins");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .expect("cannot chmod /tmp/berth-test-bins");
+    let target = dir.join(bin);
+    // Copy under a unique name, then rename: tests run in parallel.
+    let partial = dir.join(format!("{bin}.{}", std::process::id()));
+    std::fs::copy(&built, &partial).expect("cannot copy the binary");
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+        .expect("cannot chmod the binary");
+    std::fs::rename(&partial, &target).expect("cannot rename the binary");
+    target.display().to_string()
+}
+
 /// A command as the reader types it, and what they see.
 #[derive(Debug, Clone)]
 pub struct Transcript {

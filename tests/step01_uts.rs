@@ -1,7 +1,7 @@
 //! Step 1: a UTS namespace. The container has its own hostname; the host's
 //! is untouched; COMMAND's exit code is the step's.
 
-use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
+use berth_tests::{host, privileged, run, snapshot_settings, step_binary, world_executable};
 
 #[test]
 fn the_container_has_its_own_hostname() {
@@ -57,4 +57,30 @@ fn exit_codes_and_errors_reach_the_caller() {
     assert_eq!(codes, [3, 143, 127, 126, 2]);
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
     snapshot_settings().bind(|| insta::assert_snapshot!("step01_exit_codes", text));
+}
+
+/// An ordinary user may not create a UTS namespace (step 5 shows how a user
+/// namespace changes that): a clear error, exit code 125.
+#[test]
+fn an_ordinary_user_gets_a_clear_error() {
+    if !privileged("step01_uts::an_ordinary_user_gets_a_clear_error") {
+        return;
+    }
+    let step = world_executable("step01-uts");
+    // setpriv(1) drops to nobody; being root is needed to do that.
+    let shown = run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &step,
+            "--hostname",
+            "box",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(shown.code, 125, "{}", shown.render());
+    snapshot_settings().bind(|| insta::assert_snapshot!("step01_unprivileged", shown.render()));
 }

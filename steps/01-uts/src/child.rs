@@ -94,7 +94,7 @@ pub enum Error {
     ReportPipe(#[source] Errno),
     /// `clone(2)` failed: `EPERM` without the capability a flag needs,
     /// `EINVAL` for a flag this kernel does not know.
-    #[error("clone(2) with {flags:?} failed")]
+    #[error("clone(2) with {} failed", flag_names(*.flags))]
     Clone {
         /// The namespace flags asked for.
         flags: CloneFlags,
@@ -125,6 +125,16 @@ pub enum Error {
     /// `sigwait(2)` failed.
     #[error("sigwait(2) failed")]
     SigWait(#[source] Errno),
+}
+
+/// `CLONE_NEWUTS | CLONE_NEWPID`: flags as they are spelled in `clone(2)`.
+pub fn flag_names(flags: CloneFlags) -> String {
+    let names: Vec<&str> = flags.iter_names().map(|(name, _)| name).collect();
+    if names.is_empty() {
+        "no flags".to_owned()
+    } else {
+        names.join(" | ")
+    }
 }
 
 /// Why `COMMAND` could not be executed.
