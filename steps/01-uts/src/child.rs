@@ -7,31 +7,38 @@
 //! learned so far; the closure it is given runs in the child, sets the
 //! container up and finally `exec`s `COMMAND`.
 //!
-//! # The report pipe
+//! # The sync channel
 //!
-//! Between `clone` and `exec`, the child can fail (a bad hostname, a missing
-//! rootfs, a command that does not exist). The child cannot return an error
-//! to the parent — it is another process — so it writes one to a pipe:
+//! Between `clone` and `exec`, each side has work the other must wait for.
+//! From step 4 on, the parent sets up what only the host side can (a veth
+//! pair, uid/gid maps, a cgroup) while the child waits; and the child can
+//! fail (a bad hostname, a missing rootfs, a command that does not exist)
+//! and must say so — it is another process, it cannot return an error. A
+//! `socketpair(2)` of `SOCK_SEQPACKET` sockets (one message per packet)
+//! carries [`Message`]s both ways:
 //!
 //! ```text
 //!   parent                                   child (in the new namespaces)
 //!   ──────                                   ─────
-//!   pipe2(O_CLOEXEC), block signals
-//!   clone(flags) ───────────────────────────▶ set-up closure runs
-//!   close its write end                       │
-//!   read() … blocks                           ├─ failure: write [code][message],
-//!     │                                       │           exit(code)
-//!     │ ◀──────────── bytes ──────────────────┘
-//!     │ ◀──────────── EOF ─────────────────── execvp(COMMAND): O_CLOEXEC closes
-//!   EOF: COMMAND runs → supervise()             the last write end
-//!   bytes: reap the child, Error::Setup
+//!   socketpair(O_CLOEXEC), block signals
+//!   clone(flags) ───────────────────────────▶ sync 1: wait for Proceed
+//!   [spawn returns the Child]                        (end-of-file: the parent
+//!   host-side set-up (step 4 on), using               died, so exit)
+//!   Child::pid(); on failure the
+//!   Child is dropped: SIGKILL, reaped
+//!   Child::wait():
+//!   sync 1: send Proceed ───────────────────▶ set-up closure runs
+//!   sync 2: recv() … blocks                   │
+//!     │ ◀──────── Failed { code, message } ───┤ failure: exit(code)
+//!     │ ◀──────── end-of-file ─────────────── execvp(COMMAND): O_CLOEXEC
+//!   end-of-file: COMMAND runs → supervise()     closes the last copy
+//!   Failed: reap the child, Error::Setup
 //! ```
 //!
-//! A successful `exec` closes the write end (it is `O_CLOEXEC`), so the
-//! parent reading end-of-file *is* the news that `COMMAND` is running. This
-//! is a one-way report, not yet a conversation; step 4 adds a two-way sync
-//! channel when the parent has work to do between `clone` and `exec`.
-//!
+//! A successful `exec` closes the child's socket (it is `O_CLOEXEC`), so the
+//! parent reading end-of-file *is* the news that `COMMAND` is running. Steps
+//! 1–3 have no host-side work: their `main` calls [`Child::wait`] at once.
+
 //! # Signals and exit codes
 //!
 //! The parent blocks the signals it forwards (and `SIGCHLD`) before `clone`,
@@ -43,17 +50,15 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::ffi::{CString, OsString};
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, execvp, pipe2};
+use nix::unistd::{Pid, execvp};
 
 /// The error type a set-up closure returns: any library error converts into
 /// it with `?`, and [`exit_code_of`] still finds an [`ExecError`] inside.
@@ -89,9 +94,9 @@ pub enum Error {
     /// `sigprocmask(2)` refused to block the forwarded signals.
     #[error("cannot block signals before clone(2)")]
     BlockSignals(#[source] Errno),
-    /// `pipe2(2)` failed (out of file descriptors, most likely).
-    #[error("cannot create the report pipe")]
-    ReportPipe(#[source] Errno),
+    /// `socketpair(2)` failed (out of file descriptors, most likely).
+    #[error("cannot create the sync socket pair")]
+    SocketPair(#[source] Errno),
     /// `clone(2)` failed: `EPERM` without the capability a flag needs,
     /// `EINVAL` for a flag this kernel does not know.
     #[error("clone(2) with {} failed", flag_names(*.flags))]
@@ -102,9 +107,15 @@ pub enum Error {
         #[source]
         source: Errno,
     },
-    /// Reading the report pipe failed.
-    #[error("cannot read the container's report")]
-    ReadReport(#[source] std::io::Error),
+    /// Sending or receiving on the sync socket failed.
+    #[error("sync with the container failed")]
+    Sync(#[source] Errno),
+    /// The child sent something that is not a [`Message`].
+    #[error("the container sent a malformed sync message ({len} bytes)")]
+    Malformed {
+        /// Its length.
+        len: usize,
+    },
     /// The child reported a failure before `COMMAND` could run.
     #[error("{message}")]
     Setup {
@@ -183,31 +194,120 @@ impl ExecError {
     }
 }
 
-/// The child's end of the report pipe.
+/// What travels on the sync socket. One message is one `SOCK_SEQPACKET`
+/// packet: a tag byte, then the fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Parent → child, sync 1: the host side is ready; go on.
+    Proceed,
+    /// Child → parent, sync 2: set-up failed before `COMMAND` ran.
+    Failed {
+        /// The exit code the child chose (see [`exit_code_of`]).
+        code: u8,
+        /// The error with its causes, joined by `": "`.
+        message: String,
+    },
+}
+
+impl Message {
+    const PROCEED: u8 = 1;
+    const FAILED: u8 = 2;
+
+    /// The packet for this message.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Proceed => vec![Self::PROCEED],
+            Message::Failed { code, message } => {
+                let mut bytes = vec![Self::FAILED, *code];
+                bytes.extend_from_slice(message.as_bytes());
+                bytes
+            }
+        }
+    }
+
+    /// The message in `packet`, or `None` if it is not one.
+    pub fn decode(packet: &[u8]) -> Option<Message> {
+        match packet {
+            [Self::PROCEED] => Some(Message::Proceed),
+            [Self::FAILED, code, message @ ..] => Some(Message::Failed {
+                code: *code,
+                message: String::from_utf8_lossy(message).into_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Largest packet we read: a failure message is one line of text.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Send `message` as one packet on `fd`.
+fn send(fd: &OwnedFd, message: &Message) -> Result<(), Errno> {
+    let bytes = message.encode();
+    loop {
+        match nix::sys::socket::send(fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+/// Receive one packet on `fd`: `Ok(None)` at end-of-file.
+fn recv(fd: &OwnedFd) -> Result<Option<Vec<u8>>, Errno> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        match nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno),
+            Ok(0) => return Ok(None),
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(Some(buf));
+            }
+        }
+    }
+}
+
+/// The child's end of the sync socket.
 ///
 /// The set-up closure gets it so that a process which stays behind after
-/// forking `COMMAND` (step 2's init) can [`Report::close`] its copy: the
+/// forking `COMMAND` (step 2's init) can [`Channel::close`] its copy: the
 /// parent sees end-of-file only when every copy is closed.
 #[derive(Debug)]
-pub struct Report {
+pub struct Channel {
     fd: Option<OwnedFd>,
 }
 
-impl Report {
-    /// Close this process's copy of the write end.
+impl Channel {
+    /// Close this process's copy of the child's end.
     pub fn close(&mut self) {
         self.fd = None;
     }
 
-    /// Send a failure to the parent; `false` if there is no pipe to send it on.
-    fn send(&mut self, code: u8, message: &str) -> bool {
+    /// Sync 1, child side: wait for [`Message::Proceed`].
+    fn wait_for_proceed(&mut self) -> Result<(), String> {
+        let Some(fd) = &self.fd else {
+            return Err("the sync socket is closed".to_owned());
+        };
+        match recv(fd) {
+            Ok(Some(packet)) if Message::decode(&packet) == Some(Message::Proceed) => Ok(()),
+            Ok(Some(packet)) => Err(format!("unexpected sync message {packet:?}")),
+            Ok(None) => Err("the parent went away before sync 1".to_owned()),
+            Err(errno) => Err(format!("sync 1: recv: {errno}")),
+        }
+    }
+
+    /// Sync 2, child side: send a failure; `false` if there is no socket.
+    fn send_failure(&mut self, code: u8, message: &str) -> bool {
         let Some(fd) = self.fd.take() else {
             return false;
         };
-        let mut pipe = File::from(fd);
-        let mut bytes = vec![code];
-        bytes.extend_from_slice(message.as_bytes());
-        pipe.write_all(&bytes).is_ok()
+        let message = Message::Failed {
+            code,
+            message: message.to_owned(),
+        };
+        send(&fd, &message).is_ok()
     }
 }
 
@@ -215,7 +315,8 @@ impl Report {
 #[derive(Debug)]
 pub struct Child {
     pid: Pid,
-    report: File,
+    /// The parent's end of the sync socket; `None` once waited for.
+    sync: Option<OwnedFd>,
     /// The parent's signal mask before [`spawn`] blocked the forwarded
     /// signals; restored when the child has been waited for.
     old_mask: SigSet,
@@ -233,15 +334,16 @@ pub fn supervised_signals() -> SigSet {
 
 // ANCHOR: spawn
 /// Create the container process with `clone(2)` in the namespaces `flags`
-/// asks for, and run `setup` in it.
+/// asks for, and run `setup` in it once the parent says so.
 ///
-/// `setup` runs in the child. It returns the child's exit code (step 2's init
-/// returns `COMMAND`'s) or, normally, never returns because it `exec`s. On
-/// error, its message travels back through the report pipe and
-/// [`Child::wait`] returns it as [`Error::Setup`].
+/// `setup` runs in the child after sync 1 ([`Child::wait`] sends it). It
+/// returns the child's exit code (step 2's init returns `COMMAND`'s) or,
+/// normally, never returns because it `exec`s. On error, its message
+/// travels back over the sync socket and [`Child::wait`] returns it as
+/// [`Error::Setup`].
 pub fn spawn<F>(flags: CloneFlags, setup: F) -> Result<Child, Error>
 where
-    F: FnOnce(&mut Report) -> Result<u8, BoxError>,
+    F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
 {
     let old_mask = supervised_signals()
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
@@ -251,54 +353,72 @@ where
         let _ = old_mask.thread_set_mask();
         error
     };
-    let (read, write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| restore(Error::ReportPipe(e)))?;
-    let mut report = Report { fd: Some(write) };
+    let (parent_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| restore(Error::SocketPair(e)))?;
+    let mut channel = Channel {
+        fd: Some(child_end),
+    };
     let mut setup = Some(setup);
     let mut stack = vec![0u8; STACK_SIZE];
-    let callback = Box::new(|| child_main(setup.take(), &mut report));
+    let parent_fd = parent_end.as_raw_fd();
+    let callback = Box::new(|| child_main(setup.take(), &mut channel, parent_fd));
     // SAFETY: no CLONE_VM, so the child runs on its own copy of `stack` and
     // of every other page; it is fork(2) with namespace flags. We are
     // single-threaded here (no other thread holds a lock the child could
     // inherit), and `child_main` needs far less than STACK_SIZE of stack.
     let pid = unsafe { nix::sched::clone(callback, &mut stack, flags, Some(libc::SIGCHLD)) };
-    // The parent's copy of the write end must go, or it never reads EOF.
-    drop(report);
+    // The parent's copy of the child's end must go, or it never reads EOF.
+    drop(channel);
     let pid = pid.map_err(|source| restore(Error::Clone { flags, source }))?;
     Ok(Child {
         pid,
-        report: File::from(read),
+        sync: Some(parent_end),
         old_mask,
     })
 }
 // ANCHOR_END: spawn
 
-/// The child's side: run `setup`, and report its error if it fails.
-fn child_main<F>(setup: Option<F>, report: &mut Report) -> isize
+/// The child's side: wait for sync 1, run `setup`, report its error.
+fn child_main<F>(setup: Option<F>, channel: &mut Channel, parent_end: RawFd) -> isize
 where
-    F: FnOnce(&mut Report) -> Result<u8, BoxError>,
+    F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
 {
+    // Our copy of the parent's end: closed, so that we see end-of-file if
+    // the parent dies. It is only a number in this process's fd table.
+    let _ = nix::unistd::close(parent_end);
     let Some(setup) = setup else {
         return EXIT_SETUP_FAILED.into();
     };
     // If the parent dies, so does the container: it is the parent that
     // forwards signals and cleans up. (The parent could die before this line;
-    // the window is a few instructions wide and real runtimes close it by
-    // checking getppid() afterwards.)
+    // the window is a few instructions wide, and sync 1 below notices a
+    // parent that is gone by then.)
     if let Err(errno) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-        report.send(
+        channel.send_failure(
             EXIT_SETUP_FAILED,
             &format!("prctl(PR_SET_PDEATHSIG): {errno}"),
         );
         return EXIT_SETUP_FAILED.into();
     }
-    match setup(report) {
+    /* sync 1: wait until the parent has done its part. */
+    if let Err(problem) = channel.wait_for_proceed() {
+        channel.send_failure(EXIT_SETUP_FAILED, &problem);
+        return EXIT_SETUP_FAILED.into();
+    }
+    match setup(channel) {
         Ok(code) => code.into(),
         Err(error) => {
             let code = exit_code_of(error.as_ref());
             let message = error_chain(error.as_ref());
-            if !report.send(code, &message) {
+            /* sync 2: the failure, instead of the end-of-file of exec. */
+            if !channel.send_failure(code, &message) {
                 // No parent is listening any more (the init already closed
-                // its pipe); stderr is the only place left to say it.
+                // its socket); stderr is the only place left to say it.
                 eprintln!("{message}");
             }
             code.into()
@@ -313,32 +433,49 @@ impl Child {
     }
 
     // ANCHOR: wait
-    /// Wait until `COMMAND` runs or the set-up fails, then supervise the
-    /// child until it ends, and return its exit code.
+    /// Let the child proceed (sync 1), wait until `COMMAND` runs or the
+    /// set-up fails (sync 2), then supervise the child until it ends, and
+    /// return its exit code.
     pub fn wait(mut self) -> Result<u8, Error> {
-        let mut bytes = Vec::new();
-        let read = self.report.read_to_end(&mut bytes);
-        let result = match (read, bytes.split_first()) {
-            (Err(error), _) => {
-                // Do not leave a half-set-up container behind.
-                let _ = kill(self.pid, Signal::SIGKILL);
-                let _ = supervise(self.pid, Reap::Main);
-                Err(Error::ReadReport(error))
-            }
-            (Ok(_), Some((&code, message))) => {
-                // The child exits right after its report; reap it.
-                let _ = supervise(self.pid, Reap::Main);
-                Err(Error::Setup {
-                    code,
-                    message: String::from_utf8_lossy(message).into_owned(),
-                })
-            }
-            (Ok(_), None) => supervise(self.pid, Reap::Main),
+        let Some(sync) = self.sync.take() else {
+            return Err(Error::Sync(Errno::EBADF));
         };
+        let result = self.sync_and_supervise(&sync);
         let _ = self.old_mask.thread_set_mask();
         result
     }
+
+    fn sync_and_supervise(&self, sync: &OwnedFd) -> Result<u8, Error> {
+        let outcome = send(sync, &Message::Proceed) /* sync 1 */
+            .and_then(|()| recv(sync)) /* sync 2 */;
+        let failed = match outcome {
+            // End-of-file: exec closed the child's end; COMMAND runs.
+            Ok(None) => return supervise(self.pid, Reap::Main),
+            Ok(Some(packet)) => match Message::decode(&packet) {
+                Some(Message::Failed { code, message }) => Error::Setup { code, message },
+                _ => Error::Malformed { len: packet.len() },
+            },
+            Err(errno) => Error::Sync(errno),
+        };
+        // The child exits right after a failure; make sure of it, and reap
+        // it so that no half-set-up container is left behind.
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = supervise(self.pid, Reap::Main);
+        Err(failed)
+    }
     // ANCHOR_END: wait
+}
+
+impl Drop for Child {
+    /// A child never waited for (host-side set-up failed) is killed and
+    /// reaped: an error path must not leave a container behind.
+    fn drop(&mut self) {
+        if self.sync.take().is_some() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+            let _ = self.old_mask.thread_set_mask();
+        }
+    }
 }
 
 /// Which children [`supervise`] reaps.

@@ -23,7 +23,7 @@ struct Cli {
 // ANCHOR: run
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     let flags = uts::CLONE_FLAGS;
-    let container = child::spawn(flags, |_report| {
+    let container = child::spawn(flags, |_channel| {
         // In the child, inside the new UTS namespace.
         if let Some(name) = &cli.uts.hostname {
             uts::set_hostname(name)?;

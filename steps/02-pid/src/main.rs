@@ -23,12 +23,12 @@ struct Cli {
 // ANCHOR: run
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     let flags = uts::CLONE_FLAGS | pid::CLONE_FLAGS;
-    let container = child::spawn(flags, |report| {
+    let container = child::spawn(flags, |channel| {
         // In the child: PID 1 of the new PID namespace.
         if let Some(name) = &cli.uts.hostname {
             uts::set_hostname(name)?;
         }
-        pid::init(&cli.command, report)
+        pid::init(&cli.command, channel)
     })
     .context("cannot start the container")?;
     Ok(container.wait()?)

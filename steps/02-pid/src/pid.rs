@@ -31,7 +31,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, fork};
 
-use crate::child::{self, BoxError, Reap, Report};
+use crate::child::{self, BoxError, Channel, Reap};
 
 /// The `clone(2)` flag this module needs.
 pub const CLONE_FLAGS: CloneFlags = CloneFlags::CLONE_NEWPID;
@@ -54,17 +54,17 @@ pub enum Error {
 /// supervised signals still blocked (as [`child::spawn`] leaves them).
 ///
 /// In the forked process it returns only an error (the `exec` failed),
-/// which [`child::spawn`] reports to the parent through `report`.
-pub fn init(command: &[OsString], report: &mut Report) -> Result<u8, BoxError> {
+/// which [`child::spawn`] reports to the parent through `channel`.
+pub fn init(command: &[OsString], channel: &mut Channel) -> Result<u8, BoxError> {
     // SAFETY: the process is single-threaded (we are the child of clone(2),
     // which copies only the calling thread), so the forked copy cannot
     // inherit a lock held by another thread.
     match unsafe { fork() }.map_err(Error::Fork)? {
         ForkResult::Child => match child::exec(command)? {},
         ForkResult::Parent { child: command_pid } => {
-            // The command holds its own copy of the report pipe, closed by
+            // The command holds its own copy of the sync socket, closed by
             // its exec; ours must go or the parent never sees end-of-file.
-            report.close();
+            channel.close();
             Ok(child::supervise(command_pid, Reap::All).map_err(Error::Supervise)?)
         }
     }

@@ -27,13 +27,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let rootfs = mount::check_rootfs(&cli.mount.rootfs)?;
     let plan = mount::plan();
     let flags = uts::CLONE_FLAGS | pid::CLONE_FLAGS | mount::CLONE_FLAGS;
-    let container = child::spawn(flags, |report| {
+    let container = child::spawn(flags, |channel| {
         // In the child: PID 1 of the new PID namespace.
         if let Some(name) = &cli.uts.hostname {
             uts::set_hostname(name)?;
         }
         mount::enter(&rootfs, &plan)?;
-        pid::init(&cli.command, report)
+        pid::init(&cli.command, channel)
     })
     .context("cannot start the container")?;
     Ok(container.wait()?)
