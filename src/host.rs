@@ -49,6 +49,16 @@ pub fn mounts() -> Vec<String> {
     mounts
 }
 
+/// The host's network interfaces, sorted.
+pub fn interfaces() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/net")
+        .expect("cannot list /sys/class/net")
+        .filter_map(|entry| Some(entry.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
 /// What a test snapshots of the host before running a container, and
 /// asserts is unchanged afterwards.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,6 +67,8 @@ pub struct State {
     pub hostname: String,
     /// The host's mounts.
     pub mounts: Vec<String>,
+    /// The host's network interfaces.
+    pub interfaces: Vec<String>,
 }
 
 impl State {
@@ -65,6 +77,7 @@ impl State {
         State {
             hostname: hostname(),
             mounts: mounts(),
+            interfaces: interfaces(),
         }
     }
 
@@ -85,6 +98,10 @@ impl State {
         assert!(
             added.is_empty() && removed.is_empty(),
             "the host's mounts changed: added {added:?}, removed {removed:?}"
+        );
+        assert_eq!(
+            self.interfaces, now.interfaces,
+            "the host's interfaces changed"
         );
     }
 }

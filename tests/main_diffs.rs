@@ -6,7 +6,7 @@ use berth_tests::{snapshot_settings, workspace_root};
 use similar::TextDiff;
 
 /// Step directories, in order.
-const STEPS: [&str; 3] = ["01-uts", "02-pid", "03-mount-chroot"];
+const STEPS: [&str; 4] = ["01-uts", "02-pid", "03-mount-chroot", "04-net"];
 
 #[test]
 fn main_rs_diffs_between_steps() {

@@ -11,6 +11,7 @@
 //! - `ns`: each namespace as `new` or `host`, compared with the inode
 //!   numbers the test passes in `PROBE_HOST_NS` (`uts=4026531838,pid=…`);
 //! - `mounts`: mount point, type and options from `/proc/self/mountinfo`;
+//! - `network`: interfaces (up or down, IPv4 addresses) and IPv4 routes;
 //! - `cgroup`: membership from `/proc/self/cgroup`, and the limits visible
 //!   under `/sys/fs/cgroup`;
 //! - `chroot-escape`: try the classic escape from `chroot(2)` (needs
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
             "ids" => ids(),
             "ns" => namespaces(),
             "mounts" => mounts(),
+            "network" => network(),
             "cgroup" => cgroup(),
             "chroot-escape" => chroot_escape(),
             other => {
@@ -158,6 +160,98 @@ fn mounts() -> String {
         // relatime is the kernel's default and says nothing about isolation.
         let options: Vec<&str> = options.split(',').filter(|o| *o != "relatime").collect();
         out.push_str(&format!("  {mountpoint} {fstype} {}\n", options.join(",")));
+    }
+    out
+}
+
+/// One interface as `getifaddrs(3)` lists it.
+struct Interface {
+    name: String,
+    up: bool,
+    addresses: Vec<String>,
+}
+
+/// Interfaces in the order the kernel lists them (by index), with their
+/// IPv4 addresses, and the IPv4 routes from `/proc/net/route`.
+fn network() -> String {
+    let mut interfaces: Vec<Interface> = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) fills `list` with a linked list we only read and
+    // then give back to freeifaddrs(3).
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return format!("network: <getifaddrs: {}>\n", io::Error::last_os_error());
+    }
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*entry };
+        entry = ifa.ifa_next;
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        let index = match interfaces.iter().position(|i| i.name == name) {
+            Some(index) => index,
+            None => {
+                interfaces.push(Interface {
+                    name,
+                    up: ifa.ifa_flags & libc::IFF_UP as u32 != 0,
+                    addresses: Vec::new(),
+                });
+                interfaces.len() - 1
+            }
+        };
+        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() {
+            continue;
+        }
+        // SAFETY: both point to sockaddrs of the family sa_family names.
+        unsafe {
+            if i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
+                let address = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let mask = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                let address = std::net::Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+                let prefix = u32::from_be(mask.sin_addr.s_addr).count_ones();
+                interfaces[index]
+                    .addresses
+                    .push(format!("{address}/{prefix}"));
+            }
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    let mut out = String::from("network:\n");
+    for interface in &interfaces {
+        let state = if interface.up { "up" } else { "down" };
+        out.push_str(&format!("  {} {state}", interface.name));
+        for address in &interface.addresses {
+            out.push_str(&format!(" {address}"));
+        }
+        out.push('\n');
+    }
+    for line in read("/proc/net/route").lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let hex = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| u32::from_str_radix(f, 16).ok())
+                .map(|v| std::net::Ipv4Addr::from(u32::from_be(v)))
+        };
+        let (Some(dev), Some(dest), Some(gateway), Some(mask)) =
+            (fields.first(), hex(1), hex(2), hex(7))
+        else {
+            continue;
+        };
+        let prefix = u32::from(mask).count_ones();
+        let target = if prefix == 0 {
+            "default".to_owned()
+        } else {
+            format!("{dest}/{prefix}")
+        };
+        if gateway.is_unspecified() {
+            out.push_str(&format!("  route {target} dev {dev}\n"));
+        } else {
+            out.push_str(&format!("  route {target} via {gateway} dev {dev}\n"));
+        }
     }
     out
 }

@@ -98,7 +98,7 @@ impl AsRef<str> for Hostname {
 
 /// The command-line options this module adds: `--hostname NAME`.
 #[derive(Debug, Clone, clap::Args)]
-#[group(id = "uts")]
+#[group(id = "uts-options")]
 pub struct Options {
     /// Hostname inside the container (default: a copy of the host's)
     #[arg(long, value_name = "NAME")]

@@ -133,7 +133,7 @@ pub enum Error {
 
 /// The command-line options this module adds: `--rootfs DIR`.
 #[derive(Debug, Clone, clap::Args)]
-#[group(id = "mount")]
+#[group(id = "mount-options")]
 pub struct Options {
     /// Directory to use as the container's root filesystem
     #[arg(long, value_name = "DIR")]

@@ -1,0 +1,59 @@
+//! `step04-net --rootfs DIR [--hostname NAME] [--net none|bridge]
+//! [--bridge NAME] [--ip ADDR/PREFIX] -- COMMAND [ARG...]`
+//!
+//! Run COMMAND with a root filesystem and a network stack of its own.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use step04_net::{child, mount, net, pid, uts};
+
+/// Run COMMAND with a network namespace of its own (berth step 4).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    uts: uts::Options,
+    #[command(flatten)]
+    mount: mount::Options,
+    #[command(flatten)]
+    net: net::Options,
+    /// The command to run, and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
+
+// ANCHOR: run
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    let rootfs = mount::check_rootfs(&cli.mount.rootfs)?;
+    let plan = mount::plan();
+    let network = net::plan(&cli.net, std::process::id())?;
+    let flags = uts::CLONE_FLAGS | pid::CLONE_FLAGS | mount::CLONE_FLAGS | net::CLONE_FLAGS;
+    let container = child::spawn(flags, |channel| {
+        // In the child: PID 1 of the new PID namespace.
+        if let Some(name) = &cli.uts.hostname {
+            uts::set_hostname(name)?;
+        }
+        net::configure(&network)?;
+        mount::enter(&rootfs, &plan)?;
+        pid::init(&cli.command, channel)
+    })
+    .context("cannot start the container")?;
+    // In the parent, while the child waits at sync 1.
+    let _veth = net::attach(&network, container.pid()).context("cannot set up the network")?;
+    Ok(container.wait()?)
+}
+// ANCHOR_END: run
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("{}: {error:#}", env!("CARGO_BIN_NAME"));
+            ExitCode::from(child::exit_code_of(error.as_ref()))
+        }
+    }
+}
