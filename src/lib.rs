@@ -98,12 +98,89 @@ pub fn world_executable(bin: &str) -> String {
         .expect("cannot chmod /tmp/berth-test-bins");
     let target = dir.join(bin);
     // Copy under a unique name, then rename: tests run in parallel.
-    let partial = dir.join(format!("{bin}.{}", std::process::id()));
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = dir.join(format!("{bin}.{}.{n}", std::process::id()));
     std::fs::copy(&built, &partial).expect("cannot copy the binary");
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
         .expect("cannot chmod the binary");
     std::fs::rename(&partial, &target).expect("cannot rename the binary");
     target.display().to_string()
+}
+
+/// A copy of the test rootfs in `/tmp/berth-test-rootfs`, which any user
+/// can read, for the tests that run a container as an ordinary user.
+/// Copied once per test process (`cp -a`: links and modes kept).
+pub fn world_readable_rootfs() -> &'static str {
+    static COPIED: OnceLock<()> = OnceLock::new();
+    const COPY: &str = "/tmp/berth-test-rootfs";
+    COPIED.get_or_init(|| {
+        let _ = std::fs::remove_dir_all(COPY);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(fixture::rootfs())
+            .arg(COPY)
+            .status()
+            .expect("cannot run cp");
+        assert!(status.success(), "cp -a of the rootfs to {COPY} failed");
+    });
+    COPY
+}
+
+/// A throw-away system user for rootless tests, deleted (with its group)
+/// when dropped.
+#[derive(Debug)]
+pub struct ThrowawayUser {
+    /// Its name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its gid.
+    pub gid: u32,
+}
+
+impl ThrowawayUser {
+    /// Create user `name` (and a group of the same name); a leftover from
+    /// an interrupted run is deleted first.
+    pub fn create(name: &str) -> ThrowawayUser {
+        let _ = Command::new("userdel").arg(name).output();
+        let status = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home"])
+            .args(["--shell", "/usr/sbin/nologin", name])
+            .status()
+            .expect("cannot run useradd");
+        assert!(status.success(), "useradd {name} failed");
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id")
+                .args([flag, name])
+                .output()
+                .expect("cannot run id");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("id printed no number")
+        };
+        ThrowawayUser {
+            name: name.to_owned(),
+            uid: id("-u"),
+            gid: id("-g"),
+        }
+    }
+
+    /// `setpriv` arguments that run what follows as this user.
+    pub fn setpriv(&self) -> Vec<String> {
+        vec![
+            format!("--reuid={}", self.name),
+            format!("--regid={}", self.name),
+            "--clear-groups".to_owned(),
+        ]
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
 }
 
 /// A command as the reader types it, and what they see.

@@ -6,7 +6,13 @@ use berth_tests::{snapshot_settings, workspace_root};
 use similar::TextDiff;
 
 /// Step directories, in order.
-const STEPS: [&str; 4] = ["01-uts", "02-pid", "03-mount-chroot", "04-net"];
+const STEPS: [&str; 5] = [
+    "01-uts",
+    "02-pid",
+    "03-mount-chroot",
+    "04-net",
+    "05-user-ipc",
+];
 
 #[test]
 fn main_rs_diffs_between_steps() {

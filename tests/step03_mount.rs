@@ -4,7 +4,7 @@
 
 use berth_tests::fixture::rootfs_arg;
 use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
-use step04_net::mount;
+use step05_user_ipc::mount;
 
 #[test]
 fn mount_plan() {

@@ -12,6 +12,11 @@
 //!   numbers the test passes in `PROBE_HOST_NS` (`uts=4026531838,pid=…`);
 //! - `mounts`: mount point, type and options from `/proc/self/mountinfo`;
 //! - `network`: interfaces (up or down, IPv4 addresses) and IPv4 routes;
+//! - `ipc`: the keys of the System V shared memory segments and message
+//!   queues visible (the IPC namespace's table);
+//! - `ipc-make KEY` / `ipc-remove KEY` (actions, not sections): create or
+//!   remove a shared memory segment and a message queue with key `KEY`
+//!   (hex), for the IPC tests;
 //! - `cgroup`: membership from `/proc/self/cgroup`, and the limits visible
 //!   under `/sys/fs/cgroup`;
 //! - `chroot-escape`: try the classic escape from `chroot(2)` (needs
@@ -43,8 +48,26 @@ fn main() -> ExitCode {
             .to_vec();
     }
     let mut out = String::new();
-    for section in &sections {
+    let mut args = sections.iter();
+    while let Some(section) = args.next() {
         let text = match section.as_str() {
+            "ipc-make" | "ipc-remove" => {
+                let key = args
+                    .next()
+                    .and_then(|k| i32::from_str_radix(k.trim_start_matches("0x"), 16).ok());
+                let Some(key) = key else {
+                    eprintln!("probe: {section} needs a hex KEY");
+                    return ExitCode::FAILURE;
+                };
+                match ipc_action(section == "ipc-make", key) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        eprintln!("probe: {section} {key:#x}: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            "ipc" => ipc(),
             "hostname" => hostname(),
             "pid" => pid(),
             "pids" => pids(),
@@ -254,6 +277,57 @@ fn network() -> String {
         }
     }
     out
+}
+
+/// The keys listed in `/proc/sysvipc/{shm,msg}`: the calling process's
+/// IPC namespace.
+fn ipc() -> String {
+    let keys = |path: &str| {
+        let mut keys: Vec<String> = read(path)
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next()?.parse::<i32>().ok())
+            .map(|key| format!("{key:#x}"))
+            .collect();
+        keys.sort();
+        if keys.is_empty() {
+            "none".to_owned()
+        } else {
+            keys.join(" ")
+        }
+    };
+    format!(
+        "ipc shm keys: {}\nipc msg keys: {}\n",
+        keys("/proc/sysvipc/shm"),
+        keys("/proc/sysvipc/msg")
+    )
+}
+
+/// Create (or remove) a shared memory segment and a message queue with
+/// `key` in the calling process's IPC namespace.
+fn ipc_action(make: bool, key: i32) -> io::Result<String> {
+    let flags = if make {
+        libc::IPC_CREAT | libc::IPC_EXCL | 0o600
+    } else {
+        0
+    };
+    // SAFETY: shmget(2) and msgget(2) take plain integers.
+    let (shm, msg) = unsafe { (libc::shmget(key, 4096, flags), libc::msgget(key, flags)) };
+    if shm < 0 || msg < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if make {
+        return Ok(format!("made shm and msg {key:#x}\n"));
+    }
+    // SAFETY: IPC_RMID takes no buffer; the ids come from the calls above.
+    let removed = unsafe {
+        libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut()) == 0
+            && libc::msgctl(msg, libc::IPC_RMID, std::ptr::null_mut()) == 0
+    };
+    if !removed {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(format!("removed shm and msg {key:#x}\n"))
 }
 
 fn cgroup() -> String {
