@@ -10,7 +10,7 @@ use berth_tests::{
     world_readable_rootfs,
 };
 use nix::unistd::{Gid, Uid};
-use step05_user_ipc::user;
+use step06_cgroups::user;
 
 #[test]
 fn id_map_plans() {

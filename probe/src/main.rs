@@ -17,6 +17,8 @@
 //! - `ipc-make KEY` / `ipc-remove KEY` (actions, not sections): create or
 //!   remove a shared memory segment and a message queue with key `KEY`
 //!   (hex), for the IPC tests;
+//! - `alloc MIB` (an action): allocate and touch MIB mebibytes, for the
+//!   memory limit tests;
 //! - `cgroup`: membership from `/proc/self/cgroup`, and the limits visible
 //!   under `/sys/fs/cgroup`;
 //! - `chroot-escape`: try the classic escape from `chroot(2)` (needs
@@ -66,6 +68,13 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 }
+            }
+            "alloc" => {
+                let Some(mib) = args.next().and_then(|m| m.parse::<usize>().ok()) else {
+                    eprintln!("probe: alloc needs a number of MiB");
+                    return ExitCode::FAILURE;
+                };
+                alloc(mib)
             }
             "ipc" => ipc(),
             "hostname" => hostname(),
@@ -277,6 +286,21 @@ fn network() -> String {
         }
     }
     out
+}
+
+/// Allocate `mib` MiB one at a time, writing every page so that it is
+/// really used (an untouched allocation costs nothing).
+fn alloc(mib: usize) -> String {
+    let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(mib);
+    for _ in 0..mib {
+        let mut block = vec![0u8; 1 << 20];
+        for page in block.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        blocks.push(block);
+    }
+    let total: usize = blocks.iter().map(|b| b.len()).sum();
+    format!("allocated {} MiB\n", total >> 20)
 }
 
 /// The keys listed in `/proc/sysvipc/{shm,msg}`: the calling process's
