@@ -137,11 +137,12 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
         return;
     }
     let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
-    // Only shell builtins after the bomb: a fork may fail at any time.
-    let script = "bomb() { bomb | bomb & }; bomb 2>/dev/null; \
-                  read max < /sys/fs/cgroup/pids/pids.max; echo \"pids.max $max\"; \
-                  while read key refused; do echo \"pids.events $key $refused\"; done \
-                  < /sys/fs/cgroup/pids/pids.events";
+    // Only shell builtins after the bomb (a fork may fail at any time),
+    // polling until the kernel has refused a fork.
+    let script = "bomb() { bomb | bomb & }; bomb 2>/dev/null; i=0; \
+                  while read key n < /sys/fs/cgroup/pids/pids.events && [ \"$n\" = 0 ] \
+                  && [ $i -lt 100000 ]; do i=$((i + 1)); done; echo \"pids.events $key $n\"; \
+                  read max < /sys/fs/cgroup/pids/pids.max; echo \"pids.max $max\"";
     let shown = run(
         &step,
         &[
