@@ -6,12 +6,14 @@ use berth_tests::{snapshot_settings, workspace_root};
 use similar::TextDiff;
 
 /// Step directories, in order.
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 7] = [
     "01-uts",
     "02-pid",
     "03-mount-chroot",
     "04-net",
     "05-user-ipc",
+    "06-cgroups",
+    "07-overlay",
 ];
 
 #[test]

@@ -286,6 +286,20 @@ pub fn plan() -> Vec<Op> {
 }
 // ANCHOR_END: plan
 
+/// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE)`: from now on no mount
+/// event propagates between this mount namespace and the host's. The first
+/// op of every plan; also called by step 7 before its overlay mount.
+pub fn make_private() -> Result<(), Error> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(Error::MakePrivate)
+}
+
 // ANCHOR: enter
 /// Apply `plan` with `rootfs` (absolute, see [`check_rootfs`]) as the new
 /// root. Call it in the child, after `clone(CLONE_NEWNS | CLONE_NEWPID)`.
@@ -293,14 +307,7 @@ pub fn enter(rootfs: &Path, plan: &[Op]) -> Result<(), Error> {
     let mut root: Option<OwnedFd> = None;
     for op in plan {
         match op {
-            Op::MakePrivate => mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .map_err(Error::MakePrivate)?,
+            Op::MakePrivate => make_private()?,
             Op::BindRootfs => {
                 mount(
                     Some(rootfs),
@@ -366,8 +373,15 @@ fn relative(path: &Path) -> PathBuf {
     }
 }
 
-/// `openat2(2)` with `path` resolved as if `root` were `/`.
-fn open_in_root(root: BorrowedFd, path: &Path, flags: OFlag, mode: Mode) -> Result<OwnedFd, Errno> {
+/// `openat2(2)` with `path` resolved as if `root` were `/`: `..` stops at
+/// `root`, and absolute symlinks start from it. Step 7's layer unpacker
+/// resolves every path of an untrusted layer with it too.
+pub fn open_in_root(
+    root: BorrowedFd,
+    path: &Path,
+    flags: OFlag,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .mode(mode)
@@ -381,8 +395,9 @@ fn open_in_root(root: BorrowedFd, path: &Path, flags: OFlag, mode: Mode) -> Resu
     }
 }
 
-/// Open directory `path` inside the rootfs, creating it and its parents.
-fn ensure_dir(root: BorrowedFd, path: &Path) -> Result<OwnedFd, Errno> {
+/// Open directory `path` inside the rootfs, creating it and its parents
+/// (mode 0755); an `O_PATH` fd, usable as the dirfd of `*at` calls.
+pub fn ensure_dir(root: BorrowedFd, path: &Path) -> Result<OwnedFd, Errno> {
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
     match open_in_root(root, path, flags, Mode::empty()) {
         Err(Errno::ENOENT) => {
@@ -420,8 +435,10 @@ fn ensure_file(root: BorrowedFd, path: &Path) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// The path through which the kernel reaches what `fd` refers to.
-fn fd_path(fd: &OwnedFd) -> PathBuf {
+/// The path through which the kernel reaches what `fd` refers to
+/// (`/proc/self/fd/N`): mount on it, or link it, without a path that could
+/// be swapped meanwhile.
+pub fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 

@@ -1,0 +1,160 @@
+//! Exporting a container's changes — its overlay upper directory — as a
+//! new layer tar: the reverse of [`super::unpack`].
+//!
+//! The upper directory holds exactly what the container changed, in
+//! overlayfs's own words: new and modified files as they are, a deleted
+//! file as a character device 0/0, a directory whose lower contents were
+//! replaced as `trusted.overlay.opaque=y`. The image spec's words for the
+//! last two are `.wh.NAME` and `.wh..wh..opq`. Hard links inside the upper
+//! directory stay hard links. Entries are written in name order, so the
+//! same changes give the same tar.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::unpack::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
+
+/// What can go wrong while exporting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the upper directory or writing the tar failed.
+    #[error("cannot export {path:?}")]
+    Io {
+        /// The file being exported.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What an export wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Entries written (whiteouts included).
+    pub entries: u64,
+    /// Deletions (`.wh.NAME`) and opaque markers written.
+    pub whiteouts: u64,
+}
+
+/// Whether `path` carries `trusted.overlay.opaque=y`.
+fn is_opaque(path: &Path) -> bool {
+    let (Ok(path), Ok(name)) = (
+        CString::new(path.as_os_str().as_bytes()),
+        CString::new(OPAQUE_XATTR),
+    ) else {
+        return false;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: NUL-terminated strings; `value` is valid for its length.
+    let len = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    len == 1 && value[0] == b'y'
+}
+
+/// An empty regular file entry named `name` (a whiteout or opaque marker).
+fn marker<W: Write>(builder: &mut tar::Builder<W>, name: &Path) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(0);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    builder.append_data(&mut header, name, io::empty())
+}
+
+struct Exporter<W: Write> {
+    builder: tar::Builder<W>,
+    summary: Summary,
+    /// (device, inode) of files with several links → their first path.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<W: Write> Exporter<W> {
+    fn visit(&mut self, upper: &Path, relative: &Path) -> Result<(), Error> {
+        let dir = upper.join(relative);
+        let failed = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .map_err(failed(&dir))?
+            .collect::<Result<_, _>>()
+            .map_err(failed(&dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let full = entry.path();
+            let rel = relative.join(&name);
+            let meta = fs::symlink_metadata(&full).map_err(failed(&full))?;
+            let kind = meta.file_type();
+            if kind.is_char_device() && meta.rdev() == 0 {
+                let mut hidden = WHITEOUT_PREFIX.as_bytes().to_vec();
+                hidden.extend_from_slice(name.as_bytes());
+                let whiteout = relative.join(std::ffi::OsStr::from_bytes(&hidden));
+                marker(&mut self.builder, &whiteout).map_err(failed(&full))?;
+                self.summary.whiteouts += 1;
+            } else if kind.is_file() && meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = self.links.get(&key) {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_metadata(&meta);
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    self.builder
+                        .append_link(&mut header, &rel, first)
+                        .map_err(failed(&full))?;
+                } else {
+                    self.links.insert(key, rel.clone());
+                    self.builder
+                        .append_path_with_name(&full, &rel)
+                        .map_err(failed(&full))?;
+                }
+            } else {
+                self.builder
+                    .append_path_with_name(&full, &rel)
+                    .map_err(failed(&full))?;
+            }
+            self.summary.entries += 1;
+            if kind.is_dir() {
+                if is_opaque(&full) {
+                    marker(&mut self.builder, &rel.join(OPAQUE_MARKER)).map_err(failed(&full))?;
+                    self.summary.whiteouts += 1;
+                }
+                self.visit(upper, &rel)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ANCHOR: commit
+/// Write the changes in the overlay upper directory `upper` to `out` as a
+/// layer tar (plain; the caller compresses if it wants).
+pub fn commit<W: Write>(upper: &Path, out: W) -> Result<(W, Summary), Error> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Complete);
+    let mut exporter = Exporter {
+        builder,
+        summary: Summary::default(),
+        links: HashMap::new(),
+    };
+    exporter.visit(upper, Path::new(""))?;
+    let out = exporter.builder.into_inner().map_err(|source| Error::Io {
+        path: upper.to_owned(),
+        source,
+    })?;
+    Ok((out, exporter.summary))
+}
+// ANCHOR_END: commit
