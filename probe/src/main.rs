@@ -10,6 +10,9 @@
 //! - `ids`: uid, gid, and the uid/gid maps of the user namespace;
 //! - `ns`: each namespace as `new` or `host`, compared with the inode
 //!   numbers the test passes in `PROBE_HOST_NS` (`uts=4026531838,pid=…`);
+//! - `caps`: the capability sets, from `/proc/self/status`;
+//! - `limits`: the soft and hard `RLIMIT_NOFILE` and `RLIMIT_NPROC`, and
+//!   `no_new_privs`;
 //! - `mounts`: mount point, type and options from `/proc/self/mountinfo`;
 //! - `network`: interfaces (up or down, IPv4 addresses) and IPv4 routes;
 //! - `ipc`: the keys of the System V shared memory segments and message
@@ -83,6 +86,8 @@ fn main() -> ExitCode {
             "ids" => ids(),
             "ns" => namespaces(),
             "mounts" => mounts(),
+            "caps" => caps(),
+            "limits" => limits(),
             "network" => network(),
             "cgroup" => cgroup(),
             "chroot-escape" => chroot_escape(),
@@ -172,6 +177,43 @@ fn namespaces() -> String {
         out.push_str(&format!(" {ns}={verdict}"));
     }
     out.push('\n');
+    out
+}
+
+/// Lines of `/proc/self/status` with one of `keys`, as `key: value`.
+fn status(keys: &[&str]) -> String {
+    let mut out = String::new();
+    for line in read("/proc/self/status").lines() {
+        if let Some((key, value)) = line.split_once(':')
+            && keys.contains(&key)
+        {
+            out.push_str(&format!("{key}: {}\n", value.trim()));
+        }
+    }
+    out
+}
+
+fn caps() -> String {
+    status(&["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
+}
+
+fn limits() -> String {
+    let mut out = String::new();
+    for line in read("/proc/self/limits").lines() {
+        if line.starts_with("Max open files") || line.starts_with("Max processes") {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let n = fields.len();
+            if n >= 4 {
+                let name = fields[..n - 3].join(" ");
+                out.push_str(&format!(
+                    "{name}: soft {} hard {}\n",
+                    fields[n - 3],
+                    fields[n - 2]
+                ));
+            }
+        }
+    }
+    out.push_str(&status(&["NoNewPrivs", "Seccomp"]));
     out
 }
 

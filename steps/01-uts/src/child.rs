@@ -315,6 +315,8 @@ impl Channel {
 #[derive(Debug)]
 pub struct Child {
     pid: Pid,
+    /// Whether both sync points have passed ([`Child::start`]).
+    started: bool,
     /// The parent's end of the sync socket; `None` once waited for.
     sync: Option<OwnedFd>,
     /// The parent's signal mask before [`spawn`] blocked the forwarded
@@ -377,6 +379,7 @@ where
     let pid = pid.map_err(|source| restore(Error::Clone { flags, source }))?;
     Ok(Child {
         pid,
+        started: false,
         sync: Some(parent_end),
         old_mask,
     })
@@ -433,24 +436,25 @@ impl Child {
     }
 
     // ANCHOR: wait
-    /// Let the child proceed (sync 1), wait until `COMMAND` runs or the
-    /// set-up fails (sync 2), then supervise the child until it ends, and
-    /// return its exit code.
-    pub fn wait(mut self) -> Result<u8, Error> {
-        let Some(sync) = self.sync.take() else {
+    /// Let the child proceed (sync 1) and wait until `COMMAND` runs or the
+    /// set-up fails (sync 2). [`Child::wait`] does it if not done yet; the
+    /// OCI runtime (step 8) calls it first, to run its `poststart` hooks
+    /// between the start and the end.
+    pub fn start(&mut self) -> Result<(), Error> {
+        if self.started {
+            return Ok(());
+        }
+        let Some(sync) = &self.sync else {
             return Err(Error::Sync(Errno::EBADF));
         };
-        let result = self.sync_and_supervise(&sync);
-        let _ = self.old_mask.thread_set_mask();
-        result
-    }
-
-    fn sync_and_supervise(&self, sync: &OwnedFd) -> Result<u8, Error> {
         let outcome = send(sync, &Message::Proceed) /* sync 1 */
             .and_then(|()| recv(sync)) /* sync 2 */;
         let failed = match outcome {
             // End-of-file: exec closed the child's end; COMMAND runs.
-            Ok(None) => return supervise(self.pid, Reap::Main),
+            Ok(None) => {
+                self.started = true;
+                return Ok(());
+            }
             Ok(Some(packet)) => match Message::decode(&packet) {
                 Some(Message::Failed { code, message }) => Error::Setup { code, message },
                 _ => Error::Malformed { len: packet.len() },
@@ -459,9 +463,21 @@ impl Child {
         };
         // The child exits right after a failure; make sure of it, and reap
         // it so that no half-set-up container is left behind.
+        self.sync = None;
         let _ = kill(self.pid, Signal::SIGKILL);
         let _ = supervise(self.pid, Reap::Main);
+        let _ = self.old_mask.thread_set_mask();
         Err(failed)
+    }
+
+    /// [`Child::start`] if not done yet, then supervise the child until it
+    /// ends, and return its exit code.
+    pub fn wait(mut self) -> Result<u8, Error> {
+        self.start()?;
+        self.sync = None;
+        let result = supervise(self.pid, Reap::Main);
+        let _ = self.old_mask.thread_set_mask();
+        result
     }
     // ANCHOR_END: wait
 }

@@ -47,7 +47,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
-use nix::sys::stat::{Mode, mkdirat};
+use nix::sys::stat::{Mode, SFlag, mkdirat};
 use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 
 /// The `clone(2)` flag this module needs.
@@ -199,8 +199,31 @@ pub enum Op {
         /// Where it points (not resolved; it is only text).
         target: PathBuf,
     },
+    /// A device node (`mknod(2)`); in a user namespace, where that is
+    /// refused, the host's node at the same path is bind-mounted instead.
+    /// Step 8 uses it for `config.json`'s devices.
+    Device(Device),
     /// `pivot_root` into the rootfs and detach the old root.
     PivotRoot,
+}
+
+/// A device node to create inside the rootfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Where, as seen from inside the container.
+    pub path: PathBuf,
+    /// `S_IFCHR`, `S_IFBLK` or `S_IFIFO`.
+    pub kind: SFlag,
+    /// Major and minor numbers.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 /// The device nodes a container gets from the host (`/dev/null` and its
@@ -327,6 +350,7 @@ pub fn enter(rootfs: &Path, plan: &[Op]) -> Result<(), Error> {
             Op::Symlink { link, target } => {
                 make_symlink(root_fd(&root, rootfs)?, link, target)?;
             }
+            Op::Device(device) => make_device(root_fd(&root, rootfs)?, device)?,
             Op::PivotRoot => pivot_into(root_fd(&root, rootfs)?, rootfs)?,
         }
     }
@@ -489,6 +513,49 @@ fn apply_mount(root: BorrowedFd, spec: &Mount) -> Result<(), Error> {
     Ok(())
 }
 
+fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
+    let failed = |source| Error::Target {
+        target: device.path.clone(),
+        source,
+    };
+    let (Some(parent), Some(name)) = (device.path.parent(), device.path.file_name()) else {
+        return Err(failed(Errno::EINVAL));
+    };
+    let dir = ensure_dir(root, parent).map_err(failed)?;
+    let _ = nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let mode = Mode::from_bits_truncate(device.mode & 0o7777);
+    let dev = nix::sys::stat::makedev(device.major, device.minor);
+    match nix::sys::stat::mknodat(&dir, name, device.kind, mode, dev) {
+        Ok(()) => {
+            let (uid, gid) = (
+                Some(nix::unistd::Uid::from_raw(device.uid)),
+                Some(nix::unistd::Gid::from_raw(device.gid)),
+            );
+            nix::unistd::fchownat(
+                &dir,
+                name,
+                uid,
+                gid,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(failed)
+        }
+        // In a user namespace: the host's node, if it has one.
+        Err(Errno::EPERM) => apply_mount(
+            root,
+            &Mount {
+                source: device.path.clone(),
+                target: device.path.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None,
+                kind: TargetKind::File,
+            },
+        ),
+        Err(errno) => Err(failed(errno)),
+    }
+}
+
 fn make_symlink(root: BorrowedFd, link: &Path, target: &Path) -> Result<(), Error> {
     let symlink_error = |source| Error::Symlink {
         link: link.to_owned(),
@@ -562,6 +629,15 @@ impl fmt::Display for Op {
                 "symlink      {} -> {}",
                 display(link.as_os_str()),
                 display(target.as_os_str())
+            ),
+            Op::Device(d) => write!(
+                f,
+                "mknod        {} {:?} {}:{} {:o}",
+                display(d.path.as_os_str()),
+                d.kind,
+                d.major,
+                d.minor,
+                d.mode
             ),
             Op::PivotRoot => write!(f, "pivot_root   into ROOTFS, detach the old root"),
         }

@@ -366,7 +366,9 @@ pub struct Resources {
     pub cpu_quota: Option<u64>,
     /// CFS period (µs).
     pub cpu_period: Option<u64>,
-    /// v2 `cpu.weight` (1–10000).
+    /// v1 `cpu.shares` (2–262144), as given; v2 converts it.
+    pub cpu_shares: Option<u64>,
+    /// v2 `cpu.weight` (1–10000), as given; v1 converts it.
     pub cpu_weight: Option<u64>,
     /// Most processes.
     pub pids: Option<u64>,
@@ -453,14 +455,18 @@ pub fn resources(options: &Options) -> Result<Resources, Error> {
     if options.cpu_period.is_some() || resources.cpu_quota.is_some() {
         resources.cpu_period = Some(period);
     }
-    resources.cpu_weight = match (options.cpu_shares, options.cpu_weight) {
+    // Kept as given: each driver converts the other one, so that neither
+    // loses precision to a round trip (512 shares -> weight 20 -> 500).
+    match (options.cpu_shares, options.cpu_weight) {
         (Some(_), Some(_)) => {
             return Err(Error::Conflict {
                 a: "--cpu-shares",
                 b: "--cpu-weight",
             });
         }
-        (Some(shares), None) if (2..=262_144).contains(&shares) => Some(shares_to_weight(shares)),
+        (Some(shares), None) if (2..=262_144).contains(&shares) => {
+            resources.cpu_shares = Some(shares);
+        }
         (Some(shares), None) => {
             return Err(invalid(
                 "--cpu-shares",
@@ -468,7 +474,9 @@ pub fn resources(options: &Options) -> Result<Resources, Error> {
                 "must be 2 to 262144",
             ));
         }
-        (None, Some(weight)) if (1..=10_000).contains(&weight) => Some(weight),
+        (None, Some(weight)) if (1..=10_000).contains(&weight) => {
+            resources.cpu_weight = Some(weight);
+        }
         (None, Some(weight)) => {
             return Err(invalid(
                 "--cpu-weight",
@@ -476,8 +484,8 @@ pub fn resources(options: &Options) -> Result<Resources, Error> {
                 "must be 1 to 10000",
             ));
         }
-        (None, None) => None,
-    };
+        (None, None) => {}
+    }
     if let Some(pids) = options.pids {
         if pids == 0 {
             return Err(invalid("--pids", "0".into(), "must be at least 1"));

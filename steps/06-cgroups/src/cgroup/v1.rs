@@ -28,8 +28,11 @@ pub(super) fn writes(resources: &Resources) -> Vec<Write> {
         let quota = resources.cpu_quota.map_or(-1, |q| q as i64);
         push("cpu", "cpu.cfs_quota_us", quota.to_string());
     }
-    if let Some(weight) = resources.cpu_weight {
-        push("cpu", "cpu.shares", weight_to_shares(weight).to_string());
+    let shares = resources
+        .cpu_shares
+        .or(resources.cpu_weight.map(weight_to_shares));
+    if let Some(shares) = shares {
+        push("cpu", "cpu.shares", shares.to_string());
     }
     if let Some(pids) = resources.pids {
         push("pids", "pids.max", pids.to_string());

@@ -4,7 +4,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Error, Resources, Stats, Write, keyed, read, write};
+use super::{Error, Resources, Stats, Write, keyed, read, shares_to_weight, write};
 
 /// The controllers berth enables for its cgroups, where available.
 const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
@@ -34,7 +34,10 @@ pub(super) fn writes(resources: &Resources) -> Vec<Write> {
             .map_or_else(|| "max".to_owned(), |q| q.to_string());
         push("cpu", "cpu.max", format!("{quota} {period}"));
     }
-    if let Some(weight) = resources.cpu_weight {
+    let weight = resources
+        .cpu_weight
+        .or(resources.cpu_shares.map(shares_to_weight));
+    if let Some(weight) = weight {
         push("cpu", "cpu.weight", weight.to_string());
     }
     if let Some(pids) = resources.pids {

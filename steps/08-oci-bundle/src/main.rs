@@ -1,0 +1,140 @@
+//! `step08-oci run --bundle DIR ID`
+//!
+//! Run the container an OCI bundle describes, in the foreground.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nix::unistd::{getegid, geteuid};
+use step08_oci::oci::{self, hooks};
+use step08_oci::{cgroup, child, mount, net};
+
+/// Run an OCI bundle (berth step 8).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and start the container, wait for it, delete it
+    Run {
+        /// The bundle directory (config.json and the rootfs)
+        #[arg(long, short, value_name = "DIR", default_value = ".")]
+        bundle: PathBuf,
+        /// The container id
+        id: String,
+    },
+}
+
+// ANCHOR: run
+fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
+    let bundle = oci::load(bundle_dir, id)?;
+    let spec = &bundle.spec;
+    let process = spec.process().as_ref().ok_or(oci::process::Error::NoArgs)?;
+    let prepared = oci::process::prepare(process)?;
+    let namespaces = oci::namespaces(spec)?;
+    let ids = oci::id_plan(spec, &namespaces, geteuid(), getegid())?;
+    let cgroup_plan = oci::cgroup_plan(spec, id)?;
+    // Without root, a cgroup only where limits are asked (see step 6).
+    let asked = cgroup_plan.resources.any() || !cgroup_plan.device_rules.is_empty();
+    let cgroup = if geteuid().is_root() || asked {
+        Some(oci::create_cgroup(&cgroup_plan)?)
+    } else {
+        None
+    };
+    let view = oci::mounts::CgroupView {
+        layout: &cgroup_plan.layout,
+        bind: (!namespaces.new_cgroup && cgroup.is_some()).then(|| cgroup_plan.path.as_path()),
+    };
+    let plan = oci::mounts::plan(spec, &bundle.dir, &view)?;
+    let loopback = net::Plan {
+        host: vec![],
+        container: vec![net::ContainerOp::LinkUp {
+            link: "lo".parse()?,
+        }],
+    };
+    let all_hooks = spec.hooks().clone().unwrap_or_default();
+    let hook_list = |list: &Option<Vec<oci_spec::runtime::Hook>>| list.clone().unwrap_or_default();
+    let state = |status: &str, pid: i32| hooks::state(spec.version(), id, status, pid, &bundle.dir);
+    let container = child::spawn(namespaces.clone, |_channel| {
+        // In the child: PID 1 of the new PID namespace, if there is one.
+        oci::join(&namespaces.join)?;
+        if let Some(ids) = &ids {
+            step08_oci::user::become_root(ids)?;
+        }
+        if namespaces.new_cgroup {
+            cgroup::enter_namespace()?;
+        }
+        oci::set_names(spec)?;
+        if namespaces.new_net {
+            net::configure(&loopback)?;
+        }
+        let pid = std::process::id() as i32;
+        hooks::run(
+            "createContainer",
+            &hook_list(all_hooks.create_container()),
+            &state("created", pid),
+        )?;
+        mount::enter(&bundle.rootfs, &plan)?;
+        oci::mounts::after_pivot(spec)?;
+        hooks::run(
+            "startContainer",
+            &hook_list(all_hooks.start_container()),
+            &state("created", pid),
+        )?;
+        let setgroups = !ids.as_ref().is_some_and(|ids| ids.deny_setgroups);
+        match oci::process::start(&prepared, setgroups)? {}
+    })
+    .context("cannot start the container")?;
+    // In the parent, while the child waits at sync 1.
+    let pid = container.pid().as_raw();
+    if let Some(ids) = &ids {
+        step08_oci::user::write_maps(ids, container.pid())
+            .context("cannot map the container's ids")?;
+    }
+    if let Some(cgroup) = &cgroup {
+        cgroup.add(container.pid())?;
+    }
+    for (stage, list) in [
+        ("createRuntime", all_hooks.create_runtime()),
+        ("prestart", all_hooks.prestart()),
+    ] {
+        hooks::run(stage, &hook_list(list), &state("created", pid))?;
+    }
+    let mut container = container;
+    container.start()?;
+    hooks::run(
+        "poststart",
+        &hook_list(all_hooks.poststart()),
+        &state("running", pid),
+    )?;
+    let code = container.wait()?;
+    if let Some(cgroup) = cgroup {
+        cgroup.destroy()?;
+    }
+    hooks::run(
+        "poststop",
+        &hook_list(all_hooks.poststop()),
+        &state("stopped", 0),
+    )?;
+    Ok(code)
+}
+// ANCHOR_END: run
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Run { bundle, id } = &cli.command;
+    match run(bundle, id) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("{}: {error:#}", env!("CARGO_BIN_NAME"));
+            ExitCode::from(child::exit_code_of(error.as_ref()))
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! What `config.json` may say, and what this runtime refuses.
+//!
+//! Two ways a field can be ignored by accident, both turned into errors:
+//!
+//! - **unknown**: a typo (`"readOnly"` for `"readonly"`) or a field of a
+//!   newer spec. serde skips fields it does not know, so the file is parsed
+//!   twice — as plain JSON and as a typed `Spec` — and every key of the
+//!   first that the second does not give back is reported;
+//! - **known but not implemented** ([`UNSUPPORTED`]): AppArmor, SELinux,
+//!   seccomp (Part II), a terminal, … Ignoring one of them would run the
+//!   container *less* isolated than its author asked, so it is an error
+//!   naming the field, never a silent skip.
+//!
+//! Also checked here: `linux.sysctl` keys, which must be namespaced (else a
+//! container could set a value for the whole host).
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde_json::Value;
+
+/// Fields this runtime knows but does not implement, with the reason.
+/// `[]` walks every element of an array.
+pub const UNSUPPORTED: [(&str, &str); 27] = [
+    (
+        "process.terminal",
+        "a terminal needs a console socket (the runtime in Part II)",
+    ),
+    (
+        "process.consoleSize",
+        "a terminal needs a console socket (the runtime in Part II)",
+    ),
+    ("process.apparmorProfile", "AppArmor is not implemented"),
+    ("process.selinuxLabel", "SELinux is not implemented"),
+    ("process.ioPriority", "I/O priorities are not implemented"),
+    (
+        "process.scheduler",
+        "scheduler policies are not implemented",
+    ),
+    ("process.execCPUAffinity", "CPU affinity is not implemented"),
+    ("process.commandLine", "commandLine is for Windows"),
+    ("linux.seccomp", "seccomp is not implemented yet"),
+    ("linux.mountLabel", "SELinux is not implemented"),
+    ("linux.intelRdt", "Intel RDT is not implemented"),
+    ("linux.personality", "personality(2) is not implemented"),
+    ("linux.timeOffsets", "the time namespace is not implemented"),
+    ("linux.memoryPolicy", "memory policies are not implemented"),
+    (
+        "linux.netDevices",
+        "moving network devices is not implemented",
+    ),
+    (
+        "linux.resources.blockIO",
+        "the blkio/io controller is not implemented",
+    ),
+    (
+        "linux.resources.hugepageLimits",
+        "the hugetlb controller is not implemented",
+    ),
+    (
+        "linux.resources.network",
+        "net_cls/net_prio are not implemented",
+    ),
+    (
+        "linux.resources.rdma",
+        "the rdma controller is not implemented",
+    ),
+    (
+        "linux.resources.unified",
+        "raw cgroup v2 files are not implemented",
+    ),
+    (
+        "linux.resources.memory.reservation",
+        "memory reservations are not implemented",
+    ),
+    (
+        "linux.resources.memory.kernel",
+        "kernel memory limits are not implemented",
+    ),
+    (
+        "linux.resources.memory.kernelTCP",
+        "kernel TCP memory limits are not implemented",
+    ),
+    (
+        "linux.resources.memory.swappiness",
+        "swappiness is not implemented",
+    ),
+    ("linux.resources.cpu.cpus", "cpusets are not implemented"),
+    ("linux.resources.cpu.mems", "cpusets are not implemented"),
+    (
+        "mounts[].uidMappings",
+        "id-mapped mounts are not implemented",
+    ),
+];
+
+/// What `check` found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A field no version of the spec this runtime knows has.
+    #[error("unknown field {0} (a typo, or a newer spec than this runtime knows)")]
+    Unknown(String),
+    /// A field this runtime does not implement.
+    #[error("unsupported field {field}: {why}")]
+    Unsupported {
+        /// Where, as `process.apparmorProfile`.
+        field: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// A sysctl that is not namespaced, or whose namespace is not new.
+    #[error("linux.sysctl {key:?}: {why}")]
+    Sysctl {
+        /// The key.
+        key: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+}
+
+/// Keys of `original` that the typed `round_trip` does not have.
+fn unknown(original: &Value, round_trip: &Value, path: &str, found: &mut Vec<String>) {
+    match (original, round_trip) {
+        (Value::Object(original), Value::Object(typed)) => {
+            for (key, value) in original {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match typed.get(key) {
+                    Some(typed) => unknown(value, typed, &child, found),
+                    None => found.push(child),
+                }
+            }
+        }
+        (Value::Array(original), Value::Array(typed)) => {
+            for (i, (a, b)) in original.iter().zip(typed).enumerate() {
+                unknown(a, b, &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The values at dotted `path` (`[]` walks arrays), with their real paths.
+fn lookup<'v>(value: &'v Value, path: &str, prefix: String, out: &mut Vec<(String, &'v Value)>) {
+    let Some((head, rest)) = path.split_once('.').map_or(Some((path, "")), Some) else {
+        return;
+    };
+    let (key, each) = match head.strip_suffix("[]") {
+        Some(key) => (key, true),
+        None => (head, false),
+    };
+    let Some(next) = value.get(key) else {
+        return;
+    };
+    let here = if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    };
+    let mut visit = |value: &'v Value, here: String| {
+        if rest.is_empty() {
+            out.push((here, value));
+        } else {
+            lookup(value, rest, here, out);
+        }
+    };
+    if each {
+        if let Value::Array(items) = next {
+            for (i, item) in items.iter().enumerate() {
+                visit(item, format!("{here}[{i}]"));
+            }
+        }
+    } else {
+        visit(next, here);
+    }
+}
+
+/// Whether a value says anything: not null, false, empty or zero-length.
+fn is_set(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => false,
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(fields) => !fields.is_empty(),
+        Value::String(text) => !text.is_empty(),
+        _ => true,
+    }
+}
+
+/// The namespace a sysctl key belongs to, if it is namespaced at all
+/// (`sysctl(8)`, and the kernel's per-namespace sysctl tables).
+fn sysctl_namespace(key: &str) -> Option<&'static str> {
+    const IPC: [&str; 7] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+    ];
+    if key.starts_with("net.") {
+        Some("network")
+    } else if IPC.contains(&key) || key == "kernel.shm_rmid_forced" || key.starts_with("fs.mqueue.")
+    {
+        Some("ipc")
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some("uts")
+    } else {
+        None
+    }
+}
+
+// ANCHOR: check
+/// Everything wrong with `original` (the JSON text, parsed) that `spec`
+/// (the same text, typed) would hide.
+pub fn check(original: &Value, spec: &Spec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let round_trip = serde_json::to_value(spec).unwrap_or(Value::Null);
+    let mut unknowns = Vec::new();
+    unknown(original, &round_trip, "", &mut unknowns);
+    problems.extend(unknowns.into_iter().map(Problem::Unknown));
+    for (field, why) in UNSUPPORTED {
+        let mut found = Vec::new();
+        lookup(original, field, String::new(), &mut found);
+        for (field, _) in found.into_iter().filter(|(_, v)| is_set(v)) {
+            problems.push(Problem::Unsupported { field, why });
+        }
+    }
+    let new_namespaces: Vec<LinuxNamespaceType> = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+        .iter()
+        .filter(|ns| ns.path().is_none())
+        .map(|ns| ns.typ())
+        .collect();
+    let new = |typ| new_namespaces.contains(&typ);
+    let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().clone());
+    let mut keys: Vec<String> = sysctls.unwrap_or_default().into_keys().collect();
+    keys.sort();
+    for key in keys {
+        let why = match sysctl_namespace(&key) {
+            None => Some("not namespaced: it would change the host"),
+            Some("network") if !new(LinuxNamespaceType::Network) => {
+                Some("needs a new network namespace")
+            }
+            Some("ipc") if !new(LinuxNamespaceType::Ipc) => Some("needs a new ipc namespace"),
+            Some("uts") if !new(LinuxNamespaceType::Uts) => Some("needs a new uts namespace"),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            problems.push(Problem::Sysctl { key, why });
+        }
+    }
+    problems
+}
+// ANCHOR_END: check

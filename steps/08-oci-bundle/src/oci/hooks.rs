@@ -1,0 +1,130 @@
+//! `config.json`'s hooks: programs the runtime runs at points of the
+//! container's life, with the container's state as JSON on their stdin
+//! (runtime-spec `config.md`, "POSIX-platform Hooks").
+//!
+//! | hook              | where it runs here                                  |
+//! |-------------------|-----------------------------------------------------|
+//! | `createRuntime`, `prestart` | parent, namespaces made, before sync 1    |
+//! | `createContainer` | child, after sync 1, before the mounts              |
+//! | `startContainer`  | child, after the pivot, just before `execve`        |
+//! | `poststart`       | parent, once the process runs (after sync 2)        |
+//! | `poststop`        | parent, after the container and its cgroup are gone |
+//!
+//! Simplification: the spec runs `createContainer` after the container's
+//! mounts are made; here it runs just before them.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Hook;
+
+/// What can go wrong with a hook.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The hook could not be started.
+    #[error("{stage} hook {path:?} cannot be started")]
+    Start {
+        /// The stage.
+        stage: &'static str,
+        /// The hook's program.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hook failed.
+    #[error("{stage} hook {path:?} failed: {status}")]
+    Failed {
+        /// The stage.
+        stage: &'static str,
+        /// The hook's program.
+        path: String,
+        /// Its exit status.
+        status: String,
+    },
+    /// The hook ran past its timeout.
+    #[error("{stage} hook {path:?} did not finish within {seconds}s")]
+    Timeout {
+        /// The stage.
+        stage: &'static str,
+        /// The hook's program.
+        path: String,
+        /// The timeout.
+        seconds: i64,
+    },
+}
+
+/// The state a hook reads on stdin (runtime-spec `runtime.md`, "State").
+pub fn state(version: &str, id: &str, status: &str, pid: i32, bundle: &Path) -> String {
+    serde_json::json!({
+        "ociVersion": version,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+    })
+    .to_string()
+}
+
+// ANCHOR: run
+/// Run the `stage` hooks in order, each with `state` on stdin; the first
+/// failure stops them.
+pub fn run(stage: &'static str, hooks: &[Hook], state: &str) -> Result<(), Error> {
+    for hook in hooks {
+        let path = hook.path().display().to_string();
+        let args = hook.args().clone().unwrap_or_default();
+        let mut command = Command::new(hook.path());
+        if let Some((arg0, rest)) = args.split_first() {
+            command.arg0(arg0).args(rest);
+        }
+        command.env_clear().stdin(Stdio::piped());
+        for pair in hook.env().clone().unwrap_or_default() {
+            if let Some((key, value)) = pair.split_once('=') {
+                command.env(key, value);
+            }
+        }
+        let mut child = command.spawn().map_err(|source| Error::Start {
+            stage,
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A hook that does not read its state is not an error.
+            let _ = stdin.write_all(state.as_bytes());
+        }
+        let deadline = hook
+            .timeout()
+            .map(|s| (s, Instant::now() + Duration::from_secs(s.max(1) as u64)));
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(_) => break child.wait().unwrap_or_default(),
+            }
+            if let Some((seconds, deadline)) = deadline
+                && Instant::now() > deadline
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Timeout {
+                    stage,
+                    path,
+                    seconds,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if !status.success() {
+            return Err(Error::Failed {
+                stage,
+                path,
+                status: status.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: run

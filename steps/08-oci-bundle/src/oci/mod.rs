@@ -1,0 +1,508 @@
+//! The OCI bundle: `config.json` and a rootfs, and every earlier step
+//! driven by them.
+//!
+//! runtime-spec `bundle.md`: a bundle is a directory with `config.json`
+//! and the root filesystem it names. This module reads it ([`load`]),
+//! refuses what it cannot honour ([`check`]), and turns each part of the
+//! spec into the plans the earlier steps already apply:
+//!
+//! | `config.json`                         | taught in | here                     |
+//! |---------------------------------------|-----------|--------------------------|
+//! | `hostname`, `domainname`              | step 1    | [`set_names`]            |
+//! | `linux.namespaces` (new or `path`)    | steps 1–6 | [`namespaces`], [`join`] |
+//! | `mounts`, `root`, `linux.devices`, `rootfsPropagation`, `maskedPaths`, `readonlyPaths`, `sysctl` | step 3 | [`mounts`] |
+//! | `linux.uidMappings`, `gidMappings`    | step 5    | [`id_plan`]              |
+//! | `linux.resources`, `cgroupsPath`      | step 6    | [`cgroup_plan`]          |
+//! | `process` (args, env, cwd, user, umask, capabilities, rlimits, noNewPrivileges, oomScoreAdj) | step 8 | [`process`] |
+//! | `hooks`                               | step 8    | [`hooks`]                |
+//!
+//! The network namespace is created empty but for `lo`, which is brought up
+//! (as runc does): connecting it is the engine's job, not the runtime's.
+//!
+//! # Layout
+//!
+//! - [`check`]: unknown and unsupported fields, sysctl keys;
+//! - [`mounts`]: the mount plan and what follows the pivot;
+//! - [`process`]: identity, capabilities, limits and `execve`;
+//! - [`hooks`]: running hooks with the state on stdin.
+
+pub mod check;
+pub mod hooks;
+pub mod mounts;
+pub mod process;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::cgroup::{self, CgroupPath, Hierarchy, Layout, Resources};
+use crate::user;
+
+/// What can go wrong with a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The container id has characters runc would refuse.
+    #[error("invalid container id {0:?}: use letters, digits, '_', '-' and '.'")]
+    Id(String),
+    /// The bundle or its `config.json` cannot be read.
+    #[error("cannot read {path:?}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `config.json` is not valid JSON, or not a valid spec.
+    #[error("{path:?}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde's message, with line and column.
+        message: String,
+    },
+    /// `config.json` says things this runtime refuses (see [`check`]).
+    #[error("{path:?}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Everything wrong with it.
+        problems: Vec<check::Problem>,
+    },
+    /// `root.path` is missing or unusable.
+    #[error("root.path: {0}")]
+    Root(#[source] crate::mount::Error),
+    /// A spec without a mount namespace (a root of its own needs one).
+    #[error("linux.namespaces must include a new mount namespace")]
+    NoMountNamespace,
+    /// A namespace this runtime cannot join by path.
+    #[error("linux.namespaces: joining a {0} namespace by path is not supported")]
+    CannotJoin(String),
+    /// Opening or joining a namespace by path failed.
+    #[error("cannot join the namespace {path:?}")]
+    Join {
+        /// The namespace file.
+        path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: Errno,
+    },
+    /// Bad id mappings.
+    #[error("linux.uidMappings/gidMappings")]
+    Ids(#[source] user::Error),
+    /// Bad resources, or a cgroup that cannot be made.
+    #[error("linux.resources")]
+    Cgroup(#[source] cgroup::Error),
+    /// Device rules on cgroup v2 (they need an eBPF program).
+    #[error(
+        "linux.resources.devices on cgroup v2 needs an eBPF device filter, not implemented yet"
+    )]
+    DevicesV2,
+    /// Setting the host or domain name failed.
+    #[error("cannot set the {what}")]
+    Name {
+        /// `hostname` or `domainname`.
+        what: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: Errno,
+    },
+}
+
+/// A bundle, read and checked.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The container's id.
+    pub id: String,
+    /// The bundle directory (absolute).
+    pub dir: PathBuf,
+    /// Its `config.json`.
+    pub spec: Spec,
+    /// The root filesystem (absolute).
+    pub rootfs: PathBuf,
+}
+
+// ANCHOR: load
+/// Read bundle `dir` for container `id`: parse `config.json` twice (JSON,
+/// then typed) to [`check`] it, and find the rootfs.
+pub fn load(dir: &Path, id: &str) -> Result<Bundle, Error> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if id.is_empty() || !id.chars().all(valid) || id.starts_with('.') {
+        return Err(Error::Id(id.to_owned()));
+    }
+    let dir = dir.canonicalize().map_err(|source| Error::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join("config.json");
+    let text = fs::read_to_string(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let parse_error = |e: serde_json::Error| Error::Parse {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(parse_error)?;
+    let spec: Spec = serde_json::from_str(&text).map_err(parse_error)?;
+    let problems = check::check(&value, &spec);
+    if !problems.is_empty() {
+        return Err(Error::Refused { path, problems });
+    }
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let rootfs = crate::mount::check_rootfs(&dir.join(root)).map_err(Error::Root)?;
+    Ok(Bundle {
+        id: id.to_owned(),
+        dir,
+        spec,
+        rootfs,
+    })
+}
+// ANCHOR_END: load
+
+/// The namespaces of a spec.
+#[derive(Debug, Clone)]
+pub struct Namespaces {
+    /// Flags for `clone(2)`: the new namespaces (not the cgroup one).
+    pub clone: CloneFlags,
+    /// Namespaces to join, user first: `(type, path)`.
+    pub join: Vec<(CloneFlags, PathBuf)>,
+    /// A new user namespace.
+    pub new_user: bool,
+    /// A new cgroup namespace (entered after sync 1, see step 6).
+    pub new_cgroup: bool,
+    /// A new network namespace (`lo` is brought up).
+    pub new_net: bool,
+    /// A new UTS namespace (`hostname` may be set).
+    pub new_uts: bool,
+}
+
+/// The `clone(2)` flag of a namespace type.
+fn flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+// ANCHOR: namespaces
+/// Which namespaces to create and which to join.
+pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
+    let mut ns = Namespaces {
+        clone: CloneFlags::empty(),
+        join: Vec::new(),
+        new_user: false,
+        new_cgroup: false,
+        new_net: false,
+        new_uts: false,
+    };
+    let list = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for entry in &list {
+        let typ = entry.typ();
+        match entry.path() {
+            Some(path) => {
+                // Joining a mount or time namespace would make no sense
+                // with a rootfs of our own; a PID namespace is joined by
+                // the parent before clone, which this step does not do.
+                if matches!(
+                    typ,
+                    LinuxNamespaceType::Mount | LinuxNamespaceType::Time | LinuxNamespaceType::Pid
+                ) {
+                    return Err(Error::CannotJoin(typ.to_string()));
+                }
+                ns.join.push((flag(typ), path.clone()));
+            }
+            None => match typ {
+                LinuxNamespaceType::Cgroup => ns.new_cgroup = true,
+                LinuxNamespaceType::Time => return Err(Error::CannotJoin("time".into())),
+                other => {
+                    ns.clone |= flag(other);
+                    ns.new_user |= other == LinuxNamespaceType::User;
+                    ns.new_net |= other == LinuxNamespaceType::Network;
+                    ns.new_uts |= other == LinuxNamespaceType::Uts;
+                }
+            },
+        }
+    }
+    if !ns.clone.contains(CloneFlags::CLONE_NEWNS) {
+        return Err(Error::NoMountNamespace);
+    }
+    // The user namespace first: joining the others needs its capabilities.
+    ns.join
+        .sort_by_key(|(flag, _)| *flag != CloneFlags::CLONE_NEWUSER);
+    Ok(ns)
+}
+// ANCHOR_END: namespaces
+
+/// In the child, first of all: join the namespaces given by path.
+pub fn join(namespaces: &[(CloneFlags, PathBuf)]) -> Result<(), Error> {
+    for (flag, path) in namespaces {
+        let failed = |source| Error::Join {
+            path: path.clone(),
+            source,
+        };
+        let file = fs::File::open(path)
+            .map_err(|e| failed(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        setns(file, *flag).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The user namespace's maps, through step 5's checks (`None` without a
+/// new user namespace).
+pub fn id_plan(
+    spec: &Spec,
+    ns: &Namespaces,
+    uid: Uid,
+    gid: Gid,
+) -> Result<Option<user::Plan>, Error> {
+    if !ns.new_user {
+        return Ok(None);
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let convert = |maps: Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        (maps.unwrap_or_default().iter())
+            .map(|m| user::IdMapping {
+                container: m.container_id(),
+                host: m.host_id(),
+                size: m.size(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let options = user::Options {
+        userns: true,
+        uid_maps: convert(linux.uid_mappings().clone()),
+        gid_maps: convert(linux.gid_mappings().clone()),
+    };
+    user::plan(&options, uid, gid).map_err(Error::Ids)
+}
+
+/// Every v1 hierarchy of the host (named ones too), or cgroup v2: a
+/// container joins all of them, as runc does.
+pub fn full_layout() -> Result<Layout, Error> {
+    match cgroup::detect().map_err(Error::Cgroup)? {
+        Layout::Legacy { .. } => {
+            let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let mut hierarchies = Vec::new();
+            for line in text.lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let Some(dash) = fields.iter().position(|f| *f == "-") else {
+                    continue;
+                };
+                let (Some(mount), Some(fstype), Some(options)) =
+                    (fields.get(4), fields.get(dash + 1), fields.get(dash + 3))
+                else {
+                    continue;
+                };
+                // Hybrid: the v2 tree beside the v1 ones is joined too, under
+                // a pseudo-controller name (it has none of its own here).
+                if *fstype == "cgroup2" {
+                    hierarchies.push(Hierarchy {
+                        mount: PathBuf::from(mount),
+                        controllers: vec!["unified".to_owned()],
+                    });
+                    continue;
+                }
+                if *fstype != "cgroup" {
+                    continue;
+                }
+                hierarchies.push(Hierarchy {
+                    mount: PathBuf::from(mount),
+                    controllers: (options.split(','))
+                        .filter(|o| *o != "rw" && *o != "ro")
+                        .map(str::to_owned)
+                        .collect(),
+                });
+            }
+            Ok(Layout::Legacy { hierarchies })
+        }
+        unified => Ok(unified),
+    }
+}
+
+/// The cgroup of a spec: where, and with which limits.
+#[derive(Debug, Clone)]
+pub struct CgroupPlan {
+    /// The host's layout (every hierarchy).
+    pub layout: Layout,
+    /// `linux.cgroupsPath` (relative to each hierarchy's root), or the id.
+    pub path: CgroupPath,
+    /// Memory, CPU and pids limits, in step 6's terms.
+    pub resources: Resources,
+    /// v1 `devices.allow`/`devices.deny` lines, in order.
+    pub device_rules: Vec<(&'static str, String)>,
+}
+
+/// Devices every container may use, allowed after the spec's rules (the
+/// runtime-spec's default devices, plus the pty multiplexer and the ptys).
+const ALLOWED_DEVICES: [&str; 10] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+// ANCHOR: cgroup_plan
+/// `linux.resources` and `linux.cgroupsPath` in step 6's terms.
+pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
+    let layout = full_layout()?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let path_text = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.display().to_string().trim_start_matches('/').to_owned())
+        .unwrap_or_else(|| id.to_owned());
+    let path: CgroupPath = path_text.parse().map_err(Error::Cgroup)?;
+    let resources_spec = linux.resources().clone().unwrap_or_default();
+    let mut resources = Resources::default();
+    if let Some(memory) = resources_spec.memory() {
+        resources.memory = memory.limit().filter(|l| *l > 0).map(|l| l as u64);
+        if resources.memory.is_some() {
+            resources.memory_swap = memory.swap().map(|s| (s > 0).then_some(s as u64));
+        }
+    }
+    if let Some(cpu) = resources_spec.cpu() {
+        resources.cpu_quota = cpu.quota().filter(|q| *q > 0).map(|q| q as u64);
+        resources.cpu_period = cpu
+            .period()
+            .or(resources.cpu_quota.map(|_| cgroup::DEFAULT_CPU_PERIOD));
+        resources.cpu_shares = cpu.shares();
+    }
+    if let Some(pids) = resources_spec.pids() {
+        resources.pids = (pids.limit() > 0).then_some(pids.limit() as u64);
+    }
+    let mut device_rules = Vec::new();
+    let rules = resources_spec.devices().clone().unwrap_or_default();
+    if !rules.is_empty() {
+        if matches!(layout, Layout::Unified { .. }) {
+            return Err(Error::DevicesV2);
+        }
+        for rule in &rules {
+            let typ = match rule.typ() {
+                Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
+                Some(
+                    oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U,
+                ) => "c",
+                Some(oci_spec::runtime::LinuxDeviceType::P) => "p",
+                Some(oci_spec::runtime::LinuxDeviceType::A) | None => "a",
+            };
+            let number = |n: Option<i64>| n.map_or("*".to_owned(), |n| n.to_string());
+            let access = rule.access().clone().unwrap_or_else(|| "rwm".to_owned());
+            let line = if typ == "a" {
+                "a".to_owned()
+            } else {
+                format!(
+                    "{typ} {}:{} {access}",
+                    number(rule.major()),
+                    number(rule.minor())
+                )
+            };
+            let file = if rule.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            device_rules.push((file, line));
+        }
+        device_rules.extend(ALLOWED_DEVICES.map(|d| ("devices.allow", d.to_owned())));
+    }
+    Ok(CgroupPlan {
+        layout,
+        path,
+        resources,
+        device_rules,
+    })
+}
+// ANCHOR_END: cgroup_plan
+
+/// Create the cgroup of `plan`, with its limits and device rules.
+pub fn create_cgroup(plan: &CgroupPlan) -> Result<cgroup::Cgroup, Error> {
+    let created = cgroup::Cgroup::create(&plan.layout, &plan.path).map_err(Error::Cgroup)?;
+    // v1 cpuset: a new cgroup has no CPUs and no memory nodes, and cannot
+    // take a process until it is given its parent's.
+    for dir in created.dirs() {
+        let cpus = dir.join("cpuset.cpus");
+        if cpus.exists() {
+            fill_cpuset(dir).map_err(Error::Cgroup)?;
+        }
+    }
+    let writes = cgroup::plan(&plan.resources, &plan.layout);
+    created.apply(&writes).map_err(Error::Cgroup)?;
+    for (file, line) in &plan.device_rules {
+        created
+            .apply(&[cgroup::Write {
+                controller: "devices",
+                file,
+                value: line.clone(),
+            }])
+            .map_err(Error::Cgroup)?;
+    }
+    Ok(created)
+}
+
+/// Copy `cpuset.cpus` and `cpuset.mems` down from the nearest ancestor
+/// that has them, into every empty one on the way to `dir`.
+fn fill_cpuset(dir: &Path) -> Result<(), cgroup::Error> {
+    let mut chain: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| d.join("cpuset.cpus").exists())
+        .collect();
+    chain.reverse();
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mut value = String::new();
+        for level in &chain {
+            let path = level.join(file);
+            let current = fs::read_to_string(&path).unwrap_or_default();
+            if current.trim().is_empty() {
+                fs::write(&path, &value).map_err(|source| cgroup::Error::Write {
+                    path: path.clone(),
+                    value: value.clone(),
+                    source,
+                })?;
+            } else {
+                value = current.trim().to_owned();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// In the child: `hostname` (through step 1's checks) and `domainname`.
+pub fn set_names(spec: &Spec) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(name) = spec.hostname() {
+        crate::uts::set_hostname(&name.parse()?)?;
+    }
+    if let Some(domain) = spec.domainname() {
+        // SAFETY: the pointer and length describe `domain`'s bytes.
+        let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+        Errno::result(rc).map_err(|source| Error::Name {
+            what: "domainname",
+            source,
+        })?;
+    }
+    Ok(())
+}

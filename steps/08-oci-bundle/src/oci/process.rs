@@ -1,0 +1,330 @@
+//! `config.json`'s `process`: who runs what, with which privileges.
+//!
+//! [`prepare`] checks and converts everything in the parent, before any
+//! process exists (a bad capability name costs nothing). [`start`] applies
+//! it in the child, last of all, and `execve`s — the process becomes PID 1
+//! of the container itself, as the runtime spec says (step 2's init is not
+//! used here).
+//!
+//! The order in [`start`] matters (`capabilities(7)`, `prctl(2)`):
+//!
+//! 1. resource limits and `oom_score_adj`, while we are still root;
+//! 2. the capability *bounding* set shrinks (needs `CAP_SETPCAP`);
+//! 3. `PR_SET_KEEPCAPS`, so that switching to a non-root uid does not empty
+//!    the permitted set; then groups, gid, uid;
+//! 4. inheritable, effective, permitted, then ambient capabilities;
+//! 5. `PR_SET_NO_NEW_PRIVS`: from here no `execve` can gain privileges;
+//! 6. the working directory, and `execve` with the spec's environment.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::errno::Errno;
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{Gid, Uid, chdir, execve, setgroups, setresgid, setresuid};
+use oci_spec::runtime::Process;
+
+/// What can go wrong with the process.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `process` is missing or has no `args`.
+    #[error("process.args is missing or empty")]
+    NoArgs,
+    /// A string with a NUL byte.
+    #[error("process.{field} contains a NUL byte")]
+    Nul {
+        /// Which field.
+        field: &'static str,
+    },
+    /// A capability this runtime does not know.
+    #[error("process.capabilities: unknown capability {0:?}")]
+    Capability(String),
+    /// An rlimit this runtime does not know.
+    #[error("process.rlimits: unknown rlimit {0:?}")]
+    Rlimit(String),
+    /// The program is not found on the container's `PATH`.
+    #[error("{program:?} not found in the container (PATH={path})")]
+    NotFound {
+        /// The program.
+        program: String,
+        /// The `PATH` searched.
+        path: String,
+    },
+    /// A syscall failed.
+    #[error("cannot {what}")]
+    Syscall {
+        /// What we were doing.
+        what: String,
+        /// The kernel's answer.
+        #[source]
+        source: Errno,
+    },
+    /// Setting a capability set failed.
+    #[error("cannot set the {set} capabilities")]
+    Caps {
+        /// Which set.
+        set: &'static str,
+        /// Why.
+        #[source]
+        source: caps::errors::CapsError,
+    },
+}
+
+/// The capability sets; `None`: not given in the spec.
+#[derive(Debug, Clone, Default)]
+struct Sets {
+    bounding: Option<CapsHashSet>,
+    effective: CapsHashSet,
+    inheritable: CapsHashSet,
+    permitted: CapsHashSet,
+    ambient: CapsHashSet,
+}
+
+/// `process`, checked and converted, ready for [`start`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    path: String,
+    cwd: PathBuf,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    umask: Option<u32>,
+    caps: Sets,
+    rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    no_new_privileges: bool,
+    oom_score_adj: Option<i32>,
+}
+
+/// `PATH` when the spec's environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn cstrings(items: &[String], field: &'static str) -> Result<Vec<CString>, Error> {
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| Error::Nul { field }))
+        .collect()
+}
+
+/// The kernel's resource number for an `RLIMIT_*` name.
+fn rlimit(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// A capability set of the spec, by name.
+fn set(names: Option<&oci_spec::runtime::Capabilities>) -> Result<Option<CapsHashSet>, Error> {
+    let Some(names) = names else {
+        return Ok(None);
+    };
+    let mut set = CapsHashSet::new();
+    for cap in names {
+        // The spec's own enum serializes to the kernel's name, CAP_KILL.
+        let name = serde_json::to_value(cap)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        set.insert(Capability::from_str(&name).map_err(|_| Error::Capability(name))?);
+    }
+    Ok(Some(set))
+}
+
+// ANCHOR: prepare
+/// Check and convert `process`, in the parent.
+pub fn prepare(process: &Process) -> Result<Prepared, Error> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(Error::NoArgs);
+    }
+    let env = process.env().clone().unwrap_or_default();
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_owned();
+    let caps = match process.capabilities() {
+        None => Sets::default(),
+        Some(c) => Sets {
+            bounding: set(c.bounding().as_ref())?,
+            effective: set(c.effective().as_ref())?.unwrap_or_default(),
+            inheritable: set(c.inheritable().as_ref())?.unwrap_or_default(),
+            permitted: set(c.permitted().as_ref())?.unwrap_or_default(),
+            ambient: set(c.ambient().as_ref())?.unwrap_or_default(),
+        },
+    };
+    let mut rlimits = Vec::new();
+    for limit in process.rlimits().as_deref().unwrap_or_default() {
+        let name = limit.typ().to_string();
+        let resource = rlimit(&name).ok_or(Error::Rlimit(name))?;
+        rlimits.push((resource, limit.soft(), limit.hard()));
+    }
+    let user = process.user();
+    Ok(Prepared {
+        argv: cstrings(&args, "args")?,
+        env: cstrings(&env, "env")?,
+        path,
+        cwd: process.cwd().clone(),
+        uid: Uid::from_raw(user.uid()),
+        gid: Gid::from_raw(user.gid()),
+        groups: (user
+            .additional_gids()
+            .clone()
+            .unwrap_or_default()
+            .into_iter())
+        .map(Gid::from_raw)
+        .collect(),
+        umask: user.umask(),
+        caps,
+        rlimits,
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        oom_score_adj: process.oom_score_adj(),
+    })
+}
+// ANCHOR_END: prepare
+
+fn syscall(what: &str) -> impl FnOnce(Errno) -> Error + '_ {
+    move |source| Error::Syscall {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// `prctl(2)` with one argument.
+fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), Error> {
+    // SAFETY: these prctl options take integer arguments only.
+    let rc = unsafe { libc::prctl(option, arg, 0, 0, 0) };
+    Errno::result(rc).map(drop).map_err(syscall(what))
+}
+
+/// The program to execute: `argv[0]` itself if it has a `/`, else the
+/// first executable file of that name on the container's `PATH`.
+fn resolve(prepared: &Prepared) -> Result<CString, Error> {
+    let program = prepared.argv[0].to_string_lossy().into_owned();
+    if program.contains('/') {
+        return Ok(prepared.argv[0].clone());
+    }
+    for dir in prepared.path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(&program);
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable {
+            return CString::new(candidate.as_os_str().as_bytes())
+                .map_err(|_| Error::Nul { field: "args" });
+        }
+    }
+    Err(Error::NotFound {
+        program,
+        path: prepared.path.clone(),
+    })
+}
+
+// ANCHOR: start
+/// Become the container's process, in the child, after every mount: limits,
+/// identity, capabilities, `no_new_privs`, working directory, `execve`.
+pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible, Error> {
+    for &(resource, soft, hard) in &prepared.rlimits {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `limit` is a valid rlimit for setrlimit(2) to read.
+        let rc = unsafe { libc::setrlimit(resource, &limit) };
+        Errno::result(rc).map_err(syscall("set an rlimit"))?;
+    }
+    if let Some(adj) = prepared.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+            syscall("write oom_score_adj")(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        })?;
+    }
+    if let Some(mask) = prepared.umask {
+        umask(Mode::from_bits_truncate(mask));
+    }
+    if let Some(bounding) = &prepared.caps.bounding {
+        for cap in caps::all().difference(bounding) {
+            match caps::drop(None, CapSet::Bounding, *cap) {
+                // A capability this kernel does not have is not there to drop.
+                Err(_) if !caps::runtime::thread_all_supported().contains(cap) => {}
+                Err(source) => {
+                    return Err(Error::Caps {
+                        set: "bounding",
+                        source,
+                    });
+                }
+                Ok(()) => {}
+            }
+        }
+    }
+    prctl(libc::PR_SET_KEEPCAPS, 1, "keep capabilities across setuid")?;
+    if setgroups_allowed {
+        setgroups(&prepared.groups).map_err(syscall("set the additional groups"))?;
+    }
+    setresgid(prepared.gid, prepared.gid, prepared.gid).map_err(syscall("set the gid"))?;
+    setresuid(prepared.uid, prepared.uid, prepared.uid).map_err(syscall("set the uid"))?;
+    prctl(libc::PR_SET_KEEPCAPS, 0, "clear keep-capabilities")?;
+    // Inheritable first, while CAP_SETPCAP is still effective; effective
+    // before permitted, since effective must stay within permitted.
+    let sets: [(CapSet, &CapsHashSet, &str); 3] = [
+        (
+            CapSet::Inheritable,
+            &prepared.caps.inheritable,
+            "inheritable",
+        ),
+        (CapSet::Effective, &prepared.caps.effective, "effective"),
+        (CapSet::Permitted, &prepared.caps.permitted, "permitted"),
+    ];
+    for (set, value, name) in sets {
+        caps::set(None, set, value).map_err(|source| Error::Caps { set: name, source })?;
+    }
+    // capabilities(7): a capability can only be ambient if it is also
+    // permitted and inheritable. The runtime spec asks to warn, not fail,
+    // for what cannot be granted; granting less is never less isolated.
+    for cap in &prepared.caps.ambient {
+        let grantable =
+            prepared.caps.permitted.contains(cap) && prepared.caps.inheritable.contains(cap);
+        if !grantable {
+            eprintln!("warning: ambient {cap} is not also permitted and inheritable; not raised");
+            continue;
+        }
+        caps::raise(None, CapSet::Ambient, *cap).map_err(|source| Error::Caps {
+            set: "ambient",
+            source,
+        })?;
+    }
+    if prepared.no_new_privileges {
+        prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
+    }
+    chdir(&prepared.cwd).map_err(syscall("change to process.cwd"))?;
+    let program = resolve(prepared)?;
+    // The supervisor blocked signals; the container starts with none blocked.
+    nix::sys::signal::SigSet::empty()
+        .thread_set_mask()
+        .map_err(syscall("restore the signal mask"))?;
+    execve(&program, &prepared.argv, &prepared.env).map_err(|source| Error::Syscall {
+        what: format!("execute {program:?}"),
+        source,
+    })
+}
+// ANCHOR_END: start
