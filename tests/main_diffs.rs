@@ -6,7 +6,7 @@ use berth_tests::{snapshot_settings, workspace_root};
 use similar::TextDiff;
 
 /// Step directories, in order.
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "01-uts",
     "02-pid",
     "03-mount-chroot",
@@ -14,6 +14,7 @@ const STEPS: [&str; 7] = [
     "05-user-ipc",
     "06-cgroups",
     "07-overlay",
+    "08-oci-bundle",
 ];
 
 #[test]

@@ -4,7 +4,7 @@
 
 use berth_tests::fixture::rootfs_arg;
 use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
-use step07_overlay::mount;
+use step08_oci::mount;
 
 #[test]
 fn mount_plan() {

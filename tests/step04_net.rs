@@ -6,7 +6,7 @@
 
 use berth_tests::fixture::rootfs_arg;
 use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
-use step07_overlay::net;
+use step08_oci::net;
 
 #[test]
 fn network_plan_and_the_veth_request() {

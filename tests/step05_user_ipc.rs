@@ -10,7 +10,7 @@ use berth_tests::{
     world_readable_rootfs,
 };
 use nix::unistd::{Gid, Uid};
-use step07_overlay::user;
+use step08_oci::user;
 
 #[test]
 fn id_map_plans() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_tests::fixture::rootfs_arg;
 use berth_tests::{privileged, run, snapshot_settings, step_binary, test_command};
-use step07_overlay::cgroup::{self, Cgroup, CgroupPath, Layout};
+use step08_oci::cgroup::{self, Cgroup, CgroupPath, Layout};
 
 /// Sample `/proc/self/mountinfo` lines (only the cgroup ones matter).
 const PURE_V2: &str = "\

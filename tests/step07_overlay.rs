@@ -11,7 +11,7 @@ use std::process::Command;
 
 use berth_tests::fixture::rootfs;
 use berth_tests::{privileged, run, snapshot_settings, step_binary, test_command};
-use step07_overlay::overlay::unpack::{self, Summary};
+use step08_oci::overlay::unpack::{self, Summary};
 
 /// A scratch directory under `target/`, emptied first; paths in
 /// transcripts are relative to the workspace, like every other.

@@ -105,7 +105,7 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         ("createRuntime", all_hooks.create_runtime()),
         ("prestart", all_hooks.prestart()),
     ] {
-        hooks::run(stage, &hook_list(list), &state("created", pid))?;
+        hooks::run(stage, &hook_list(list), &state("creating", pid))?;
     }
     let mut container = container;
     container.start()?;

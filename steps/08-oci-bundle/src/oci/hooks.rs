@@ -2,13 +2,13 @@
 //! container's life, with the container's state as JSON on their stdin
 //! (runtime-spec `config.md`, "POSIX-platform Hooks").
 //!
-//! | hook              | where it runs here                                  |
-//! |-------------------|-----------------------------------------------------|
-//! | `createRuntime`, `prestart` | parent, namespaces made, before sync 1    |
-//! | `createContainer` | child, after sync 1, before the mounts              |
-//! | `startContainer`  | child, after the pivot, just before `execve`        |
-//! | `poststart`       | parent, once the process runs (after sync 2)        |
-//! | `poststop`        | parent, after the container and its cgroup are gone |
+//! | hook              | where it runs here                                  | status     |
+//! |-------------------|-----------------------------------------------------|------------|
+//! | `createRuntime`, `prestart` | parent, namespaces made, before sync 1    | `creating` |
+//! | `createContainer` | child, after sync 1, before the mounts              | `creating` |
+//! | `startContainer`  | child, after the pivot, just before `execve`        | `created`  |
+//! | `poststart`       | parent, once the process runs (after sync 2)        | `running`  |
+//! | `poststop`        | parent, after the container and its cgroup are gone | `stopped`  |
 //!
 //! Simplification: the spec runs `createContainer` after the container's
 //! mounts are made; here it runs just before them.

@@ -74,7 +74,7 @@ pub enum Error {
         problems: Vec<check::Problem>,
     },
     /// `root.path` is missing or unusable.
-    #[error("root.path: {0}")]
+    #[error("root.path")]
     Root(#[source] crate::mount::Error),
     /// A spec without a mount namespace (a root of its own needs one).
     #[error("linux.namespaces must include a new mount namespace")]

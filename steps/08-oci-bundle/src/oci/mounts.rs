@@ -223,14 +223,16 @@ fn cgroup_mount(
     ops
 }
 
-/// The devices every container has (runtime-spec "Default Devices").
+/// The devices every container has (runtime-spec "Default Devices"), in
+/// runc's order: in a user namespace they are bind mounts, and the order
+/// shows in the mount table.
 const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("/dev/null", 1, 3),
-    ("/dev/zero", 1, 5),
-    ("/dev/full", 1, 7),
     ("/dev/random", 1, 8),
-    ("/dev/urandom", 1, 9),
+    ("/dev/full", 1, 7),
     ("/dev/tty", 5, 0),
+    ("/dev/zero", 1, 5),
+    ("/dev/urandom", 1, 9),
 ];
 
 /// Where the container's cgroup is, for bind-mounting it (no cgroup

@@ -301,7 +301,9 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
     // capabilities(7): a capability can only be ambient if it is also
     // permitted and inheritable. The runtime spec asks to warn, not fail,
     // for what cannot be granted; granting less is never less isolated.
-    for cap in &prepared.caps.ambient {
+    let mut ambient: Vec<&Capability> = prepared.caps.ambient.iter().collect();
+    ambient.sort_by_key(|cap| cap.to_string());
+    for cap in ambient {
         let grantable =
             prepared.caps.permitted.contains(cap) && prepared.caps.inheritable.contains(cap);
         if !grantable {

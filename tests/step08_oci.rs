@@ -1,0 +1,266 @@
+//! Step 8: an OCI bundle drives everything. The main test is differential:
+//! for each bundle — `runc spec`'s default config with the busybox rootfs,
+//! and variants — the probe must print exactly the same under `runc run`
+//! and under `step08-oci run`. Then: what a bad `config.json` gets, hooks,
+//! and no leftovers.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::fixture::rootfs;
+use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
+use serde_json::{Value, json};
+
+/// What the probe prints in every bundle.
+const PROBE: [&str; 10] = [
+    "probe", "hostname", "pid", "ids", "ns", "caps", "limits", "mounts", "network", "cgroup",
+];
+
+/// A bundle in `target/test-step08/NAME`: the fixture rootfs, and
+/// `runc spec`'s config.json with `terminal` off, the probe as process, a
+/// cgroup path of its own, and `edit` applied.
+fn bundle(name: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let dir = format!("target/test-step08/{name}");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let copied = Command::new("cp")
+        .args(["-a", rootfs().to_str().unwrap(), &format!("{dir}/rootfs")])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let spec = Command::new("runc")
+        .args(["spec", "--bundle", &dir])
+        .status()
+        .expect("runc is needed for the differential tests (scripts/setup installs it)");
+    assert!(spec.success());
+    let path = format!("{dir}/config.json");
+    let mut config: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!(PROBE);
+    let env = config["process"]["env"].as_array_mut().unwrap();
+    env.push(json!(format!("PROBE_HOST_NS={}", host::namespace_inodes())));
+    config["linux"]["cgroupsPath"] = json!(format!("/berth-diff/{name}"));
+    edit(&mut config);
+    fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    dir
+}
+
+/// Run `bundle` under runc and under step08-oci; assert the probe printed
+/// the same, and return step08-oci's transcript.
+fn differential(name: &str, bundle: &str) -> berth_tests::Transcript {
+    let state = format!("target/test-step08/runc-state-{name}");
+    let under_runc = run("runc", &["--root", &state, "run", "--bundle", bundle, name]);
+    let step = step_binary("step08-oci");
+    let before = host::State::now();
+    let under_berth = run(&step, &["run", "--bundle", bundle, name]);
+    before.assert_unchanged();
+    assert_eq!(under_runc.code, 0, "runc failed: {}", under_runc.render());
+    assert_eq!(under_berth.code, 0, "{}", under_berth.render());
+    assert_eq!(
+        under_runc.stdout, under_berth.stdout,
+        "runc and step08-oci differ for {name}"
+    );
+    assert_cgroup_removed(name);
+    under_berth
+}
+
+/// No directory of `/berth-diff/NAME` is left in any hierarchy.
+fn assert_removed_in(mount: &Path, name: &str) {
+    let dir = mount.join("berth-diff").join(name);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}
+
+fn assert_cgroup_removed(name: &str) {
+    let layout = step08_oci::oci::full_layout().unwrap();
+    match layout {
+        step08_oci::cgroup::Layout::Unified { mount } => assert_removed_in(&mount, name),
+        step08_oci::cgroup::Layout::Legacy { hierarchies } => {
+            for hierarchy in hierarchies {
+                assert_removed_in(&hierarchy.mount, name);
+            }
+        }
+    }
+}
+
+/// One test per bundle, so that they run in parallel.
+macro_rules! differential_test {
+    ($test:ident, $name:literal, $edit:expr) => {
+        #[test]
+        fn $test() {
+            if !privileged(concat!("step08_oci::", stringify!($test))) {
+                return;
+            }
+            let dir = bundle($name, $edit);
+            let shown = differential($name, &dir);
+            snapshot_settings()
+                .bind(|| insta::assert_snapshot!(concat!("step08_diff_", $name), shown.render()));
+        }
+    };
+}
+
+differential_test!(runc_default_spec, "default", |_| {});
+
+differential_test!(read_write_root_another_user_and_hostname, "user", |c| {
+    c["root"]["readonly"] = json!(false);
+    c["hostname"] = json!("box");
+    c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]});
+    c["process"]["cwd"] = json!("/tmp");
+});
+
+differential_test!(extra_mounts, "mounts", |c| {
+    let mounts = c["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/data", "type": "bind", "source": "rootfs/etc",
+                       "options": ["rbind", "ro", "nosuid", "nodev"]}),
+    );
+    mounts.push(
+        json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", "noexec", "size=1m", "mode=700"]}),
+    );
+});
+
+differential_test!(user_namespace, "userns", |c| {
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+});
+
+differential_test!(limits, "limits", |c| {
+    c["linux"]["resources"]["memory"] = json!({"limit": 67108864, "swap": 67108864});
+    c["linux"]["resources"]["cpu"] = json!({"shares": 512, "quota": 50000, "period": 100000});
+    c["linux"]["resources"]["pids"] = json!({"limit": 20});
+    c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+    c["process"]["noNewPrivileges"] = json!(true);
+});
+
+differential_test!(masked_and_readonly_paths, "paths", |c| {
+    c["root"]["readonly"] = json!(false);
+    c["linux"]["maskedPaths"] = json!(["/etc/hostname", "/root", "/proc/timer_list"]);
+    c["linux"]["readonlyPaths"] = json!(["/tmp", "/proc/sys"]);
+});
+
+/// A change to a bundle's config.json.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
+#[test]
+fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
+    if !privileged("step08_oci::a_bad_config_is_refused_with_the_field_named") {
+        return;
+    }
+    let step = step_binary("step08-oci");
+    let cases: Vec<(&str, Edit)> = vec![
+        ("typo", Box::new(|c| c["root"]["readOnly"] = json!(true))),
+        (
+            "apparmor",
+            Box::new(|c| c["process"]["apparmorProfile"] = json!("docker-default")),
+        ),
+        (
+            "seccomp",
+            Box::new(|c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"})),
+        ),
+        (
+            "sysctl",
+            Box::new(|c| {
+                c["linux"]["sysctl"] = json!({"kernel.panic": "1", "net.ipv4.ip_forward": "1"})
+            }),
+        ),
+        (
+            "capability",
+            Box::new(|c| c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"])),
+        ),
+        (
+            "no-rootfs",
+            Box::new(|c| c["root"]["path"] = json!("missing")),
+        ),
+        (
+            "no-mount-ns",
+            Box::new(|c| c["linux"]["namespaces"] = json!([{"type": "pid"}])),
+        ),
+    ];
+    let before = host::State::now();
+    let mut text = String::new();
+    for (name, edit) in cases {
+        let dir = bundle(&format!("bad-{name}"), edit);
+        let shown = run(&step, &["run", "--bundle", &dir, &format!("bad-{name}")]);
+        assert_eq!(shown.code, 125, "{}", shown.render());
+        assert_cgroup_removed(&format!("bad-{name}"));
+        text.push_str(&shown.render());
+        text.push('\n');
+    }
+    // Not JSON at all, and an id runc would refuse.
+    let dir = bundle("bad-json", |_| {});
+    fs::write(
+        format!("{dir}/config.json"),
+        "{\"ociVersion\": \"1.0.2\",\n  \"process\": {",
+    )
+    .unwrap();
+    for shown in [
+        run(&step, &["run", "--bundle", &dir, "bad-json"]),
+        run(&step, &["run", "--bundle", &dir, "../escape"]),
+    ] {
+        assert_eq!(shown.code, 125, "{}", shown.render());
+        text.push_str(&shown.render());
+        text.push('\n');
+    }
+    before.assert_unchanged();
+    let mut settings = snapshot_settings();
+    settings.add_filter(
+        r#""/[^"]*/target/test-step08/"#,
+        "\"[WORKSPACE]/target/test-step08/",
+    );
+    settings.bind(|| insta::assert_snapshot!("step08_bad_config", text));
+}
+
+#[test]
+fn hooks_run_at_their_stages_with_the_state_on_stdin() {
+    if !privileged("step08_oci::hooks_run_at_their_stages_with_the_state_on_stdin") {
+        return;
+    }
+    let step = step_binary("step08-oci");
+    let out = fs::canonicalize("target")
+        .unwrap()
+        .join("test-step08/hooks-out");
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).unwrap();
+    let record = |stage: &str| {
+        // Each hook keeps its stdin, the state, in a file named after it.
+        let file = out.join(stage);
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", file.display())]})
+    };
+    let dir = bundle("hooks", |c| {
+        c["root"]["readonly"] = json!(false);
+        c["process"]["args"] = json!(["sh", "-c", "echo started"]);
+        c["hooks"] = json!({
+            "createRuntime": [record("createRuntime")],
+            "prestart": [record("prestart")],
+            "poststart": [record("poststart")],
+            "poststop": [record("poststop")],
+            // Runs inside the container: its path and output are the container's.
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /tmp/startContainer"]}],
+        });
+    });
+    let shown = run(&step, &["run", "--bundle", &dir, "hooks"]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    let mut states = String::new();
+    for stage in ["createRuntime", "prestart", "poststart", "poststop"] {
+        let state: Value =
+            serde_json::from_str(&fs::read_to_string(out.join(stage)).unwrap()).unwrap();
+        assert_eq!(state["id"], "hooks");
+        assert!(
+            state["bundle"]
+                .as_str()
+                .unwrap()
+                .ends_with("target/test-step08/hooks")
+        );
+        states.push_str(&format!("{stage}: status {}\n", state["status"]));
+    }
+    let inside = fs::read_to_string(format!("{dir}/rootfs/tmp/startContainer")).unwrap();
+    let inside: Value = serde_json::from_str(&inside).unwrap();
+    states.push_str(&format!("startContainer: status {}\n", inside["status"]));
+    let text = format!("{}\n{states}", shown.render());
+    snapshot_settings().bind(|| insta::assert_snapshot!("step08_hooks", text));
+}
