@@ -146,6 +146,70 @@ differential_test!(masked_and_readonly_paths, "paths", |c| {
 /// A change to a bundle's config.json.
 type Edit = Box<dyn FnOnce(&mut Value)>;
 
+differential_test!(process_details_and_sysctls, "process", |c| {
+    c["root"]["readonly"] = json!(false);
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "probe ids caps; umask; pwd; echo $GREETING; cat /proc/self/oom_score_adj \
+         /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni"
+    ]);
+    c["process"]["cwd"] = json!("/etc");
+    c["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("GREETING=hello"));
+    c["process"]["user"]["umask"] = json!(0o027);
+    c["process"]["oomScoreAdj"] = json!(500);
+    c["process"]["capabilities"]["effective"] = json!(["CAP_KILL"]);
+    c["process"]["capabilities"]["inheritable"] = json!(["CAP_KILL"]);
+    c["process"]["capabilities"]["ambient"] = json!(["CAP_KILL"]);
+    c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1024"});
+});
+
+/// A network namespace held by a sleeping process (not `ip netns add`,
+/// whose bind mounts would show in the host's mount table that other tests
+/// watch); killed when dropped.
+struct HeldNetns(std::process::Child);
+
+impl Drop for HeldNetns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn joining_a_network_namespace_by_path() {
+    if !privileged("step08_oci::joining_a_network_namespace_by_path") {
+        return;
+    }
+    let holder = Command::new("unshare")
+        .args(["--net", "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let holder = HeldNetns(holder);
+    let path = format!("/proc/{}/ns/net", holder.0.id());
+    // unshare has to have unshared before the path means the new namespace.
+    let host_net = fs::read_link("/proc/self/ns/net").unwrap();
+    for _ in 0..100 {
+        if fs::read_link(&path).is_ok_and(|ns| ns != host_net) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dir = bundle("join", |c| {
+        c["process"]["args"] = json!(["probe", "ns", "network"]);
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = json!(path);
+            }
+        }
+    });
+    let shown = differential("join", &dir);
+    snapshot_settings().bind(|| insta::assert_snapshot!("step08_diff_join", shown.render()));
+}
+
 #[test]
 fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
     if !privileged("step08_oci::a_bad_config_is_refused_with_the_field_named") {
