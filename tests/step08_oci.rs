@@ -167,6 +167,50 @@ differential_test!(process_details_and_sysctls, "process", |c| {
     c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1024"});
 });
 
+differential_test!(seccomp_deny_list, "seccomp-deny", |c| {
+    c["root"]["readonly"] = json!(false);
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "probe limits; mkdir /tmp/denied; echo \"mkdir: $?\"; \
+        unshare -n true; echo \"unshare: $?\"; ls /tmp; echo \"ls: $?\""
+    ]);
+    c["process"]["noNewPrivileges"] = json!(true);
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["unshare"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 0, "value": 0x40000000, "valueTwo": 0x40000000, "op": "SCMP_CMP_MASKED_EQ"}]}
+        ]
+    });
+});
+
+differential_test!(
+    seccomp_allow_list_without_no_new_privs,
+    "seccomp-allow",
+    |c| {
+        c["root"]["readonly"] = json!(false);
+        c["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "probe limits; mkdir /tmp/denied; echo \"mkdir: $?\""
+        ]);
+        c["process"]["noNewPrivileges"] = json!(false);
+        // Every x86_64 syscall but mkdir and mkdirat: a long program.
+        let allowed: Vec<String> = syscalls::Sysno::iter()
+            .map(|s| s.name().to_owned())
+            .filter(|n| n != "mkdir" && n != "mkdirat")
+            .collect();
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 1,
+            "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
+        });
+    }
+);
+
 /// A network namespace held by a sleeping process (not `ip netns add`,
 /// whose bind mounts would show in the host's mount table that other tests
 /// watch); killed when dropped.
@@ -223,8 +267,11 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
             Box::new(|c| c["process"]["apparmorProfile"] = json!("docker-default")),
         ),
         (
-            "seccomp",
-            Box::new(|c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"})),
+            "seccomp-notify",
+            Box::new(|c| {
+                c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+                                               "listenerPath": "/run/notify.sock"})
+            }),
         ),
         (
             "sysctl",

@@ -37,7 +37,8 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     let bundle = oci::load(bundle_dir, id)?;
     let spec = &bundle.spec;
     let process = spec.process().as_ref().ok_or(oci::process::Error::NoArgs)?;
-    let prepared = oci::process::prepare(process)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let prepared = oci::process::prepare(process, seccomp)?;
     let namespaces = oci::namespaces(spec)?;
     let ids = oci::id_plan(spec, &namespaces, geteuid(), getegid())?;
     let cgroup_plan = oci::cgroup_plan(spec, id)?;

@@ -7,7 +7,7 @@
 //!   twice — as plain JSON and as a typed `Spec` — and every key of the
 //!   first that the second does not give back is reported;
 //! - **known but not implemented** ([`UNSUPPORTED`]): AppArmor, SELinux,
-//!   seccomp (Part II), a terminal, … Ignoring one of them would run the
+//!   a terminal, … Ignoring one of them would run the
 //!   container *less* isolated than its author asked, so it is an error
 //!   naming the field, never a silent skip.
 //!
@@ -19,7 +19,7 @@ use serde_json::Value;
 
 /// Fields this runtime knows but does not implement, with the reason.
 /// `[]` walks every element of an array.
-pub const UNSUPPORTED: [(&str, &str); 27] = [
+pub const UNSUPPORTED: [(&str, &str); 28] = [
     (
         "process.terminal",
         "a terminal needs a console socket (the runtime in Part II)",
@@ -37,7 +37,14 @@ pub const UNSUPPORTED: [(&str, &str); 27] = [
     ),
     ("process.execCPUAffinity", "CPU affinity is not implemented"),
     ("process.commandLine", "commandLine is for Windows"),
-    ("linux.seccomp", "seccomp is not implemented yet"),
+    (
+        "linux.seccomp.listenerPath",
+        "seccomp notifications are not implemented",
+    ),
+    (
+        "linux.seccomp.listenerMetadata",
+        "seccomp notifications are not implemented",
+    ),
     ("linux.mountLabel", "SELinux is not implemented"),
     ("linux.intelRdt", "Intel RDT is not implemented"),
     ("linux.personality", "personality(2) is not implemented"),

@@ -14,6 +14,7 @@
 //! | `linux.uidMappings`, `gidMappings`    | step 5    | [`id_plan`]              |
 //! | `linux.resources`, `cgroupsPath`      | step 6    | [`cgroup_plan`]          |
 //! | `process` (args, env, cwd, user, umask, capabilities, rlimits, noNewPrivileges, oomScoreAdj) | step 8 | [`process`] |
+//! | `linux.seccomp`                       | step 8    | [`seccomp`]              |
 //! | `hooks`                               | step 8    | [`hooks`]                |
 //!
 //! The network namespace is created empty but for `lo`, which is brought up
@@ -24,12 +25,14 @@
 //! - [`check`]: unknown and unsupported fields, sysctl keys;
 //! - [`mounts`]: the mount plan and what follows the pivot;
 //! - [`process`]: identity, capabilities, limits and `execve`;
-//! - [`hooks`]: running hooks with the state on stdin.
+//! - [`hooks`]: running hooks with the state on stdin;
+//! - [`seccomp`]: the seccomp profile compiled to BPF.
 
 pub mod check;
 pub mod hooks;
 pub mod mounts;
 pub mod process;
+pub mod seccomp;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -14,6 +14,8 @@
 //!    the permitted set; then groups, gid, uid;
 //! 4. inheritable, effective, permitted, then ambient capabilities;
 //! 5. `PR_SET_NO_NEW_PRIVS`: from here no `execve` can gain privileges;
+//!    then the seccomp filter (without `no_new_privs`, it is loaded first
+//!    of all, while `CAP_SYS_ADMIN` is still there);
 //! 6. the working directory, and `execve` with the spec's environment.
 
 use std::convert::Infallible;
@@ -64,6 +66,9 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    /// The seccomp profile cannot be compiled or loaded.
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::Error),
     /// Setting a capability set failed.
     #[error("cannot set the {set} capabilities")]
     Caps {
@@ -100,6 +105,8 @@ pub struct Prepared {
     rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     no_new_privileges: bool,
     oom_score_adj: Option<i32>,
+    /// The compiled filter and its `seccomp(2)` flags.
+    seccomp: Option<(Vec<super::seccomp::Instruction>, u32)>,
 }
 
 /// `PATH` when the spec's environment has none.
@@ -153,8 +160,11 @@ fn set(names: Option<&oci_spec::runtime::Capabilities>) -> Result<Option<CapsHas
 }
 
 // ANCHOR: prepare
-/// Check and convert `process`, in the parent.
-pub fn prepare(process: &Process) -> Result<Prepared, Error> {
+/// Check and convert `process` (and compile `seccomp`), in the parent.
+pub fn prepare(
+    process: &Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<Prepared, Error> {
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
         return Err(Error::NoArgs);
@@ -201,6 +211,13 @@ pub fn prepare(process: &Process) -> Result<Prepared, Error> {
         rlimits,
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         oom_score_adj: process.oom_score_adj(),
+        seccomp: match seccomp {
+            Some(profile) => Some((
+                super::seccomp::compile(profile)?,
+                super::seccomp::flags(profile)?,
+            )),
+            None => None,
+        },
     })
 }
 // ANCHOR_END: prepare
@@ -262,6 +279,11 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
     if let Some(mask) = prepared.umask {
         umask(Mode::from_bits_truncate(mask));
     }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+    // now, while we have it. With it, as late as possible (step 5 below).
+    if let (Some((program, flags)), false) = (&prepared.seccomp, prepared.no_new_privileges) {
+        super::seccomp::install(program, *flags)?;
+    }
     if let Some(bounding) = &prepared.caps.bounding {
         for cap in caps::all().difference(bounding) {
             match caps::drop(None, CapSet::Bounding, *cap) {
@@ -317,6 +339,9 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
     }
     if prepared.no_new_privileges {
         prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
+        if let Some((program, flags)) = &prepared.seccomp {
+            super::seccomp::install(program, *flags)?;
+        }
     }
     chdir(&prepared.cwd).map_err(syscall("change to process.cwd"))?;
     let program = resolve(prepared)?;
