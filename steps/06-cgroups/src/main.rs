@@ -38,20 +38,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let mut plan = mount::plan();
     let network = net::plan(&cli.net, std::process::id())?;
     let ids = user::plan(&cli.user, geteuid(), getegid())?;
-    let limits = cgroup::resources(&cli.cgroup)?;
-    // Without root, a cgroup can only be made in a subtree delegated to the
-    // user: made only if limits are asked for (and then it may fail).
-    let cgroup = if geteuid().is_root() || limits.any() {
-        let layout = cgroup::detect()?;
-        let path = (cli.cgroup.path.clone())
-            .unwrap_or_else(|| cgroup::CgroupPath::for_step(std::process::id()));
-        let cgroup = cgroup::Cgroup::create(&layout, &path)?;
-        cgroup.apply(&cgroup::plan(&limits, &layout))?;
-        plan.splice(plan.len() - 1..plan.len() - 1, cgroup::mounts(&layout));
-        Some(cgroup)
-    } else {
-        None
-    };
+    let cgroup = cgroup::for_step(&cli.cgroup, &mut plan)?;
     let flags = uts::CLONE_FLAGS
         | pid::CLONE_FLAGS
         | mount::CLONE_FLAGS
@@ -83,31 +70,15 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let _veth = net::attach(&network, container.pid()).context("cannot set up the network")?;
     let code = container.wait()?;
     if let Some(cgroup) = cgroup {
-        report(cli, &cgroup.stats());
+        let memory = cli.cgroup.memory.map(|m| m.0);
+        for line in cgroup.stats().report(memory, cli.cgroup.stats) {
+            eprintln!("{}: {line}", env!("CARGO_BIN_NAME"));
+        }
         cgroup.destroy()?;
     }
     Ok(code)
 }
 // ANCHOR_END: run
-
-/// Say what the container used (`--stats`) and whether the OOM killer
-/// struck: a bare exit code 137 would not tell.
-fn report(cli: &Cli, stats: &cgroup::Stats) {
-    let bin = env!("CARGO_BIN_NAME");
-    if stats.oom_kills > 0 {
-        let limit = cli.cgroup.memory.map_or(0, |m| m.0);
-        eprintln!(
-            "{bin}: the OOM killer killed {} process(es) of the container (memory limit {limit} bytes)",
-            stats.oom_kills
-        );
-    }
-    if cli.cgroup.stats {
-        eprintln!(
-            "{bin}: used cpu {} us, memory peak {} bytes, throttled {} periods",
-            stats.cpu_usec, stats.memory_peak, stats.throttled_periods
-        );
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -540,6 +540,48 @@ pub struct Stats {
     pub throttled_periods: u64,
 }
 
+impl Stats {
+    /// What a step says at exit: the OOM killer's work always (an exit code
+    /// of 137 alone does not tell), the accounting when `verbose`.
+    pub fn report(&self, memory_limit: Option<u64>, verbose: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.oom_kills > 0 {
+            lines.push(format!(
+                "the OOM killer killed {} process(es) of the container (memory limit {} bytes)",
+                self.oom_kills,
+                memory_limit.unwrap_or(0)
+            ));
+        }
+        if verbose {
+            lines.push(format!(
+                "used cpu {} us, memory peak {} bytes, throttled {} periods",
+                self.cpu_usec, self.memory_peak, self.throttled_periods
+            ));
+        }
+        lines
+    }
+}
+
+// ANCHOR: for_step
+/// The cgroup of a step's container, made from its options, and its
+/// read-only mounts added to `plan` (before the pivot). Without root, a
+/// cgroup can only be made in a subtree delegated to the user: then one is
+/// made only if limits are asked for (and it may fail), else `None`.
+pub fn for_step(options: &Options, plan: &mut Vec<Op>) -> Result<Option<Cgroup>, Error> {
+    let limits = resources(options)?;
+    if !nix::unistd::geteuid().is_root() && !limits.any() {
+        return Ok(None);
+    }
+    let layout = detect()?;
+    let path = (options.path.clone()).unwrap_or_else(|| CgroupPath::for_step(std::process::id()));
+    let cgroup = Cgroup::create(&layout, &path)?;
+    cgroup.apply(&self::plan(&limits, &layout))?;
+    let pivot = plan.len().saturating_sub(1);
+    plan.splice(pivot..pivot, mounts(&layout));
+    Ok(Some(cgroup))
+}
+// ANCHOR_END: for_step
+
 /// A container's cgroup: one directory (v2) or one per hierarchy (v1).
 ///
 /// Dropping it kills what is left in it and removes it, so that no error
