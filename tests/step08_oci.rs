@@ -211,6 +211,26 @@ differential_test!(
     }
 );
 
+/// The bundle the qemu lane runs on cgroup v2 (an eBPF program there), run
+/// here on v1 (`devices.allow`/`devices.deny`): the same verdicts.
+#[test]
+fn device_rules_deny_what_they_do_not_allow() {
+    if !privileged("step08_oci::device_rules_deny_what_they_do_not_allow") {
+        return;
+    }
+    let dir = bundle("devices", |c| {
+        let text = fs::read_to_string("scripts/qemu/devices-config.json").unwrap();
+        *c = serde_json::from_str(&text).unwrap();
+        c["linux"]["cgroupsPath"] = json!("/berth-diff/devices");
+    });
+    let step = step_binary("step08-oci");
+    let shown = run(&step, &["run", "--bundle", &dir, "devices"]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(shown.stdout, "null: 0\nkmsg: 1\n", "{}", shown.render());
+    assert_cgroup_removed("devices");
+    snapshot_settings().bind(|| insta::assert_snapshot!("step08_devices", shown.render()));
+}
+
 /// A network namespace held by a sleeping process (not `ip netns add`,
 /// whose bind mounts would show in the host's mount table that other tests
 /// watch); killed when dropped.

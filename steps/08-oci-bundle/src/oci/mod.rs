@@ -26,9 +26,11 @@
 //! - [`mounts`]: the mount plan and what follows the pivot;
 //! - [`process`]: identity, capabilities, limits and `execve`;
 //! - [`hooks`]: running hooks with the state on stdin;
-//! - [`seccomp`]: the seccomp profile compiled to BPF.
+//! - [`seccomp`]: the seccomp profile compiled to BPF;
+//! - [`devices`]: device rules as an eBPF program, for cgroup v2.
 
 pub mod check;
+pub mod devices;
 pub mod hooks;
 pub mod mounts;
 pub mod process;
@@ -100,11 +102,9 @@ pub enum Error {
     /// Bad resources, or a cgroup that cannot be made.
     #[error("linux.resources")]
     Cgroup(#[source] cgroup::Error),
-    /// Device rules on cgroup v2 (they need an eBPF program).
-    #[error(
-        "linux.resources.devices on cgroup v2 needs an eBPF device filter, not implemented yet"
-    )]
-    DevicesV2,
+    /// A device rule that cannot be applied.
+    #[error("linux.resources.devices")]
+    Devices(#[source] devices::Error),
     /// Setting the host or domain name failed.
     #[error("cannot set the {what}")]
     Name {
@@ -350,8 +350,9 @@ pub struct CgroupPlan {
     pub path: CgroupPath,
     /// Memory, CPU and pids limits, in step 6's terms.
     pub resources: Resources,
-    /// v1 `devices.allow`/`devices.deny` lines, in order.
-    pub device_rules: Vec<(&'static str, String)>,
+    /// Device rules in order, as v1 `devices.allow`/`devices.deny` lines
+    /// (`true`: allow); v2 compiles them into an eBPF program.
+    pub device_rules: Vec<(bool, String)>,
 }
 
 /// Devices every container may use, allowed after the spec's rules (the
@@ -401,9 +402,6 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
     let mut device_rules = Vec::new();
     let rules = resources_spec.devices().clone().unwrap_or_default();
     if !rules.is_empty() {
-        if matches!(layout, Layout::Unified { .. }) {
-            return Err(Error::DevicesV2);
-        }
         for rule in &rules {
             let typ = match rule.typ() {
                 Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
@@ -424,14 +422,11 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
                     number(rule.minor())
                 )
             };
-            let file = if rule.allow() {
-                "devices.allow"
-            } else {
-                "devices.deny"
-            };
-            device_rules.push((file, line));
+            // Checked now, in the parent, for both versions.
+            devices::Rule::parse(rule.allow(), &line).map_err(Error::Devices)?;
+            device_rules.push((rule.allow(), line));
         }
-        device_rules.extend(ALLOWED_DEVICES.map(|d| ("devices.allow", d.to_owned())));
+        device_rules.extend(ALLOWED_DEVICES.map(|d| (true, d.to_owned())));
     }
     Ok(CgroupPlan {
         layout,
@@ -455,14 +450,31 @@ pub fn create_cgroup(plan: &CgroupPlan) -> Result<cgroup::Cgroup, Error> {
     }
     let writes = cgroup::plan(&plan.resources, &plan.layout);
     created.apply(&writes).map_err(Error::Cgroup)?;
-    for (file, line) in &plan.device_rules {
-        created
-            .apply(&[cgroup::Write {
-                controller: "devices",
-                file,
-                value: line.clone(),
-            }])
-            .map_err(Error::Cgroup)?;
+    match &plan.layout {
+        Layout::Unified { .. } if !plan.device_rules.is_empty() => {
+            let rules = (plan.device_rules.iter())
+                .map(|(allow, line)| devices::Rule::parse(*allow, line))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Error::Devices)?;
+            for dir in created.dirs() {
+                devices::attach(dir, &rules).map_err(Error::Devices)?;
+            }
+        }
+        _ => {
+            for (allow, line) in &plan.device_rules {
+                let file = if *allow {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                let write = cgroup::Write {
+                    controller: "devices",
+                    file,
+                    value: line.clone(),
+                };
+                created.apply(&[write]).map_err(Error::Cgroup)?;
+            }
+        }
     }
     Ok(created)
 }
