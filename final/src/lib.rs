@@ -33,4 +33,4 @@
 //!   - networking on step 4's bridge, plus outbound NAT and port
 //!     publishing.
 
-pub use step03_mount::*;
+pub use step08_oci::*;
