@@ -152,8 +152,14 @@ differential_test!(process_details_and_sysctls, "process", |c| {
         "sh",
         "-c",
         "probe ids caps; umask; pwd; echo $GREETING; cat /proc/self/oom_score_adj \
-         /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni"
+         /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni; probe mounts"
     ]);
+    c["linux"]["rootfsPropagation"] = json!("private");
+    let mounts = c["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["rprivate", "nodev"]}),
+    );
     c["process"]["cwd"] = json!("/etc");
     c["process"]["env"]
         .as_array_mut()
@@ -364,7 +370,9 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
     };
     let dir = bundle("hooks", |c| {
         c["root"]["readonly"] = json!(false);
-        c["process"]["args"] = json!(["sh", "-c", "echo started"]);
+        // runc 1.1 ignores domainname, so it is checked here, not compared.
+        c["domainname"] = json!("example.org");
+        c["process"]["args"] = json!(["sh", "-c", "echo started; cat /proc/sys/kernel/domainname"]);
         c["hooks"] = json!({
             "createRuntime": [record("createRuntime")],
             "prestart": [record("prestart")],
@@ -376,6 +384,7 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
     });
     let shown = run(&step, &["run", "--bundle", &dir, "hooks"]);
     assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(shown.stdout, "started\nexample.org\n", "{}", shown.render());
     let mut states = String::new();
     for stage in ["createRuntime", "prestart", "poststart", "poststop"] {
         let state: Value =
