@@ -281,6 +281,45 @@ fn joining_a_network_namespace_by_path() {
 }
 
 #[test]
+fn joining_a_pid_namespace_by_path() {
+    if !privileged("step08_oci::joining_a_pid_namespace_by_path") {
+        return;
+    }
+    // `unshare --pid --fork` keeps the new namespace as the one its
+    // children are born in: /proc/PID/ns/pid_for_children names it.
+    let holder = Command::new("unshare")
+        .args(["--pid", "--fork", "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let holder = HeldNetns(holder);
+    let path = format!("/proc/{}/ns/pid_for_children", holder.0.id());
+    let host_pid = fs::read_link("/proc/self/ns/pid").unwrap();
+    for _ in 0..100 {
+        if fs::read_link(&path).is_ok_and(|ns| ns != host_pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dir = bundle("join-pid", |c| {
+        // Not `pid`: the holder's `sleep` is PID 1 there, and each run
+        // takes the next number.
+        c["process"]["args"] = json!(["sh", "-c", "probe ns; cat /proc/1/comm"]);
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "pid" {
+                ns["path"] = json!(path);
+            }
+        }
+    });
+    let shown = differential("join-pid", &dir);
+    assert!(
+        shown.stdout.ends_with("\nsleep\n"),
+        "PID 1 is the holder's sleep: {}",
+        shown.render()
+    );
+    snapshot_settings().bind(|| insta::assert_snapshot!("step08_diff_join_pid", shown.render()));
+}
+
+#[test]
 fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
     if !privileged("step08_oci::a_bad_config_is_refused_with_the_field_named") {
         return;
@@ -375,6 +414,7 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
         c["process"]["args"] = json!(["sh", "-c", "echo started; cat /proc/sys/kernel/domainname"]);
         c["hooks"] = json!({
             "createRuntime": [record("createRuntime")],
+            "createContainer": [record("createContainer")],
             "prestart": [record("prestart")],
             "poststart": [record("poststart")],
             "poststop": [record("poststop")],
@@ -386,7 +426,13 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert_eq!(shown.stdout, "started\nexample.org\n", "{}", shown.render());
     let mut states = String::new();
-    for stage in ["createRuntime", "prestart", "poststart", "poststop"] {
+    for stage in [
+        "createRuntime",
+        "prestart",
+        "createContainer",
+        "poststart",
+        "poststop",
+    ] {
         let state: Value =
             serde_json::from_str(&fs::read_to_string(out.join(stage)).unwrap()).unwrap();
         assert_eq!(state["id"], "hooks");

@@ -358,6 +358,14 @@ pub fn enter(rootfs: &Path, plan: &[Op]) -> Result<(), Error> {
 }
 // ANCHOR_END: enter
 
+/// Pivot into `rootfs` on its own: for a caller that applied a plan
+/// without its [`Op::PivotRoot`] and has work to do in between (step 8's
+/// `createContainer` hooks).
+pub fn pivot(rootfs: &Path) -> Result<(), Error> {
+    let root = open_rootfs(rootfs)?;
+    pivot_into(root.as_fd(), rootfs)
+}
+
 /// The rootfs fd, opened by [`Op::BindRootfs`] or now.
 fn root_fd<'a>(root: &'a Option<OwnedFd>, rootfs: &Path) -> Result<BorrowedFd<'a>, Error> {
     match root {

@@ -98,6 +98,10 @@ pub enum Error {
         /// The option given.
         option: &'static str,
     },
+    /// `--net bridge` without root: the host side (a bridge, a veth) needs
+    /// `CAP_NET_ADMIN` in the host's network namespace.
+    #[error("--net bridge needs root (a rootless container can use --net none)")]
+    BridgeNeedsRoot,
     /// Opening or binding the netlink socket failed.
     #[error("cannot open a netlink socket")]
     Socket(#[source] std::io::Error),
@@ -653,6 +657,7 @@ fn default_route_request(gateway: Ipv4Addr, index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewRoute(message)
 }
 
+// ANCHOR: attached
 /// The host end of a veth pair, deleted when dropped.
 ///
 /// The kernel deletes a veth pair when the namespace of either end goes
@@ -682,6 +687,7 @@ impl Drop for Attached {
         }
     }
 }
+// ANCHOR_END: attached
 
 // ANCHOR: attach
 /// Apply the host side of `plan` for the container process `child`. Call it
@@ -692,6 +698,10 @@ pub fn attach(plan: &Plan, child: Pid) -> Result<Attached, Error> {
     let mut attached = Attached { veth: None };
     if plan.host.is_empty() {
         return Ok(attached);
+    }
+    // Said before the first request fails with a bare EPERM.
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::BridgeNeedsRoot);
     }
     let mut netlink = Netlink::open()?;
     for op in &plan.host {
@@ -719,7 +729,15 @@ pub fn attach(plan: &Plan, child: Pid) -> Result<Attached, Error> {
                 let index = netlink.link_index(bridge)?;
                 let present = netlink.addresses(op, index)?;
                 if !present.iter().any(|a| address.contains(*a)) {
-                    netlink.add_address(op, index, *address)?;
+                    match netlink.add_address(op, index, *address) {
+                        // Another container starting at the same time got
+                        // there first: the address is what we wanted.
+                        Err(Error::Request {
+                            source: Errno::EEXIST,
+                            ..
+                        }) => {}
+                        other => other?,
+                    }
                 }
             }
             HostOp::BridgeUp { bridge } => {

@@ -3,7 +3,8 @@
 //! The container's root is not the host's root: with a user namespace,
 //! uid 0 inside maps to an unprivileged uid outside, and an ordinary user
 //! can run the whole container built so far — UTS, PID, mount, network and
-//! IPC namespaces, `pivot_root` — without any privilege. The IPC namespace
+//! IPC namespaces, `pivot_root` — without any privilege (with `--net none`:
+//! a bridge and a veth on the host still need root). The IPC namespace
 //! gives the container System V IPC objects of its own.
 //!
 //! # Layout

@@ -196,6 +196,7 @@ pub struct Plan {
     pub deny_setgroups: bool,
 }
 
+// ANCHOR: check
 /// Check one map: no overlaps; without root, only the one mapping allowed.
 fn check(kind: &'static str, map: &[IdMapping], rootless: bool, own: u32) -> Result<(), Error> {
     for (i, a) in map.iter().enumerate() {
@@ -208,6 +209,7 @@ fn check(kind: &'static str, map: &[IdMapping], rootless: bool, own: u32) -> Res
     }
     Ok(())
 }
+// ANCHOR_END: check
 
 // ANCHOR: plan
 /// The user namespace for `options`, run by `uid`/`gid` (the step's
@@ -250,6 +252,7 @@ pub fn plan(options: &Options, uid: Uid, gid: Gid) -> Result<Option<Plan>, Error
 }
 // ANCHOR_END: plan
 
+// ANCHOR: clone_flags
 /// The `clone(2)` flags for `plan`: `CLONE_NEWIPC`, and `CLONE_NEWUSER`
 /// when there is a user namespace.
 pub fn clone_flags(plan: Option<&Plan>) -> CloneFlags {
@@ -258,6 +261,7 @@ pub fn clone_flags(plan: Option<&Plan>) -> CloneFlags {
         None => IPC_CLONE_FLAGS,
     }
 }
+// ANCHOR_END: clone_flags
 
 /// The map file's content: one `CONTAINER HOST SIZE` line per mapping.
 fn map_text(map: &[IdMapping]) -> String {

@@ -13,6 +13,7 @@
 use anyhow::{Context, bail};
 use step06_cgroups::cgroup::{self, Cgroup, CgroupPath};
 
+// ANCHOR: main
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [action, path] = &args[..] else {
@@ -45,3 +46,4 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+// ANCHOR_END: main

@@ -63,6 +63,9 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     let all_hooks = spec.hooks().clone().unwrap_or_default();
     let hook_list = |list: &Option<Vec<oci_spec::runtime::Hook>>| list.clone().unwrap_or_default();
     let state = |status: &str, pid: i32| hooks::state(spec.version(), id, status, pid, &bundle.dir);
+    // Joining a PID namespace is the parent's doing: it decides where its
+    // *next* child is born, and the child cannot change its own.
+    let joined_pid = oci::PidNamespace::enter(namespaces.join_pid.as_deref())?;
     let container = child::spawn(namespaces.clone, |_channel| {
         // In the child: PID 1 of the new PID namespace, if there is one.
         oci::join(&namespaces.join)?;
@@ -76,13 +79,18 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         if namespaces.new_net {
             net::configure(&loopback)?;
         }
-        let pid = std::process::id() as i32;
+        // Our pid as the host sees it: /proc is still the host's here.
+        let pid = oci::host_pid();
+        // Every mount but the pivot, then the createContainer hooks: in the
+        // container's namespaces, their paths still resolved in the host's.
+        let mounts = plan.strip_suffix(&[mount::Op::PivotRoot]).unwrap_or(&plan);
+        mount::enter(&bundle.rootfs, mounts)?;
         hooks::run(
             "createContainer",
             &hook_list(all_hooks.create_container()),
-            &state("created", pid),
+            &state("creating", pid),
         )?;
-        mount::enter(&bundle.rootfs, &plan)?;
+        mount::pivot(&bundle.rootfs)?;
         oci::mounts::after_pivot(spec)?;
         hooks::run(
             "startContainer",
@@ -93,6 +101,7 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         match oci::process::start(&prepared, setgroups)? {}
     })
     .context("cannot start the container")?;
+    drop(joined_pid);
     // In the parent, while the child waits at sync 1.
     let pid = container.pid().as_raw();
     if let Some(ids) = &ids {

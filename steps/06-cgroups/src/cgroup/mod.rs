@@ -384,6 +384,7 @@ impl Resources {
     }
 }
 
+// ANCHOR: convert
 /// v1 `cpu.shares` to v2 `cpu.weight`: the range 2–262144 mapped linearly
 /// onto 1–10000 (1024, the v1 default, becomes 39; v2's default is 100).
 pub fn shares_to_weight(shares: u64) -> u64 {
@@ -394,6 +395,7 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 pub fn weight_to_shares(weight: u64) -> u64 {
     2 + (weight.clamp(1, 10_000) - 1) * 262_142 / 9999
 }
+// ANCHOR_END: convert
 
 // ANCHOR: resources
 /// Check `options` and bring them to one unit each.
@@ -540,6 +542,7 @@ pub struct Stats {
     pub throttled_periods: u64,
 }
 
+// ANCHOR: report
 impl Stats {
     /// What a step says at exit: the OOM killer's work always (an exit code
     /// of 137 alone does not tell), the accounting when `verbose`.
@@ -561,6 +564,7 @@ impl Stats {
         lines
     }
 }
+// ANCHOR_END: report
 
 // ANCHOR: for_step
 /// The cgroup of a step's container, made from its options, and its
@@ -659,11 +663,18 @@ impl Cgroup {
             Layout::Legacy { hierarchies } => {
                 for hierarchy in hierarchies {
                     let dir = hierarchy.mount.join(path.as_path());
-                    // Pushed first: a failure below removes what was made.
-                    fs::create_dir_all(&dir).map_err(|source| Error::Create {
+                    let create_error = |source| Error::Create {
                         path: dir.clone(),
                         source,
-                    })?;
+                    };
+                    if let Some(parent) = dir.parent() {
+                        fs::create_dir_all(parent).map_err(create_error)?;
+                    }
+                    // The cgroup itself must be new: an existing one (another
+                    // container's) would be killed and removed at our exit.
+                    // On error, `cgroup` is dropped, which removes the
+                    // directories made so far.
+                    fs::create_dir(&dir).map_err(create_error)?;
                     cgroup.dirs.push((dir, hierarchy.controllers.clone()));
                 }
             }
@@ -845,6 +856,7 @@ impl Cgroup {
     // ANCHOR_END: destroy
 }
 
+// ANCHOR: drop
 impl Drop for Cgroup {
     fn drop(&mut self) {
         if !self.destroyed {
@@ -854,6 +866,7 @@ impl Drop for Cgroup {
         }
     }
 }
+// ANCHOR_END: drop
 
 /// The `clone(2)` flag of the cgroup namespace (see [`enter_namespace`]:
 /// it is not passed to `clone`).
@@ -868,6 +881,7 @@ pub fn enter_namespace() -> Result<(), Error> {
 }
 // ANCHOR_END: enter_namespace
 
+// ANCHOR: mounts
 /// The read-only cgroup mounts for the container's `/sys/fs/cgroup`, to go
 /// into the mount plan before the pivot. Mounted after
 /// [`enter_namespace`], each shows only the container's own cgroup.
@@ -913,6 +927,7 @@ pub fn mounts(layout: &Layout) -> Vec<Op> {
         }
     }
 }
+// ANCHOR_END: mounts
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::{Error, Resources, Stats, Write, keyed, read, weight_to_shares};
 
+// ANCHOR: writes
 /// The writes for `resources`, in order: the memory limit before the
 /// memory+swap limit, which may never be below it.
 pub(super) fn writes(resources: &Resources) -> Vec<Write> {
@@ -39,6 +40,7 @@ pub(super) fn writes(resources: &Resources) -> Vec<Write> {
     }
     writes
 }
+// ANCHOR_END: writes
 
 /// Whether `freezer.state` says `FROZEN` (not `FREEZING`, not `THAWED`).
 pub(super) fn is_frozen(state: PathBuf) -> Result<bool, Error> {

@@ -9,6 +9,7 @@ use super::{Error, Resources, Stats, Write, keyed, read, shares_to_weight, write
 /// The controllers berth enables for its cgroups, where available.
 const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 
+// ANCHOR: writes
 /// The writes for `resources`, in order.
 pub(super) fn writes(resources: &Resources) -> Vec<Write> {
     let mut writes = Vec::new();
@@ -45,7 +46,9 @@ pub(super) fn writes(resources: &Resources) -> Vec<Write> {
     }
     writes
 }
+// ANCHOR_END: writes
 
+// ANCHOR: create
 /// Create `path` below `mount`, enabling the available controllers in
 /// every ancestor's `cgroup.subtree_control` on the way down: a cgroup can
 /// only use the controllers its parent hands down.
@@ -70,12 +73,14 @@ pub(super) fn create(mount: &Path, path: &Path) -> Result<PathBuf, Error> {
     }
     Ok(dir)
 }
+// ANCHOR_END: create
 
 /// Whether `cgroup.events` says `frozen 1`.
 pub(super) fn is_frozen(events: PathBuf) -> Result<bool, Error> {
     Ok(keyed(&read(&events)?, "frozen") == Some(1))
 }
 
+// ANCHOR: stats
 /// What the kernel accounted in cgroup `dir`.
 pub(super) fn stats(dir: &Path) -> Stats {
     let text = |file: &str| fs::read_to_string(dir.join(file)).unwrap_or_default();
@@ -94,3 +99,4 @@ pub(super) fn stats(dir: &Path) -> Stats {
         throttled_periods: keyed(&cpu, "nr_throttled").unwrap_or(0),
     }
 }
+// ANCHOR_END: stats

@@ -5,13 +5,12 @@
 //! | hook              | where it runs here                                  | status     |
 //! |-------------------|-----------------------------------------------------|------------|
 //! | `createRuntime`, `prestart` | parent, namespaces made, before sync 1    | `creating` |
-//! | `createContainer` | child, after sync 1, before the mounts              | `creating` |
+//! | `createContainer` | child, mounts made, before the pivot                | `creating` |
 //! | `startContainer`  | child, after the pivot, just before `execve`        | `created`  |
 //! | `poststart`       | parent, once the process runs (after sync 2)        | `running`  |
 //! | `poststop`        | parent, after the container and its cgroup are gone | `stopped`  |
 //!
-//! Simplification: the spec runs `createContainer` after the container's
-//! mounts are made; here it runs just before them.
+//! The state's `pid` is the container process as the host sees it.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;

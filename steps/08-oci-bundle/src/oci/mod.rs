@@ -176,8 +176,10 @@ pub fn load(dir: &Path, id: &str) -> Result<Bundle, Error> {
 pub struct Namespaces {
     /// Flags for `clone(2)`: the new namespaces (not the cgroup one).
     pub clone: CloneFlags,
-    /// Namespaces to join, user first: `(type, path)`.
+    /// Namespaces the child joins, user first: `(type, path)`.
     pub join: Vec<(CloneFlags, PathBuf)>,
+    /// A PID namespace to join: the parent's doing, see [`PidNamespace`].
+    pub join_pid: Option<PathBuf>,
     /// A new user namespace.
     pub new_user: bool,
     /// A new cgroup namespace (entered after sync 1, see step 6).
@@ -208,6 +210,7 @@ pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
     let mut ns = Namespaces {
         clone: CloneFlags::empty(),
         join: Vec::new(),
+        join_pid: None,
         new_user: false,
         new_cgroup: false,
         new_net: false,
@@ -221,18 +224,13 @@ pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
     for entry in &list {
         let typ = entry.typ();
         match entry.path() {
-            Some(path) => {
-                // Joining a mount or time namespace would make no sense
-                // with a rootfs of our own; a PID namespace is joined by
-                // the parent before clone, which this step does not do.
-                if matches!(
-                    typ,
-                    LinuxNamespaceType::Mount | LinuxNamespaceType::Time | LinuxNamespaceType::Pid
-                ) {
-                    return Err(Error::CannotJoin(typ.to_string()));
-                }
-                ns.join.push((flag(typ), path.clone()));
+            // Joining a mount or time namespace would make no sense with a
+            // rootfs of our own.
+            Some(_) if matches!(typ, LinuxNamespaceType::Mount | LinuxNamespaceType::Time) => {
+                return Err(Error::CannotJoin(typ.to_string()));
             }
+            Some(path) if typ == LinuxNamespaceType::Pid => ns.join_pid = Some(path.clone()),
+            Some(path) => ns.join.push((flag(typ), path.clone())),
             None => match typ {
                 LinuxNamespaceType::Cgroup => ns.new_cgroup = true,
                 LinuxNamespaceType::Time => return Err(Error::CannotJoin("time".into())),
@@ -254,6 +252,38 @@ pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
     Ok(ns)
 }
 // ANCHOR_END: namespaces
+
+/// The parent in another PID namespace *for its children*
+/// (`pid_namespaces(7)`: `setns(CLONE_NEWPID)` moves only the children a
+/// process creates afterwards), and back to its own when dropped.
+#[derive(Debug)]
+pub struct PidNamespace {
+    own: Option<fs::File>,
+}
+
+impl PidNamespace {
+    /// Join `path` for the next child, if given.
+    pub fn enter(path: Option<&Path>) -> Result<PidNamespace, Error> {
+        let Some(path) = path else {
+            return Ok(PidNamespace { own: None });
+        };
+        let own = fs::File::open("/proc/self/ns/pid_for_children").map_err(|e| Error::Join {
+            path: "/proc/self/ns/pid_for_children".into(),
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+        join(&[(CloneFlags::CLONE_NEWPID, path.to_owned())])?;
+        Ok(PidNamespace { own: Some(own) })
+    }
+}
+
+impl Drop for PidNamespace {
+    fn drop(&mut self) {
+        if let Some(own) = self.own.take() {
+            // Back home: hooks and later children are the host's again.
+            let _ = setns(own, CloneFlags::CLONE_NEWPID);
+        }
+    }
+}
 
 /// In the child, first of all: join the namespaces given by path.
 pub fn join(namespaces: &[(CloneFlags, PathBuf)]) -> Result<(), Error> {
@@ -504,6 +534,16 @@ fn fill_cpuset(dir: &Path) -> Result<(), cgroup::Error> {
         }
     }
     Ok(())
+}
+
+/// The calling process's pid as the host sees it, read from `/proc/self`
+/// while `/proc` is still the host's (before the container's is mounted);
+/// `getpid()` in a new PID namespace says 1. For the hooks' state.
+pub fn host_pid() -> i32 {
+    fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or_else(|| std::process::id() as i32)
 }
 
 /// In the child: `hostname` (through step 1's checks) and `domainname`.
