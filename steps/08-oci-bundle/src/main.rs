@@ -66,7 +66,7 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     // Joining a PID namespace is the parent's doing: it decides where its
     // *next* child is born, and the child cannot change its own.
     let joined_pid = oci::PidNamespace::enter(namespaces.join_pid.as_deref())?;
-    let container = child::spawn(namespaces.clone, |_channel| {
+    let mut container = child::spawn(namespaces.clone, |_channel| {
         // In the child: PID 1 of the new PID namespace, if there is one.
         oci::join(&namespaces.join)?;
         if let Some(ids) = &ids {
@@ -117,7 +117,6 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     ] {
         hooks::run(stage, &hook_list(list), &state("creating", pid))?;
     }
-    let mut container = container;
     container.start()?;
     hooks::run(
         "poststart",
