@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_tests::fixture::rootfs;
-use berth_tests::{privileged, run, snapshot_settings, step_binary, test_command};
+use berth_tests::{
+    ThrowawayUser, privileged, run, snapshot_settings, step_binary, test_command, world_executable,
+};
 use step08_oci::overlay::unpack::{self, Summary};
 
 /// A scratch directory under `target/`, emptied first; paths in
@@ -183,6 +185,69 @@ fn two_containers_share_layers_but_not_writes() {
     );
     assert!(!rootfs().join("tmp/from-a").exists());
     snapshot_settings().bind(|| insta::assert_snapshot!("step07_share", b.render()));
+}
+
+/// An ordinary user stacks layers too: unpacked without privileges into a
+/// store of theirs, mounted in the container's user namespace with
+/// `userxattr`; what they commit belongs to the container's root.
+#[test]
+fn an_ordinary_user_runs_on_layers_and_commits() {
+    if !privileged("step07_overlay::an_ordinary_user_runs_on_layers_and_commits") {
+        return;
+    }
+    let step = world_executable("step07-overlay");
+    // Outside the checkout, which the user may not be able to enter.
+    let dir = "/tmp/berth-test-step07-rootless";
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(format!("{dir}/store")).unwrap();
+    fs::set_permissions(format!("{dir}/store"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let (base, second) = (base_layer(dir), second_layer(dir));
+    let user = ThrowawayUser::create("berth-rootless7");
+    let changes = format!("{dir}/changes.tar");
+    let mut args = user.setpriv();
+    args.extend(
+        [
+            &step,
+            "--store",
+            &format!("{dir}/store"),
+            "--image",
+            &base,
+            "--image",
+            &second,
+            "--commit",
+            &changes,
+            "--",
+            "sh",
+            "-c",
+            "id; cat /etc/motd; ls /; echo new > /new-file; rm /etc/hostname",
+        ]
+        .map(|a| a.to_string()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let shown = run("setpriv", &args);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert!(
+        shown
+            .stdout
+            .starts_with("uid=0(root) gid=0(root)\nhello from layer 2\n")
+    );
+    assert!(!shown.stdout.contains("root\n"), "the whiteout hides /root");
+    let mut archive = tar::Archive::new(fs::File::open(&changes).unwrap());
+    let mut listing = String::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let header = entry.header();
+        listing.push_str(&format!(
+            "{} {}:{}\n",
+            entry.path().unwrap().display(),
+            header.uid().unwrap(),
+            header.gid().unwrap()
+        ));
+    }
+    assert_eq!(listing, "etc 0:0\netc/.wh.hostname 0:0\nnew-file 0:0\n");
+    let text = format!("{}\nlayer {changes}:\n{listing}", shown.render());
+    snapshot_settings().bind(|| insta::assert_snapshot!("step07_rootless", text));
 }
 
 /// `Command::spawn` with piped output, for a container running beside

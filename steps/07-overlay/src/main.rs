@@ -36,8 +36,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let overlay = if layers.is_empty() {
         None
     } else {
-        anyhow::ensure!(geteuid().is_root(), overlay::Error::Unprivileged);
-        let store = overlay::Store::open(&overlay::store_dir(&cli.root))?;
+        let store = overlay::Store::open(&overlay::store_dir(&cli.root)?)?;
         let layers = (layers.iter())
             .map(|layer| store.layer(layer))
             .collect::<Result<Vec<_>, _>>()?;

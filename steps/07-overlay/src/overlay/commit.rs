@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::unpack::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
+use super::unpack::{OPAQUE_MARKER, OPAQUE_XATTR, USER_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
 /// What can go wrong while exporting.
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +42,18 @@ pub struct Summary {
     pub whiteouts: u64,
 }
 
-/// Whether `path` carries `trusted.overlay.opaque=y`.
+/// Whether `path` carries `trusted.overlay.opaque=y` (or, rootless,
+/// `user.overlay.opaque=y`).
 fn is_opaque(path: &Path) -> bool {
+    [OPAQUE_XATTR, USER_OPAQUE_XATTR]
+        .iter()
+        .any(|name| has_opaque_xattr(path, name))
+}
+
+fn has_opaque_xattr(path: &Path, name: &str) -> bool {
     let (Ok(path), Ok(name)) = (
         CString::new(path.as_os_str().as_bytes()),
-        CString::new(OPAQUE_XATTR),
+        CString::new(name),
     ) else {
         return false;
     };
@@ -69,8 +76,21 @@ fn marker<W: Write>(builder: &mut tar::Builder<W>, name: &Path) -> io::Result<()
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(0);
     header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
     header.set_mtime(0);
     builder.append_data(&mut header, name, io::empty())
+}
+
+/// Host ids to record as other ids in the layer: a rootless container's
+/// files belong, on the host, to the user who ran it; in the layer they
+/// must belong to the container's root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    /// The host uid (and what it becomes).
+    pub uid: (u32, u32),
+    /// The host gid (and what it becomes).
+    pub gid: (u32, u32),
 }
 
 struct Exporter<W: Write> {
@@ -78,9 +98,52 @@ struct Exporter<W: Write> {
     summary: Summary,
     /// (device, inode) of files with several links → their first path.
     links: HashMap<(u64, u64), PathBuf>,
+    ids: Option<IdMap>,
 }
 
 impl<W: Write> Exporter<W> {
+    /// A header for `meta`, with its owner mapped.
+    fn header(&self, meta: &fs::Metadata) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+        if let Some(ids) = self.ids {
+            if meta.uid() == ids.uid.0 {
+                header.set_uid(u64::from(ids.uid.1));
+            }
+            if meta.gid() == ids.gid.0 {
+                header.set_gid(u64::from(ids.gid.1));
+            }
+        }
+        header
+    }
+
+    /// One file, directory, symlink or node, with its metadata.
+    fn append(&mut self, full: &Path, rel: &Path, meta: &fs::Metadata) -> io::Result<()> {
+        let mut header = self.header(meta);
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            let target = fs::read_link(full)?;
+            self.builder.append_link(&mut header, rel, target)
+        } else if kind.is_file() {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            let file = fs::File::open(full)?;
+            self.builder.append_data(&mut header, rel, file)
+        } else {
+            if kind.is_dir() {
+                header.set_entry_type(tar::EntryType::Directory);
+            } else if kind.is_char_device() || kind.is_block_device() {
+                let rdev = meta.rdev();
+                header.set_device_major(libc::major(rdev))?;
+                header.set_device_minor(libc::minor(rdev))?;
+            }
+            header.set_size(0);
+            self.builder.append_data(&mut header, rel, io::empty())
+        }
+    }
+
     fn visit(&mut self, upper: &Path, relative: &Path) -> Result<(), Error> {
         let dir = upper.join(relative);
         let failed = |path: &Path| {
@@ -106,9 +169,8 @@ impl<W: Write> Exporter<W> {
                 self.summary.whiteouts += 1;
             } else if kind.is_file() && meta.nlink() > 1 {
                 let key = (meta.dev(), meta.ino());
-                if let Some(first) = self.links.get(&key) {
-                    let mut header = tar::Header::new_gnu();
-                    header.set_metadata(&meta);
+                if let Some(first) = self.links.get(&key).cloned() {
+                    let mut header = self.header(&meta);
                     header.set_entry_type(tar::EntryType::Link);
                     header.set_size(0);
                     self.builder
@@ -116,14 +178,10 @@ impl<W: Write> Exporter<W> {
                         .map_err(failed(&full))?;
                 } else {
                     self.links.insert(key, rel.clone());
-                    self.builder
-                        .append_path_with_name(&full, &rel)
-                        .map_err(failed(&full))?;
+                    self.append(&full, &rel, &meta).map_err(failed(&full))?;
                 }
             } else {
-                self.builder
-                    .append_path_with_name(&full, &rel)
-                    .map_err(failed(&full))?;
+                self.append(&full, &rel, &meta).map_err(failed(&full))?;
             }
             self.summary.entries += 1;
             if kind.is_dir() {
@@ -140,8 +198,9 @@ impl<W: Write> Exporter<W> {
 
 // ANCHOR: commit
 /// Write the changes in the overlay upper directory `upper` to `out` as a
-/// layer tar (plain; the caller compresses if it wants).
-pub fn commit<W: Write>(upper: &Path, out: W) -> Result<(W, Summary), Error> {
+/// layer tar (plain; the caller compresses if it wants), owners mapped by
+/// `ids` (rootless).
+pub fn commit<W: Write>(upper: &Path, out: W, ids: Option<IdMap>) -> Result<(W, Summary), Error> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
@@ -149,6 +208,7 @@ pub fn commit<W: Write>(upper: &Path, out: W) -> Result<(W, Summary), Error> {
         builder,
         summary: Summary::default(),
         links: HashMap::new(),
+        ids,
     };
     exporter.visit(upper, Path::new(""))?;
     let out = exporter.builder.into_inner().map_err(|source| Error::Io {

@@ -32,8 +32,14 @@
 //! - The layer digest is the SHA-256 of the tarball as given; an image
 //!   store (Part II) also checks it against the manifest, and keeps the
 //!   uncompressed digest (`diff_id`) apart.
-//! - Rootless overlay (kernel 5.11+, `userxattr`) is not done here: without
-//!   root, use `--rootfs`.
+//!
+//! # Rootless
+//!
+//! Without root, layers are unpacked as the user (no ownership, no device
+//! nodes, `user.overlay.opaque` for opaque directories) into a store of
+//! the user's (`$XDG_DATA_HOME/berth`), and the overlay is mounted in the
+//! container's user namespace with `userxattr` (Linux 5.11+), which makes
+//! overlayfs read `user.*` instead of `trusted.*` xattrs.
 
 pub mod commit;
 pub mod unpack;
@@ -55,9 +61,9 @@ pub enum Error {
     /// Neither `--rootfs` nor `--image` was given.
     #[error("give the root filesystem: --rootfs DIR, or --image LAYER (repeated, bottom first)")]
     NoRoot,
-    /// Layers need root here.
-    #[error("--image needs root (overlayfs with trusted.* whiteouts); use --rootfs without it")]
-    Unprivileged,
+    /// No store directory for an ordinary user.
+    #[error("no store for layers: set --store, or HOME or XDG_DATA_HOME")]
+    NoStore,
     /// A layer file cannot be read.
     #[error("cannot read the layer {path:?}")]
     ReadLayer {
@@ -134,7 +140,8 @@ pub struct Options {
     /// A layer tarball (gzip or plain); repeat it, bottom layer first
     #[arg(long = "image", value_name = "LAYER")]
     pub layers: Vec<PathBuf>,
-    /// Where layers and containers' upper dirs are kept [default: /var/lib/berth]
+    /// Where layers and containers' upper dirs are kept [default: /var/lib/berth
+    /// as root, $XDG_DATA_HOME/berth otherwise]
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// After exit, write the container's changes as a layer tar (.gz: gzip)
@@ -142,7 +149,7 @@ pub struct Options {
     pub commit: Option<PathBuf>,
 }
 
-/// The default store.
+/// The default store, as root.
 pub const DEFAULT_STORE: &str = "/var/lib/berth";
 
 /// A layer unpacked in the store.
@@ -272,6 +279,7 @@ impl Store {
             work: dir.join("work"),
             merged: dir.join("merged"),
             lower: layers.iter().rev().map(|l| l.dir.clone()).collect(),
+            rootless: !nix::unistd::geteuid().is_root(),
             dir,
         };
         for path in [&container.upper, &container.work, &container.merged] {
@@ -294,18 +302,23 @@ pub struct Container {
     pub merged: PathBuf,
     /// The layers, top first (as `lowerdir=` lists them).
     pub lower: Vec<PathBuf>,
+    /// Mounted in a user namespace: `userxattr`.
+    pub rootless: bool,
 }
 
 impl Container {
     /// The overlay mount options.
     pub fn options(&self) -> Result<String, Error> {
         let lower: Vec<String> = self.lower.iter().map(|p| p.display().to_string()).collect();
-        let options = format!(
+        let mut options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.join(":"),
             self.upper.display(),
             self.work.display()
         );
+        if self.rootless {
+            options.push_str(",userxattr");
+        }
         if options.len() >= 4096 {
             return Err(Error::TooManyLayers {
                 layers: self.lower.len(),
@@ -349,14 +362,19 @@ impl Container {
         };
         let file = File::create(path).map_err(io_failed)?;
         let gzip = path.extension().is_some_and(|e| e == "gz");
+        // Rootless: what the container's root made is ours on the host.
+        let ids = self.rootless.then(|| commit::IdMap {
+            uid: (nix::unistd::geteuid().as_raw(), 0),
+            gid: (nix::unistd::getegid().as_raw(), 0),
+        });
         let summary = if gzip {
             let (encoder, summary) =
-                commit::commit(&self.upper, GzEncoder::new(file, Compression::fast()))
+                commit::commit(&self.upper, GzEncoder::new(file, Compression::fast()), ids)
                     .map_err(failed)?;
             encoder.finish().map_err(io_failed)?;
             summary
         } else {
-            let (mut file, summary) = commit::commit(&self.upper, file).map_err(failed)?;
+            let (mut file, summary) = commit::commit(&self.upper, file, ids).map_err(failed)?;
             file.flush().map_err(io_failed)?;
             summary
         };
@@ -372,10 +390,22 @@ impl Drop for Container {
     }
 }
 
-/// The store directory for `options`.
-pub fn store_dir(options: &Options) -> PathBuf {
-    options
-        .store
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE))
+/// The store directory for `options`: `--store`, else the system's as root,
+/// else the user's (`$XDG_DATA_HOME/berth`, `~/.local/share/berth`).
+pub fn store_dir(options: &Options) -> Result<PathBuf, Error> {
+    if let Some(dir) = &options.store {
+        return Ok(dir.clone());
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from(DEFAULT_STORE));
+    }
+    let env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_DATA_HOME")
+        .or_else(|| env("HOME").map(|home| home.join(".local/share")))
+        .map(|data| data.join("berth"))
+        .ok_or(Error::NoStore)
 }

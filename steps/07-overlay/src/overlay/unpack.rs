@@ -90,8 +90,11 @@ pub struct Summary {
     pub skipped_devices: u64,
 }
 
-/// The xattr overlayfs reads to make a directory opaque.
+/// The xattr overlayfs reads to make a directory opaque, as root.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same for an overlay mounted in a user namespace with `userxattr`
+/// (Linux 5.11+): `trusted.*` needs root on the host, `user.*` does not.
+pub const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
 /// The prefix of a whiteout file in a layer tar.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The name of an opaque-directory marker in a layer tar.
@@ -154,7 +157,9 @@ struct Unpacker<'a> {
 
 // ANCHOR: unpack
 /// Unpack the tar read from `reader` into the directory `root`.
-/// `privileged`: we are root, so ownership is kept and device nodes made.
+/// `privileged`: we are root, so ownership is kept and device nodes made;
+/// without, opaque directories get the `user.*` xattr (rootless overlay).
+/// Whiteouts (0/0 character devices) need no privilege since Linux 5.8.
 pub fn unpack(reader: impl Read, root: BorrowedFd, privileged: bool) -> Result<Summary, Error> {
     let mut archive = tar::Archive::new(reader);
     let mut unpacker = Unpacker {
@@ -208,7 +213,12 @@ impl Unpacker<'_> {
             let parent = path.parent().unwrap_or(Path::new(""));
             let dir = ensure_dir(self.root, &Path::new("/").join(parent))
                 .map_err(self.failed("create the opaque directory", path))?;
-            set_xattr(&dir, OPAQUE_XATTR, b"y").map_err(self.failed("mark opaque", path))?;
+            let xattr = if self.privileged {
+                OPAQUE_XATTR
+            } else {
+                USER_OPAQUE_XATTR
+            };
+            set_xattr(&dir, xattr, b"y").map_err(self.failed("mark opaque", path))?;
             self.summary.whiteouts += 1;
             return Ok(());
         }
