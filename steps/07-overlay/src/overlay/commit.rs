@@ -144,6 +144,7 @@ impl<W: Write> Exporter<W> {
         }
     }
 
+    // ANCHOR: visit
     fn visit(&mut self, upper: &Path, relative: &Path) -> Result<(), Error> {
         let dir = upper.join(relative);
         let failed = |path: &Path| {
@@ -194,6 +195,7 @@ impl<W: Write> Exporter<W> {
         }
         Ok(())
     }
+    // ANCHOR_END: visit
 }
 
 // ANCHOR: commit

@@ -270,6 +270,7 @@ impl Store {
         }
     }
 
+    // ANCHOR: container
     /// The writable directories for container `id` on top of `layers`
     /// (bottom first). Removed when the returned [`Container`] is dropped.
     pub fn container(&self, id: &str, layers: &[Layer]) -> Result<Container, Error> {
@@ -288,6 +289,7 @@ impl Store {
         container.options()?;
         Ok(container)
     }
+    // ANCHOR_END: container
 }
 
 /// A container's overlay: its layers and its own writable directories.
@@ -307,6 +309,7 @@ pub struct Container {
 }
 
 impl Container {
+    // ANCHOR: options
     /// The overlay mount options.
     pub fn options(&self) -> Result<String, Error> {
         let lower: Vec<String> = self.lower.iter().map(|p| p.display().to_string()).collect();
@@ -327,6 +330,7 @@ impl Container {
         }
         Ok(options)
     }
+    // ANCHOR_END: options
 
     // ANCHOR: mount
     /// Mount the overlay on [`Container::merged`]. Call it in the child,

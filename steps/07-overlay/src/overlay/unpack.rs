@@ -100,6 +100,7 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The name of an opaque-directory marker in a layer tar.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
+// ANCHOR: clean
 /// A tar path made relative and checked: leading `/` and `./` dropped,
 /// `..` refused. `None` for the archive's root (`./`).
 pub fn clean(path: &Path) -> Result<Option<PathBuf>, Error> {
@@ -117,6 +118,7 @@ pub fn clean(path: &Path) -> Result<Option<PathBuf>, Error> {
     }
     Ok((!clean.as_os_str().is_empty()).then_some(clean))
 }
+// ANCHOR_END: clean
 
 /// Set an xattr on what `fd` names.
 fn set_xattr(fd: &OwnedFd, name: &str, value: &[u8]) -> Result<(), Errno> {
@@ -299,6 +301,7 @@ impl Unpacker<'_> {
         Ok(())
     }
 
+    // ANCHOR: file
     /// Create a regular file and copy the entry's content into it.
     fn file<R: Read>(&mut self, entry: &mut tar::Entry<R>, path: &Path) -> Result<OwnedFd, Error> {
         let (dir, name) = self.parent(path)?;
@@ -311,7 +314,9 @@ impl Unpacker<'_> {
         io::copy(entry, &mut file).map_err(Error::Read)?;
         Ok(OwnedFd::from(file))
     }
+    // ANCHOR_END: file
 
+    // ANCHOR: hard_link
     /// A hard link to a file already unpacked in this layer.
     fn hard_link<R: Read>(&mut self, entry: &mut tar::Entry<R>, path: &Path) -> Result<(), Error> {
         let raw = entry
@@ -344,6 +349,7 @@ impl Unpacker<'_> {
         )
         .map_err(self.failed("hard-link", path))
     }
+    // ANCHOR_END: hard_link
 
     /// Ownership and mtime of a symlink (never followed).
     fn finish_link(&self, dir: &OwnedFd, name: &OsStr, header: &tar::Header) {
@@ -361,6 +367,7 @@ impl Unpacker<'_> {
         let _ = utimensat(dir, name, &time, &time, UtimensatFlags::NoFollowSymlink);
     }
 
+    // ANCHOR: finish
     /// Ownership, mode, xattrs and mtime of a created file or directory.
     fn finish<R: Read>(
         &self,
@@ -415,6 +422,7 @@ impl Unpacker<'_> {
         }
         Ok(())
     }
+    // ANCHOR_END: finish
 }
 
 /// The owner recorded in `header`.

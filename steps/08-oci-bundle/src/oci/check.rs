@@ -17,6 +17,7 @@
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde_json::Value;
 
+// ANCHOR: unsupported
 /// Fields this runtime knows but does not implement, with the reason.
 /// `[]` walks every element of an array.
 pub const UNSUPPORTED: [(&str, &str); 28] = [
@@ -97,6 +98,7 @@ pub const UNSUPPORTED: [(&str, &str); 28] = [
         "id-mapped mounts are not implemented",
     ),
 ];
+// ANCHOR_END: unsupported
 
 /// What `check` found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +124,7 @@ pub enum Problem {
     },
 }
 
+// ANCHOR: unknown
 /// Keys of `original` that the typed `round_trip` does not have.
 fn unknown(original: &Value, round_trip: &Value, path: &str, found: &mut Vec<String>) {
     match (original, round_trip) {
@@ -146,6 +149,7 @@ fn unknown(original: &Value, round_trip: &Value, path: &str, found: &mut Vec<Str
         _ => {}
     }
 }
+// ANCHOR_END: unknown
 
 /// The values at dotted `path` (`[]` walks arrays), with their real paths.
 fn lookup<'v>(value: &'v Value, path: &str, prefix: String, out: &mut Vec<(String, &'v Value)>) {
@@ -193,6 +197,7 @@ fn is_set(value: &Value) -> bool {
     }
 }
 
+// ANCHOR: sysctl_namespace
 /// The namespace a sysctl key belongs to, if it is namespaced at all
 /// (`sysctl(8)`, and the kernel's per-namespace sysctl tables).
 fn sysctl_namespace(key: &str) -> Option<&'static str> {
@@ -216,6 +221,7 @@ fn sysctl_namespace(key: &str) -> Option<&'static str> {
         None
     }
 }
+// ANCHOR_END: sysctl_namespace
 
 // ANCHOR: check
 /// Everything wrong with `original` (the JSON text, parsed) that `spec`

@@ -56,6 +56,7 @@ pub enum Error {
     },
 }
 
+// ANCHOR: state
 /// The state a hook reads on stdin (runtime-spec `runtime.md`, "State").
 pub fn state(version: &str, id: &str, status: &str, pid: i32, bundle: &Path) -> String {
     serde_json::json!({
@@ -67,6 +68,7 @@ pub fn state(version: &str, id: &str, status: &str, pid: i32, bundle: &Path) -> 
     })
     .to_string()
 }
+// ANCHOR_END: state
 
 // ANCHOR: run
 /// Run the `stage` hooks in order, each with `state` on stdin; the first

@@ -253,6 +253,7 @@ pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
 }
 // ANCHOR_END: namespaces
 
+// ANCHOR: join
 /// The parent in another PID namespace *for its children*
 /// (`pid_namespaces(7)`: `setns(CLONE_NEWPID)` moves only the children a
 /// process creates afterwards), and back to its own when dropped.
@@ -298,6 +299,7 @@ pub fn join(namespaces: &[(CloneFlags, PathBuf)]) -> Result<(), Error> {
     }
     Ok(())
 }
+// ANCHOR_END: join
 
 /// The user namespace's maps, through step 5's checks (`None` without a
 /// new user namespace).

@@ -9,6 +9,7 @@
 //! rule that matches decides. The program we emit:
 //!
 //! ```text
+// ANCHOR: diagram
 //!   ld  arch                 ; not x86_64, or an x32 syscall number:
 //!   jne AUDIT_ARCH_X86_64 ──▶ ret FOREIGN    (the default action, or
 //!   ld  nr                   ;  KILL_PROCESS if the default allows, so
@@ -20,6 +21,7 @@
 //!   └─────────────────────┘
 //!   ...
 //!   ret DEFAULT
+// ANCHOR_END: diagram
 //! ```
 //!
 //! Argument values are 64 bits and BPF words 32: each comparison looks at
@@ -103,6 +105,7 @@ fn ret(action: u32) -> Instruction {
     }
 }
 
+// ANCHOR: action
 /// The return value for `action` (`SECCOMP_RET_*`).
 fn action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<u32, Error> {
     Ok(match action {
@@ -120,6 +123,7 @@ fn action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<u32, Error> 
         other => return Err(Error::Action(format!("{other:?}"))),
     })
 }
+// ANCHOR_END: action
 
 /// A jump target inside one rule's block.
 #[derive(Debug, Clone, Copy)]
