@@ -246,6 +246,15 @@ fn an_ordinary_user_runs_on_layers_and_commits() {
         ));
     }
     assert_eq!(listing, "etc 0:0\netc/.wh.hostname 0:0\nnew-file 0:0\n");
+    // The container's upper and work directories are gone, work/work
+    // (mode 000, made by overlayfs) included.
+    let left = fs::read_dir(format!("{dir}/store/containers"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        left, 0,
+        "the rootless container's directories were left behind"
+    );
     let text = format!("{}\nlayer {changes}:\n{listing}", shown.render());
     snapshot_settings().bind(|| insta::assert_snapshot!("step07_rootless", text));
 }

@@ -349,6 +349,33 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
             Box::new(|c| c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"])),
         ),
         (
+            "hostname-without-uts",
+            Box::new(|c| {
+                let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+                namespaces.retain(|ns| ns["type"] != "uts");
+            }),
+        ),
+        (
+            "swap-without-limit",
+            Box::new(|c| c["linux"]["resources"]["memory"] = json!({"swap": 1048576})),
+        ),
+        (
+            "oom-killer-off",
+            Box::new(|c| {
+                c["linux"]["resources"]["memory"] =
+                    json!({"limit": 67108864, "disableOOMKiller": true})
+            }),
+        ),
+        (
+            "time-namespace",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "time"}))
+            }),
+        ),
+        (
             "no-rootfs",
             Box::new(|c| c["root"]["path"] = json!("missing")),
         ),
@@ -391,6 +418,24 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
     settings.bind(|| insta::assert_snapshot!("step08_bad_config", text));
 }
 
+/// An explicit `null` is an absent field, not an unknown one.
+#[test]
+fn explicit_nulls_are_absent_fields() {
+    if !privileged("step08_oci::explicit_nulls_are_absent_fields") {
+        return;
+    }
+    let dir = bundle("nulls", |c| {
+        c["process"]["args"] = json!(["true"]);
+        c["domainname"] = Value::Null;
+        c["linux"]["seccomp"] = Value::Null;
+    });
+    let shown = run(
+        &step_binary("step08-oci"),
+        &["run", "--bundle", &dir, "nulls"],
+    );
+    assert_eq!(shown.code, 0, "{}", shown.render());
+}
+
 #[test]
 fn hooks_run_at_their_stages_with_the_state_on_stdin() {
     if !privileged("step08_oci::hooks_run_at_their_stages_with_the_state_on_stdin") {
@@ -417,7 +462,8 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
             "createContainer": [record("createContainer")],
             "prestart": [record("prestart")],
             "poststart": [record("poststart")],
-            "poststop": [record("poststop")],
+            // A failing poststop hook is a warning: the run still succeeds.
+            "poststop": [record("poststop"), {"path": "/bin/false"}],
             // Runs inside the container: its path and output are the container's.
             "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /tmp/startContainer"]}],
         });

@@ -111,27 +111,31 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     if let Some(cgroup) = &cgroup {
         cgroup.add(container.pid())?;
     }
+    // runtime.md's order: the deprecated prestart hooks, then createRuntime.
     for (stage, list) in [
-        ("createRuntime", all_hooks.create_runtime()),
         ("prestart", all_hooks.prestart()),
+        ("createRuntime", all_hooks.create_runtime()),
     ] {
         hooks::run(stage, &hook_list(list), &state("creating", pid))?;
     }
     container.start()?;
-    hooks::run(
+    let warn = |failures: Vec<hooks::Error>| {
+        for failure in failures {
+            eprintln!("{}: warning: {failure}", env!("CARGO_BIN_NAME"));
+        }
+    };
+    let poststart = hook_list(all_hooks.poststart());
+    warn(hooks::run_all(
         "poststart",
-        &hook_list(all_hooks.poststart()),
+        &poststart,
         &state("running", pid),
-    )?;
+    ));
     let code = container.wait()?;
     if let Some(cgroup) = cgroup {
         cgroup.destroy()?;
     }
-    hooks::run(
-        "poststop",
-        &hook_list(all_hooks.poststop()),
-        &state("stopped", 0),
-    )?;
+    let poststop = hook_list(all_hooks.poststop());
+    warn(hooks::run_all("poststop", &poststop, &state("stopped", 0)));
     Ok(code)
 }
 // ANCHOR_END: run

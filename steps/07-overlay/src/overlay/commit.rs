@@ -36,7 +36,8 @@ pub enum Error {
 /// What an export wrote.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
-    /// Entries written (whiteouts included).
+    /// Files, directories, links and deletions (`.wh.NAME`) written; opaque
+    /// markers are counted in `whiteouts` only.
     pub entries: u64,
     /// Deletions (`.wh.NAME`) and opaque markers written.
     pub whiteouts: u64,

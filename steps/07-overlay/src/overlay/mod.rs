@@ -390,8 +390,29 @@ impl Drop for Container {
     /// The upper directory goes with the container (as `docker run --rm`);
     /// [`Container::commit`] first to keep the changes.
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        remove_tree(&self.dir);
     }
+}
+
+/// Remove `dir` and everything below it, best effort. overlayfs leaves a
+/// `work/work` directory of mode 000; root removes it anyway, an ordinary
+/// user (rootless) must first give itself permission to look inside.
+fn remove_tree(dir: &Path) {
+    if fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        return;
+    }
+    fn open_up(dir: &Path) {
+        let _ = fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    open_up(&entry.path());
+                }
+            }
+        }
+    }
+    open_up(dir);
+    let _ = fs::remove_dir_all(dir);
 }
 
 /// The store directory for `options`: `--store`, else the system's as root,

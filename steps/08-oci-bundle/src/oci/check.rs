@@ -20,7 +20,7 @@ use serde_json::Value;
 // ANCHOR: unsupported
 /// Fields this runtime knows but does not implement, with the reason.
 /// `[]` walks every element of an array.
-pub const UNSUPPORTED: [(&str, &str); 28] = [
+pub const UNSUPPORTED: [(&str, &str); 36] = [
     (
         "process.terminal",
         "a terminal needs a console socket (the runtime in Part II)",
@@ -97,6 +97,35 @@ pub const UNSUPPORTED: [(&str, &str); 28] = [
         "mounts[].uidMappings",
         "id-mapped mounts are not implemented",
     ),
+    (
+        "mounts[].gidMappings",
+        "id-mapped mounts are not implemented",
+    ),
+    (
+        "linux.resources.memory.disableOOMKiller",
+        "disabling the OOM killer is not implemented",
+    ),
+    (
+        "linux.resources.memory.useHierarchy",
+        "memory.use_hierarchy is not implemented",
+    ),
+    (
+        "linux.resources.memory.checkBeforeUpdate",
+        "checkBeforeUpdate is not implemented",
+    ),
+    (
+        "linux.resources.cpu.realtimeRuntime",
+        "real-time scheduling limits are not implemented",
+    ),
+    (
+        "linux.resources.cpu.realtimePeriod",
+        "real-time scheduling limits are not implemented",
+    ),
+    ("linux.resources.cpu.burst", "CPU burst is not implemented"),
+    (
+        "linux.resources.cpu.idle",
+        "SCHED_IDLE cgroups are not implemented",
+    ),
 ];
 // ANCHOR_END: unsupported
 
@@ -114,6 +143,18 @@ pub enum Problem {
         /// Why it is refused.
         why: &'static str,
     },
+    /// A field that needs a namespace the spec does not create (it would
+    /// change the host's).
+    #[error("{field} needs a new {namespace} namespace (it would change the host's)")]
+    NeedsNamespace {
+        /// The field.
+        field: &'static str,
+        /// The namespace.
+        namespace: &'static str,
+    },
+    /// A memory swap limit without a memory limit.
+    #[error("linux.resources.memory.swap needs linux.resources.memory.limit")]
+    SwapWithoutLimit,
     /// A sysctl that is not namespaced, or whose namespace is not new.
     #[error("linux.sysctl {key:?}: {why}")]
     Sysctl {
@@ -137,6 +178,9 @@ fn unknown(original: &Value, round_trip: &Value, path: &str, found: &mut Vec<Str
                 };
                 match typed.get(key) {
                     Some(typed) => unknown(value, typed, &child, found),
+                    // An explicit null is the same as an absent field; the
+                    // typed spec just does not write it back.
+                    None if value.is_null() => {}
                     None => found.push(child),
                 }
             }
@@ -249,6 +293,25 @@ pub fn check(original: &Value, spec: &Spec) -> Vec<Problem> {
         .map(|ns| ns.typ())
         .collect();
     let new = |typ| new_namespaces.contains(&typ);
+    for (field, set) in [
+        ("hostname", spec.hostname().is_some()),
+        ("domainname", spec.domainname().is_some()),
+    ] {
+        if set && !new(LinuxNamespaceType::Uts) {
+            problems.push(Problem::NeedsNamespace {
+                field,
+                namespace: "uts",
+            });
+        }
+    }
+    let memory = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref());
+    if memory.is_some_and(|m| m.swap().is_some() && m.limit().is_none()) {
+        problems.push(Problem::SwapWithoutLimit);
+    }
     let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().clone());
     let mut keys: Vec<String> = sysctls.unwrap_or_default().into_keys().collect();
     keys.sort();

@@ -72,9 +72,28 @@ pub fn state(version: &str, id: &str, status: &str, pid: i32, bundle: &Path) -> 
 
 // ANCHOR: run
 /// Run the `stage` hooks in order, each with `state` on stdin; the first
-/// failure stops them.
+/// failure stops them (and the container: runtime.md, for the hooks before
+/// the process starts).
 pub fn run(stage: &'static str, hooks: &[Hook], state: &str) -> Result<(), Error> {
     for hook in hooks {
+        run_one(stage, hook, state)?;
+    }
+    Ok(())
+}
+
+/// Run every `stage` hook, whatever the others do, and return the
+/// failures: a failing `poststart` or `poststop` hook is only a warning
+/// (runtime.md); the container goes on, or has already ended.
+pub fn run_all(stage: &'static str, hooks: &[Hook], state: &str) -> Vec<Error> {
+    hooks
+        .iter()
+        .filter_map(|hook| run_one(stage, hook, state).err())
+        .collect()
+}
+
+/// One hook: started, fed `state`, waited for (until its timeout).
+fn run_one(stage: &'static str, hook: &Hook, state: &str) -> Result<(), Error> {
+    {
         let path = hook.path().display().to_string();
         let args = hook.args().clone().unwrap_or_default();
         let mut command = Command::new(hook.path());

@@ -87,6 +87,10 @@ pub enum Error {
     /// A namespace this runtime cannot join by path.
     #[error("linux.namespaces: joining a {0} namespace by path is not supported")]
     CannotJoin(String),
+    /// A new time namespace (needs offsets written before the first
+    /// process; not implemented).
+    #[error("linux.namespaces: a new time namespace is not supported")]
+    NewTime,
     /// Opening or joining a namespace by path failed.
     #[error("cannot join the namespace {path:?}")]
     Join {
@@ -233,7 +237,7 @@ pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
             Some(path) => ns.join.push((flag(typ), path.clone())),
             None => match typ {
                 LinuxNamespaceType::Cgroup => ns.new_cgroup = true,
-                LinuxNamespaceType::Time => return Err(Error::CannotJoin("time".into())),
+                LinuxNamespaceType::Time => return Err(Error::NewTime),
                 other => {
                     ns.clone |= flag(other);
                     ns.new_user |= other == LinuxNamespaceType::User;

@@ -306,8 +306,9 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
     setresgid(prepared.gid, prepared.gid, prepared.gid).map_err(syscall("set the gid"))?;
     setresuid(prepared.uid, prepared.uid, prepared.uid).map_err(syscall("set the uid"))?;
     prctl(libc::PR_SET_KEEPCAPS, 0, "clear keep-capabilities")?;
-    // Inheritable first, while CAP_SETPCAP is still effective; effective
-    // before permitted, since effective must stay within permitted.
+    // Inheritable first (within the permitted set we still have, which
+    // capset(2) allows without CAP_SETPCAP); effective before permitted,
+    // since effective must stay within permitted.
     let sets: [(CapSet, &CapsHashSet, &str); 3] = [
         (
             CapSet::Inheritable,
