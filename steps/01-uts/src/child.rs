@@ -194,6 +194,7 @@ impl ExecError {
     }
 }
 
+// ANCHOR: message
 /// What travels on the sync socket. One message is one `SOCK_SEQPACKET`
 /// packet: a tag byte, then the fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +209,7 @@ pub enum Message {
         message: String,
     },
 }
+// ANCHOR_END: message
 
 impl Message {
     const PROCEED: u8 = 1;
@@ -386,6 +388,7 @@ where
 }
 // ANCHOR_END: spawn
 
+// ANCHOR: child_main
 /// The child's side: wait for sync 1, run `setup`, report its error.
 fn child_main<F>(setup: Option<F>, channel: &mut Channel, parent_end: RawFd) -> isize
 where
@@ -428,6 +431,7 @@ where
         }
     }
 }
+// ANCHOR_END: child_main
 
 impl Child {
     /// The container process's pid, as the parent sees it.
@@ -523,6 +527,7 @@ pub fn supervise(main: Pid, reap: Reap) -> Result<u8, Error> {
 }
 // ANCHOR_END: supervise
 
+// ANCHOR: reap_children
 /// Reap what has ended without blocking; `Some(code)` once `main` has.
 fn reap_children(main: Pid, reap: Reap) -> Result<Option<u8>, Error> {
     let target = match reap {
@@ -549,7 +554,9 @@ fn reap_children(main: Pid, reap: Reap) -> Result<Option<u8>, Error> {
         }
     }
 }
+// ANCHOR_END: reap_children
 
+// ANCHOR: exit_code
 /// The exit code a shell would show for `status`: the code itself, or
 /// `128 + N` for a death by signal `N`; `None` if the process has not ended.
 pub fn exit_code(status: WaitStatus) -> Option<u8> {
@@ -559,6 +566,7 @@ pub fn exit_code(status: WaitStatus) -> Option<u8> {
         _ => None,
     }
 }
+// ANCHOR_END: exit_code
 
 // ANCHOR: exec
 /// Replace this process with `command`, searching `PATH` like a shell.

@@ -43,6 +43,7 @@ pub enum Error {
     },
 }
 
+// ANCHOR: hostname
 /// A hostname that `sethostname(2)` will accept and resolvers will too:
 /// dot-separated labels of ASCII letters, digits and `-`, none starting or
 /// ending with `-`, at most [`HOST_NAME_MAX`] bytes in all.
@@ -83,6 +84,7 @@ impl FromStr for Hostname {
         Ok(Hostname(name.to_owned()))
     }
 }
+// ANCHOR_END: hostname
 
 impl fmt::Display for Hostname {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -140,6 +140,7 @@ pub struct Options {
     pub rootfs: PathBuf,
 }
 
+// ANCHOR: check_rootfs
 /// Check that `path` is a directory and return its absolute, symlink-free
 /// form; called before any process is created, so bad input costs nothing.
 pub fn check_rootfs(path: &Path) -> Result<PathBuf, Error> {
@@ -153,6 +154,7 @@ pub fn check_rootfs(path: &Path) -> Result<PathBuf, Error> {
     }
     Ok(canonical)
 }
+// ANCHOR_END: check_rootfs
 
 /// What a mount target is: mount points must match what is mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,6 +407,7 @@ fn relative(path: &Path) -> PathBuf {
     }
 }
 
+// ANCHOR: open_in_root
 /// `openat2(2)` with `path` resolved as if `root` were `/`: `..` stops at
 /// `root`, and absolute symlinks start from it. Step 7's layer unpacker
 /// resolves every path of an untrusted layer with it too.
@@ -426,6 +429,7 @@ pub fn open_in_root(
         }
     }
 }
+// ANCHOR_END: open_in_root
 
 /// Open directory `path` inside the rootfs, creating it and its parents
 /// (mode 0755); an `O_PATH` fd, usable as the dirfd of `*at` calls.
@@ -474,6 +478,7 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+// ANCHOR: apply_mount
 fn apply_mount(root: BorrowedFd, spec: &Mount) -> Result<(), Error> {
     let open_target = || {
         match spec.kind {
@@ -520,6 +525,7 @@ fn apply_mount(root: BorrowedFd, spec: &Mount) -> Result<(), Error> {
     }
     Ok(())
 }
+// ANCHOR_END: apply_mount
 
 fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
     let failed = |source| Error::Target {
