@@ -84,3 +84,23 @@ fn an_ordinary_user_gets_a_clear_error() {
     assert_eq!(shown.code, 125, "{}", shown.render());
     snapshot_settings().bind(|| insta::assert_snapshot!("step01_unprivileged", shown.render()));
 }
+
+/// Nothing the caller leaves open or ignored reaches the container: here
+/// fd 7 is open on the host's `/` and SIGPIPE is ignored (Rust's runtime
+/// ignores it in every Rust program too, the step included). The container
+/// gets stdio only, and every signal with its default disposition.
+#[test]
+fn only_stdio_and_default_signals_cross_into_the_container() {
+    if !privileged("step01_uts::only_stdio_and_default_signals_cross_into_the_container") {
+        return;
+    }
+    let (step, probe) = (step_binary("step01-uts"), step_binary("probe"));
+    let line = format!("trap \"\" PIPE; exec {step} -- {probe} fds signals 7</");
+    let shown = run("sh", &["-c", &line]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(
+        shown.stdout,
+        "fds: 0 1 2\nSigBlk: 0000000000000000\nSigIgn: 0000000000000000\n"
+    );
+    snapshot_settings().bind(|| insta::assert_snapshot!("step01_fds_signals", shown.render()));
+}

@@ -112,3 +112,26 @@ fn bad_input_is_refused_and_leaves_nothing_behind() {
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
     snapshot_settings().bind(|| insta::assert_snapshot!("step03_bad_input", text));
 }
+
+/// The escape a root filesystem cannot stop by itself: a file descriptor
+/// the caller left open on a host directory (fd 7 on `/` here) reaches the
+/// host through `/proc/self/fd/7`. The child closes every inherited fd
+/// first thing, the init included (`/proc/1/fd`).
+#[test]
+fn an_inherited_fd_is_no_way_out() {
+    if !privileged("step03_mount::an_inherited_fd_is_no_way_out") {
+        return;
+    }
+    let (step, rootfs) = (step_binary("step03-mount"), rootfs_arg());
+    let inside = "cat /proc/self/fd/7/etc/hostname; ls /proc/1/fd";
+    let line = format!("exec {step} --rootfs {rootfs} -- sh -c '{inside}' 7</");
+    let shown = run("sh", &["-c", &line]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(shown.stdout, "0\n1\n2\n", "{}", shown.render());
+    assert!(
+        shown.stderr.contains("No such file or directory"),
+        "{}",
+        shown.render()
+    );
+    snapshot_settings().bind(|| insta::assert_snapshot!("step03_inherited_fd", shown.render()));
+}

@@ -197,3 +197,44 @@ fn ipc_objects_do_not_cross_the_namespace() {
     );
     snapshot_settings().bind(|| insta::assert_snapshot!("step05_ipc", shown.render()));
 }
+
+/// `kill -9` of the step ends its container, even though the container
+/// switched ids (which clears the parent-death signal, `prctl(2)`): as
+/// root with `--userns`, and as an ordinary user (rootless).
+#[test]
+fn kill_9_of_the_step_ends_the_container() {
+    if !privileged("step05_user_ipc::kill_9_of_the_step_ends_the_container") {
+        return;
+    }
+    let user = ThrowawayUser::create("berth-kill5");
+    let (step, rootfs_dir) = (world_executable("step05-user-ipc"), world_readable_rootfs());
+    let as_root: Vec<String> = [&step, "--rootfs", rootfs_dir, "--userns", "--"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut rootless = user.setpriv();
+    rootless.insert(0, "setpriv".to_owned());
+    rootless.extend([&step, "--rootfs", rootfs_dir, "--"].map(str::to_owned));
+    for (mut command, seconds) in [(as_root, "31342"), (rootless, "31343")] {
+        command.extend(["sleep".to_owned(), seconds.to_owned()]);
+        let mut stepper = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let sleeping = || !host::processes(&["sleep", seconds]).is_empty();
+        assert!(host::wait_for(10, sleeping), "the container never ran");
+        // setpriv exec'd the step: its pid is the step's.
+        stepper.kill().unwrap();
+        stepper.wait().unwrap();
+        let ended = host::wait_for(5, || !sleeping());
+        for pid in host::processes(&["sleep", seconds]) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+        assert!(
+            ended,
+            "{command:?}: the container outlived kill -9 of the step"
+        );
+    }
+}

@@ -11,7 +11,8 @@ use std::process::Command;
 
 use berth_tests::fixture::rootfs;
 use berth_tests::{
-    ThrowawayUser, privileged, run, snapshot_settings, step_binary, test_command, world_executable,
+    ThrowawayUser, host, privileged, run, snapshot_settings, step_binary, test_command,
+    world_executable,
 };
 use step08_oci::overlay::unpack::{self, Summary};
 
@@ -563,4 +564,216 @@ fn a_corrupt_layer_is_a_clear_error_and_leaves_nothing() {
     }
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
     snapshot_settings().bind(|| insta::assert_snapshot!("step07_corrupt", text));
+}
+
+/// A layer keeps its set-user-ID files: a store other users could walk
+/// into would hand them a setuid-root binary of any image. `layers/` and
+/// `containers/` are mode 0700, and `nobody` cannot reach a layer's files.
+#[test]
+fn the_store_is_not_reachable_by_other_users() {
+    if !privileged("step07_overlay::the_store_is_not_reachable_by_other_users") {
+        return;
+    }
+    let step = step_binary("step07-overlay");
+    // Outside the checkout, in a directory every user may enter.
+    let dir = "/tmp/berth-test-step07-private";
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).unwrap();
+    let layer = LayerBuilder::new()
+        .dir("bin")
+        .write(&format!("{dir}/suid.tar"));
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_path("bin/rootshell").unwrap();
+    header.set_mode(0o4755);
+    header.set_size(0);
+    header.set_cksum();
+    tar.append(&header, std::io::empty()).unwrap();
+    let suid = format!("{dir}/rootshell.tar");
+    fs::write(&suid, tar.into_inner().unwrap()).unwrap();
+    let store = format!("{dir}/store");
+    let base = base_layer(dir);
+    let shown = run(
+        &step,
+        &[
+            "--store", &store, "--image", &base, "--image", &layer, "--image", &suid, "--", "true",
+        ],
+    );
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    for sub in ["layers", "containers"] {
+        let mode = fs::metadata(format!("{store}/{sub}")).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{store}/{sub} is {mode:o}");
+    }
+    let listing = format!("ls {store}/layers/sha256/*/bin/rootshell");
+    let nobody = run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            &listing,
+        ],
+    );
+    assert_ne!(nobody.code, 0, "{}", nobody.render());
+    snapshot_settings().bind(|| insta::assert_snapshot!("step07_private_store", nobody.render()));
+}
+
+/// A layer read from a pipe is read once: hashed as it is unpacked. (With a
+/// second read for the hash, the pipe would give nothing the second time:
+/// an empty layer under the real digest.) An endless input ends in an
+/// error, not a hang.
+#[test]
+fn a_layer_is_hashed_and_unpacked_in_one_pass() {
+    if !privileged("step07_overlay::a_layer_is_hashed_and_unpacked_in_one_pass") {
+        return;
+    }
+    let step = step_binary("step07-overlay");
+    let dir = scratch("one-pass");
+    let base = base_layer(&dir);
+    let store = format!("{dir}/store");
+    let line = format!("{step} --store {store} --image /dev/stdin -- cat /etc/hostname < {base}");
+    let piped = run("sh", &["-c", &line]);
+    assert_eq!(piped.code, 0, "{}", piped.render());
+    let digest = Command::new("sha256sum").arg(&base).output().unwrap();
+    let hex = String::from_utf8_lossy(&digest.stdout)[..64].to_owned();
+    let layer = format!("{store}/layers/sha256/{hex}");
+    assert!(
+        Path::new(&format!("{layer}/bin/busybox")).exists(),
+        "{layer} is not the unpacked layer"
+    );
+    let endless = run(
+        "timeout",
+        &[
+            "20",
+            &step,
+            "--store",
+            &store,
+            "--image",
+            "/dev/zero",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(endless.code, 125, "{}", endless.render());
+    let left = fs::read_dir(format!("{store}/layers/tmp")).unwrap().count();
+    assert_eq!(left, 0, "layers/tmp is not empty");
+    let text = format!("{}\n{}", piped.render(), endless.render());
+    snapshot_settings().bind(|| insta::assert_snapshot!("step07_one_pass", text));
+}
+
+/// A layer whose digest is not the expected one is not stored.
+#[test]
+fn a_layer_with_another_digest_is_not_stored() {
+    let dir = scratch("digest");
+    let layer = LayerBuilder::new()
+        .file("etc/motd", "hi\n")
+        .write(&format!("{dir}/layer.tar"));
+    let store = step08_oci::overlay::Store::open(Path::new(&format!("{dir}/store"))).unwrap();
+    let expected = format!("sha256:{}", "0".repeat(64));
+    let error = store.layer(Path::new(&layer), Some(&expected)).unwrap_err();
+    assert!(
+        matches!(error, step08_oci::overlay::Error::Digest { .. }),
+        "{error}"
+    );
+    for sub in ["layers/sha256", "layers/tmp"] {
+        let left = fs::read_dir(format!("{dir}/store/{sub}")).unwrap().count();
+        assert_eq!(left, 0, "{sub} is not empty");
+    }
+    let stored = store.layer(Path::new(&layer), None).unwrap();
+    let again = store
+        .layer(Path::new(&layer), Some(&stored.digest))
+        .unwrap();
+    assert_eq!(stored, again);
+}
+
+/// A full disk is a full disk, not a "corrupt layer": the store on a
+/// 256 KiB tmpfs (mounted in a private mount namespace by unshare(1)).
+#[test]
+fn a_full_disk_is_named_as_such() {
+    if !privileged("step07_overlay::a_full_disk_is_named_as_such") {
+        return;
+    }
+    let step = step_binary("step07-overlay");
+    let dir = scratch("enospc");
+    let base = base_layer(&dir);
+    fs::create_dir_all(format!("{dir}/small")).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=256k tmpfs {dir}/small && \
+         exec {step} --store {dir}/small --image {base} -- true"
+    );
+    let before = host::State::now();
+    let shown = run(
+        "unshare",
+        &["--mount", "--propagation", "private", "sh", "-c", &script],
+    );
+    before.assert_unchanged();
+    assert_eq!(shown.code, 125, "{}", shown.render());
+    assert!(
+        shown.stderr.contains("No space left on device") && !shown.stderr.contains("corrupt"),
+        "{}",
+        shown.render()
+    );
+    let mut settings = snapshot_settings();
+    // Which file fills the disk first depends on the tar's order.
+    settings.add_filter(r#"cannot write "[^"]+""#, "cannot write \"[FILE]\"");
+    settings.bind(|| insta::assert_snapshot!("step07_enospc", shown.render()));
+}
+
+/// `kill -9` of the step, while it unpacks a layer and while its container
+/// runs, leaves directories that the next run removes (the locks of the
+/// killed runs died with them).
+#[test]
+fn kill_9_leaves_nothing_the_next_run_does_not_remove() {
+    if !privileged("step07_overlay::kill_9_leaves_nothing_the_next_run_does_not_remove") {
+        return;
+    }
+    let step = step_binary("step07-overlay");
+    let dir = scratch("kill");
+    let base = base_layer(&dir);
+    let store = format!("{dir}/store");
+    let count = |sub: &str| {
+        fs::read_dir(format!("{store}/{sub}"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // 1. Killed while unpacking: half a layer, fed through a pipe that
+    //    then stalls.
+    let bytes = fs::read(&base).unwrap();
+    let mut unpacking = test_command(
+        &step,
+        &["--store", &store, "--image", "/dev/stdin", "--", "true"],
+    )
+    .stdin(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = unpacking.stdin.take().unwrap();
+    stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    assert!(berth_tests::host::wait_for(10, || count("layers/tmp") == 1));
+    unpacking.kill().unwrap();
+    unpacking.wait().unwrap();
+    drop(stdin);
+    assert_eq!(count("layers/tmp"), 1, "the half-unpacked layer is left");
+    // 2. Killed while its container runs.
+    let mut running = test_command(
+        &step,
+        &["--store", &store, "--image", &base, "--", "sleep", "31344"],
+    )
+    .spawn()
+    .unwrap();
+    let sleeping = || !berth_tests::host::processes(&["sleep", "31344"]).is_empty();
+    assert!(berth_tests::host::wait_for(10, sleeping), "never ran");
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert!(
+        berth_tests::host::wait_for(5, || !sleeping()),
+        "the container outlived the step"
+    );
+    // That run's start removed the half layer; its own directories are left.
+    assert_eq!((count("layers/tmp"), count("containers")), (0, 1));
+    // The next run removes them.
+    let next = run(&step, &["--store", &store, "--image", &base, "--", "true"]);
+    assert_eq!(next.code, 0, "{}", next.render());
+    assert_eq!((count("layers/tmp"), count("containers")), (0, 0));
 }

@@ -4,84 +4,14 @@
 //! and under `step08-oci run`. Then: what a bad `config.json` gets, hooks,
 //! and no leftovers.
 
+mod oci;
+
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
-use berth_tests::fixture::rootfs;
 use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
+use oci::{assert_cgroup_removed, bundle, differential};
 use serde_json::{Value, json};
-
-/// What the probe prints in every bundle.
-const PROBE: [&str; 10] = [
-    "probe", "hostname", "pid", "ids", "ns", "caps", "limits", "mounts", "network", "cgroup",
-];
-
-/// A bundle in `target/test-step08/NAME`: the fixture rootfs, and
-/// `runc spec`'s config.json with `terminal` off, the probe as process, a
-/// cgroup path of its own, and `edit` applied.
-fn bundle(name: &str, edit: impl FnOnce(&mut Value)) -> String {
-    let dir = format!("target/test-step08/{name}");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let copied = Command::new("cp")
-        .args(["-a", rootfs().to_str().unwrap(), &format!("{dir}/rootfs")])
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    let spec = Command::new("runc")
-        .args(["spec", "--bundle", &dir])
-        .status()
-        .expect("runc is needed for the differential tests (scripts/setup installs it)");
-    assert!(spec.success());
-    let path = format!("{dir}/config.json");
-    let mut config: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    config["process"]["terminal"] = json!(false);
-    config["process"]["args"] = json!(PROBE);
-    let env = config["process"]["env"].as_array_mut().unwrap();
-    env.push(json!(format!("PROBE_HOST_NS={}", host::namespace_inodes())));
-    config["linux"]["cgroupsPath"] = json!(format!("/berth-diff/{name}"));
-    edit(&mut config);
-    fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    dir
-}
-
-/// Run `bundle` under runc and under step08-oci; assert the probe printed
-/// the same, and return step08-oci's transcript.
-fn differential(name: &str, bundle: &str) -> berth_tests::Transcript {
-    let state = format!("target/test-step08/runc-state-{name}");
-    let under_runc = run("runc", &["--root", &state, "run", "--bundle", bundle, name]);
-    let step = step_binary("step08-oci");
-    let before = host::State::now();
-    let under_berth = run(&step, &["run", "--bundle", bundle, name]);
-    before.assert_unchanged();
-    assert_eq!(under_runc.code, 0, "runc failed: {}", under_runc.render());
-    assert_eq!(under_berth.code, 0, "{}", under_berth.render());
-    assert_eq!(
-        under_runc.stdout, under_berth.stdout,
-        "runc and step08-oci differ for {name}"
-    );
-    assert_cgroup_removed(name);
-    under_berth
-}
-
-/// No directory of `/berth-diff/NAME` is left in any hierarchy.
-fn assert_removed_in(mount: &Path, name: &str) {
-    let dir = mount.join("berth-diff").join(name);
-    assert!(!dir.exists(), "{} was left behind", dir.display());
-}
-
-fn assert_cgroup_removed(name: &str) {
-    let layout = step08_oci::oci::full_layout().unwrap();
-    match layout {
-        step08_oci::cgroup::Layout::Unified { mount } => assert_removed_in(&mount, name),
-        step08_oci::cgroup::Layout::Legacy { hierarchies } => {
-            for hierarchy in hierarchies {
-                assert_removed_in(&hierarchy.mount, name);
-            }
-        }
-    }
-}
 
 /// One test per bundle, so that they run in parallel.
 macro_rules! differential_test {
@@ -382,6 +312,76 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
         (
             "no-mount-ns",
             Box::new(|c| c["linux"]["namespaces"] = json!([{"type": "pid"}])),
+        ),
+        // What the runtime spec says a runtime MUST refuse.
+        (
+            "no-root",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("root");
+            }),
+        ),
+        (
+            "namespace-twice",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "pid"}))
+            }),
+        ),
+        (
+            "userns-without-mappings",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "user"}))
+            }),
+        ),
+        (
+            "env-without-equals",
+            Box::new(|c| {
+                c["process"]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("JUST_A_NAME"))
+            }),
+        ),
+        (
+            "hook-env-without-equals",
+            Box::new(|c| {
+                c["hooks"] = json!({"prestart": [{"path": "/bin/true", "env": ["A=1", "B"]}]})
+            }),
+        ),
+        (
+            "relative-cwd",
+            Box::new(|c| c["process"]["cwd"] = json!("tmp")),
+        ),
+        (
+            "cpu-shares-out-of-range",
+            Box::new(|c| c["linux"]["resources"]["cpu"] = json!({"shares": 1})),
+        ),
+        // (uid_t) -1 is "leave unchanged" to setresuid(2): root would stay.
+        (
+            "uid-minus-one",
+            Box::new(|c| c["process"]["user"] = json!({"uid": 4294967295u32, "gid": 0})),
+        ),
+        (
+            "gid-minus-one",
+            Box::new(|c| c["process"]["user"] = json!({"uid": 1000, "gid": 4294967295u32})),
+        ),
+        (
+            "cgroups-path",
+            Box::new(|c| c["linux"]["cgroupsPath"] = json!("/berth/../escape")),
+        ),
+        // Fails in the container, at setrlimit(2): above fs.nr_open, which
+        // no capability allows.
+        (
+            "rlimit",
+            Box::new(|c| {
+                c["process"]["rlimits"] =
+                    json!([{"type": "RLIMIT_NOFILE", "soft": 1u64 << 40, "hard": 1u64 << 40}])
+            }),
         ),
     ];
     let before = host::State::now();

@@ -13,6 +13,8 @@
 //! - `caps`: the capability sets, from `/proc/self/status`;
 //! - `limits`: the soft and hard `RLIMIT_NOFILE` and `RLIMIT_NPROC`, and
 //!   `no_new_privs`;
+//! - `signals`: the blocked (`SigBlk`) and ignored (`SigIgn`) signal masks;
+//! - `fds`: the open file descriptors (only stdio, in a sound container);
 //! - `mounts`: mount point, type and options from `/proc/self/mountinfo`;
 //! - `network`: interfaces (up or down, IPv4 addresses) and IPv4 routes;
 //! - `ipc`: the keys of the System V shared memory segments and message
@@ -29,6 +31,12 @@
 //!
 //! The probe is built with glibc's `crt-static`, so it runs in any rootfs.
 //! It prints `probe: ...` to stderr and exits 1 on an unknown section.
+//!
+//! It has a C `main` (`#![no_main]`): Rust's own start-up code would set
+//! `SIGPIPE` to ignored before `main`, and the `signals` section must show
+//! the dispositions the probe was *given*.
+
+#![no_main]
 
 use std::collections::BTreeMap;
 use std::env;
@@ -37,7 +45,6 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::parent_id;
-use std::process::ExitCode;
 
 /// Namespaces in the order they are printed.
 const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
@@ -45,7 +52,19 @@ const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "us
 /// Above this many processes, `pids` prints a count instead of a list.
 const MAX_LISTED_PIDS: usize = 16;
 
-fn main() -> ExitCode {
+/// The C entry point: no Rust start-up code runs before it (see the
+/// crate docs); `std::env::args` still works, glibc hands it the arguments.
+#[unsafe(no_mangle)]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    let code = run();
+    let _ = io::stdout().flush();
+    code
+}
+
+fn run() -> std::ffi::c_int {
     let mut sections: Vec<String> = env::args().skip(1).collect();
     if sections.is_empty() {
         sections = ["hostname", "pid", "ids", "ns", "mounts", "cgroup"]
@@ -62,20 +81,20 @@ fn main() -> ExitCode {
                     .and_then(|k| i32::from_str_radix(k.trim_start_matches("0x"), 16).ok());
                 let Some(key) = key else {
                     eprintln!("probe: {section} needs a hex KEY");
-                    return ExitCode::FAILURE;
+                    return 1;
                 };
                 match ipc_action(section == "ipc-make", key) {
                     Ok(text) => text,
                     Err(error) => {
                         eprintln!("probe: {section} {key:#x}: {error}");
-                        return ExitCode::FAILURE;
+                        return 1;
                     }
                 }
             }
             "alloc" => {
                 let Some(mib) = args.next().and_then(|m| m.parse::<usize>().ok()) else {
                     eprintln!("probe: alloc needs a number of MiB");
-                    return ExitCode::FAILURE;
+                    return 1;
                 };
                 alloc(mib)
             }
@@ -88,18 +107,20 @@ fn main() -> ExitCode {
             "mounts" => mounts(),
             "caps" => caps(),
             "limits" => limits(),
+            "signals" => status(&["SigBlk", "SigIgn"]),
+            "fds" => fds(),
             "network" => network(),
             "cgroup" => cgroup(),
             "chroot-escape" => chroot_escape(),
             other => {
                 eprintln!("probe: unknown section {other:?}");
-                return ExitCode::FAILURE;
+                return 1;
             }
         };
         out.push_str(&text);
     }
     let _ = io::stdout().write_all(out.as_bytes());
-    ExitCode::SUCCESS
+    0
 }
 
 /// A file's content without its trailing newline, or the error as text.
@@ -215,6 +236,28 @@ fn limits() -> String {
     }
     out.push_str(&status(&["NoNewPrivs", "Seccomp"]));
     out
+}
+
+/// The open file descriptors, but the one listing them: a container
+/// should hold stdio and nothing its runtime's caller left open.
+fn fds() -> String {
+    let Ok(entries) = fs::read_dir("/proc/self/fd") else {
+        return "fds: <cannot list /proc/self/fd>\n".to_owned();
+    };
+    let mut fds: Vec<(u32, String)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(entry.path()).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            // The directory being listed is itself an open fd.
+            let listing = target.starts_with("/proc/") && target.ends_with("/fd");
+            (!listing).then_some((fd, target))
+        })
+        .collect();
+    fds.sort();
+    let list: Vec<String> = fds.iter().map(|(fd, _)| fd.to_string()).collect();
+    format!("fds: {}\n", list.join(" "))
 }
 
 fn mounts() -> String {

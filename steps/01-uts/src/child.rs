@@ -46,11 +46,29 @@
 //! races between a handler and `waitpid`. `COMMAND` gets an empty signal
 //! mask back in [`exec`]. The step exits with `COMMAND`'s exit code, or
 //! `128 + N` when it was killed by signal `N`, as a shell reports it.
+//!
+//! # What crosses into the container, and what must not
+//!
+//! A child starts as a copy of its parent, and some of what it copies
+//! would let the container reach back out:
+//!
+//! - **file descriptors**: an fd the caller left open (say fd 7 on the
+//!   host's `/`) is a way out of any root filesystem —
+//!   `cat /proc/self/fd/7/etc/shadow`. The child closes every fd but stdio
+//!   and its sync socket first thing ([`close_inherited_fds`]), and
+//!   [`exec`] marks any fd opened since close-on-exec;
+//! - **signal dispositions**: a signal *ignored* by the parent stays
+//!   ignored across `execve(2)` (`signal(7)`), and Rust's runtime ignores
+//!   `SIGPIPE`. [`exec`] resets every disposition and empties the mask;
+//! - **the parent-death signal**: `PR_SET_PDEATHSIG` is cleared by any
+//!   change of the effective uid or gid (`prctl(2)`), so a step that
+//!   switches ids re-arms it with [`Channel::keep_parent_death_signal`],
+//!   else a `kill -9` of the step would orphan the container.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -136,6 +154,22 @@ pub enum Error {
     /// `sigwait(2)` failed.
     #[error("sigwait(2) failed")]
     SigWait(#[source] Errno),
+    /// `prctl(PR_SET_PDEATHSIG)` failed.
+    #[error("prctl(PR_SET_PDEATHSIG) failed")]
+    DeathSignal(#[source] Errno),
+    /// A forwarded signal arrived before `COMMAND` ran: set-up is
+    /// abandoned (the step exits `128 + N`, as if the signal had killed it).
+    #[error("interrupted by {signal} during set-up")]
+    Interrupted {
+        /// The signal.
+        signal: Signal,
+    },
+    /// The parent died while the child was being set up.
+    #[error("the parent process went away during set-up")]
+    ParentGone,
+    /// Closing the inherited file descriptors failed.
+    #[error("cannot close the inherited file descriptors")]
+    CloseFds(#[source] Errno),
 }
 
 /// `CLONE_NEWUTS | CLONE_NEWPID`: flags as they are spelled in `clone(2)`.
@@ -160,9 +194,12 @@ pub enum ExecError {
         /// Which argument (0 is the program).
         index: usize,
     },
-    /// Restoring the signal mask before `exec` failed.
+    /// Restoring the signal mask or dispositions before `exec` failed.
     #[error("cannot restore the signal mask")]
     SignalMask(#[source] Errno),
+    /// Marking the file descriptors close-on-exec failed.
+    #[error("cannot mark the file descriptors close-on-exec")]
+    Fds(#[source] Errno),
     /// `execvp(3)` failed.
     #[error("cannot execute {program:?}")]
     Exec {
@@ -189,6 +226,7 @@ impl ExecError {
             ExecError::Empty
             | ExecError::Nul { .. }
             | ExecError::SignalMask(_)
+            | ExecError::Fds(_)
             | ExecError::Exec { .. } => EXIT_SETUP_FAILED,
         }
     }
@@ -271,6 +309,47 @@ fn recv(fd: &OwnedFd) -> Result<Option<Vec<u8>>, Errno> {
     }
 }
 
+/// Receive one packet on `fd` (as [`recv`]), unless a forwarded signal
+/// arrives first: `Ok(Err(signal))`. The signals are blocked, so they wait
+/// as *pending*; `poll(2)` wakes up every few milliseconds to look.
+fn recv_unless_interrupted(fd: &OwnedFd) -> Result<Result<Option<Vec<u8>>, Signal>, Errno> {
+    loop {
+        if let Some(signal) = interrupted() {
+            return Ok(Err(signal));
+        }
+        let mut poll = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(20u8)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => return recv(fd).map(Ok),
+            Err(errno) => return Err(errno),
+        }
+    }
+}
+
+// ANCHOR: interrupted
+/// The first forwarded signal that is pending (blocked, not yet taken), if
+/// any: a supervisor asks this during set-up, before there is a `COMMAND`
+/// to forward it to, and gives up instead of going on. The signal stays
+/// pending.
+pub fn interrupted() -> Option<Signal> {
+    let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending(2) fills the set it is given.
+    let rc = unsafe { libc::sigpending(pending.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: sigpending succeeded, so the set is initialised.
+    let pending = unsafe { pending.assume_init() };
+    FORWARDED_SIGNALS.into_iter().find(|signal| {
+        // SAFETY: `pending` is a valid set; sigismember only reads it.
+        unsafe { libc::sigismember(&pending, *signal as libc::c_int) == 1 }
+    })
+}
+// ANCHOR_END: interrupted
+
 /// The child's end of the sync socket.
 ///
 /// The set-up closure gets it so that a process which stays behind after
@@ -285,6 +364,36 @@ impl Channel {
     /// Close this process's copy of the child's end.
     pub fn close(&mut self) {
         self.fd = None;
+    }
+
+    /// Arm `PR_SET_PDEATHSIG` again, after a change of the effective uid or
+    /// gid cleared it (`prctl(2)`), then make sure the parent did not die
+    /// before that: its end of the sync socket is closed everywhere when it
+    /// has, which `poll(2)` reports as a hang-up (or end-of-file) on ours.
+    /// Without this, `kill -9` of a step whose container switched ids would
+    /// leave the container running, orphaned.
+    pub fn keep_parent_death_signal(&self) -> Result<(), Error> {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::DeathSignal)?;
+        let Some(fd) = &self.fd else {
+            // Closed (step 2's init after the fork): nothing to ask.
+            return Ok(());
+        };
+        let mut poll = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        // After sync 1 the parent sends nothing more: anything readable is
+        // the end-of-file of a dead parent.
+        match nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(Error::ParentGone),
+            Err(errno) => Err(Error::Sync(errno)),
+        }
+    }
+
+    /// The fd of the child's end, while it is open.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Sync 1, child side: wait for [`Message::Proceed`].
@@ -400,6 +509,12 @@ where
     let Some(setup) = setup else {
         return EXIT_SETUP_FAILED.into();
     };
+    // Nothing the caller left open may reach the container: an fd on a
+    // host directory is a way out of any rootfs (see the module docs).
+    if let Err(error) = close_inherited_fds(channel.fd()) {
+        channel.send_failure(EXIT_SETUP_FAILED, &error_chain(&error));
+        return EXIT_SETUP_FAILED.into();
+    }
     // If the parent dies, so does the container: it is the parent that
     // forwards signals and cleans up. (The parent could die before this line;
     // the window is a few instructions wide, and sync 1 below notices a
@@ -452,17 +567,18 @@ impl Child {
             return Err(Error::Sync(Errno::EBADF));
         };
         let outcome = send(sync, &Message::Proceed) /* sync 1 */
-            .and_then(|()| recv(sync)) /* sync 2 */;
+            .and_then(|()| recv_unless_interrupted(sync)) /* sync 2 */;
         let failed = match outcome {
             // End-of-file: exec closed the child's end; COMMAND runs.
-            Ok(None) => {
+            Ok(Ok(None)) => {
                 self.started = true;
                 return Ok(());
             }
-            Ok(Some(packet)) => match Message::decode(&packet) {
+            Ok(Ok(Some(packet))) => match Message::decode(&packet) {
                 Some(Message::Failed { code, message }) => Error::Setup { code, message },
                 _ => Error::Malformed { len: packet.len() },
             },
+            Ok(Err(signal)) => Error::Interrupted { signal },
             Err(errno) => Error::Sync(errno),
         };
         // The child exits right after a failure; make sure of it, and reap
@@ -571,8 +687,10 @@ pub fn exit_code(status: WaitStatus) -> Option<u8> {
 // ANCHOR: exec
 /// Replace this process with `command`, searching `PATH` like a shell.
 ///
-/// Only returns on failure. The signal mask is emptied first: the container
-/// starts with every signal deliverable, whatever its supervisor blocked.
+/// Only returns on failure. First every fd but stdio is marked
+/// close-on-exec, and every signal gets its default disposition and is
+/// unblocked: the container starts as a fresh process would, whatever its
+/// supervisor blocked or ignored ([`prepare_exec`]).
 pub fn exec(command: &[OsString]) -> Result<Infallible, ExecError> {
     let argv = command
         .iter()
@@ -580,15 +698,109 @@ pub fn exec(command: &[OsString]) -> Result<Infallible, ExecError> {
         .map(|(index, arg)| CString::new(arg.as_bytes()).map_err(|_| ExecError::Nul { index }))
         .collect::<Result<Vec<_>, _>>()?;
     let program = argv.first().ok_or(ExecError::Empty)?;
-    SigSet::empty()
-        .thread_set_mask()
-        .map_err(ExecError::SignalMask)?;
+    prepare_exec(3)?;
     execvp(program, &argv).map_err(|source| ExecError::Exec {
         program: program.to_string_lossy().into_owned(),
         source,
     })
 }
 // ANCHOR_END: exec
+
+// ANCHOR: prepare_exec
+/// What every `execve(2)` into a container needs first: fds from
+/// `first_kept_closed` on marked close-on-exec (3: only stdio crosses;
+/// the runtime's `--preserve-fds N` passes `3 + N`), every signal back to
+/// its default disposition (an ignored signal stays ignored across
+/// `execve`, and Rust's runtime ignores `SIGPIPE`), and an empty mask.
+pub fn prepare_exec(first_kept_closed: RawFd) -> Result<(), ExecError> {
+    close_range(first_kept_closed, libc::CLOSE_RANGE_CLOEXEC as libc::c_int)
+        .map_err(ExecError::Fds)?;
+    reset_signal_dispositions().map_err(ExecError::SignalMask)?;
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(ExecError::SignalMask)
+}
+// ANCHOR_END: prepare_exec
+
+/// `close_range(2)` from `first` to the last fd, with `flags` (`0`: close;
+/// `CLOSE_RANGE_CLOEXEC`: only mark). Before Linux 5.9/5.11 there is no
+/// such call, and the fds in `/proc/self/fd` are handled one by one.
+fn close_range(first: RawFd, flags: libc::c_int) -> Result<(), Errno> {
+    if first < 0 {
+        return Ok(());
+    }
+    // SAFETY: close_range(2) takes integers only; closing fds this process
+    // does not use any more is what the caller asks for.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, flags) };
+    match Errno::result(rc) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOSYS | Errno::EINVAL) => {
+            let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd >= first)
+                .collect();
+            for fd in fds {
+                if flags == 0 {
+                    let _ = nix::unistd::close(fd);
+                } else {
+                    // SAFETY: F_SETFD on an fd number only changes its flag.
+                    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                }
+            }
+            Ok(())
+        }
+        Err(errno) => Err(errno),
+    }
+}
+
+// ANCHOR: close_inherited_fds
+/// Close every fd from 3 on except `keep` (the sync socket): what the
+/// caller of the step left open must not reach the container. Called first
+/// thing in the child, so that no process of the container, not even one
+/// that stays our code (step 2's init), holds an inherited fd.
+pub fn close_inherited_fds(keep: Option<RawFd>) -> Result<(), Error> {
+    match keep {
+        Some(keep) if keep >= 3 => {
+            for fd in 3..keep {
+                // Below the sync socket: usually nothing, closed one by one.
+                let _ = nix::unistd::close(fd);
+            }
+            close_range(keep + 1, 0).map_err(Error::CloseFds)
+        }
+        _ => close_range(3, 0).map_err(Error::CloseFds),
+    }
+}
+// ANCHOR_END: close_inherited_fds
+
+/// Every signal back to `SIG_DFL`. `SIGKILL` and `SIGSTOP` cannot be
+/// changed. The system call is made directly: glibc's `sigaction(3)`
+/// refuses the two real-time signals it keeps for itself (32 and 33), and
+/// an ignored one of those would cross `execve(2)` like any other.
+pub fn reset_signal_dispositions() -> Result<(), Errno> {
+    /// The kernel's `struct sigaction` (handler, flags, restorer, mask):
+    /// all zero is `SIG_DFL`, no flags, an empty mask.
+    const DEFAULT: [u64; 4] = [0; 4];
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction(2) reads a kernel sigaction from a valid
+        // pointer; the old action is not asked for; 8 is sizeof(sigset_t)
+        // for the kernel. No handler of ours can run: we only remove them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                DEFAULT.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8,
+            )
+        };
+        Errno::result(rc)?;
+    }
+    Ok(())
+}
 
 /// The exit code for an error: the one an [`ExecError`] or a child's
 /// [`Error::Setup`] carries, anywhere in its chain of causes, else
@@ -599,8 +811,10 @@ pub fn exit_code_of(error: &(dyn StdError + 'static)) -> u8 {
         if let Some(exec) = error.downcast_ref::<ExecError>() {
             return exec.exit_code();
         }
-        if let Some(Error::Setup { code, .. }) = error.downcast_ref::<Error>() {
-            return *code;
+        match error.downcast_ref::<Error>() {
+            Some(Error::Setup { code, .. }) => return *code,
+            Some(Error::Interrupted { signal }) => return 128u8.wrapping_add(*signal as u8),
+            _ => {}
         }
         cause = error.source();
     }

@@ -203,7 +203,9 @@ pub enum Op {
     },
     /// A device node (`mknod(2)`); in a user namespace, where that is
     /// refused, the host's node at the same path is bind-mounted instead.
-    /// Step 8 uses it for `config.json`'s devices.
+    /// Whatever already exists at the path is kept, never deleted: it may
+    /// be a file of the rootfs on disk. Step 8 uses it for `config.json`'s
+    /// devices.
     Device(Device),
     /// `pivot_root` into the rootfs and detach the old root.
     PivotRoot,
@@ -536,10 +538,13 @@ fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
         return Err(failed(Errno::EINVAL));
     };
     let dir = ensure_dir(root, parent).map_err(failed)?;
-    let _ = nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
     let mode = Mode::from_bits_truncate(device.mode & 0o7777);
     let dev = nix::sys::stat::makedev(device.major, device.minor);
     match nix::sys::stat::mknodat(&dir, name, device.kind, mode, dev) {
+        // Something is there already. Outside the container's own /dev
+        // tmpfs that is a file of the bundle's rootfs, on disk: it is never
+        // removed or replaced for a device (runc keeps it too).
+        Err(Errno::EEXIST) => Ok(()),
         Ok(()) => {
             let (uid, gid) = (
                 Some(nix::unistd::Uid::from_raw(device.uid)),
@@ -551,6 +556,16 @@ fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
                 uid,
                 gid,
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(failed)?;
+            // mknod(2) applies the umask (0666 would become 0644, and only
+            // root could write /dev/null); the mode asked for is exact.
+            // The node is ours and new: nothing can have swapped it yet.
+            nix::sys::stat::fchmodat(
+                &dir,
+                name,
+                mode,
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
             )
             .map_err(failed)
         }

@@ -42,7 +42,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let container = child::spawn(flags, |channel| {
         // In the child: PID 1 of the new PID namespace.
         if let Some(ids) = &ids {
-            user::become_root(ids)?;
+            user::become_root(ids, channel)?;
         }
         if let Some(name) = &cli.uts.hostname {
             uts::set_hostname(name)?;

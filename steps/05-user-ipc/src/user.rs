@@ -40,6 +40,8 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid, setgroups, setresgid, setresuid};
 
+use crate::child::Channel;
+
 /// The flag for the IPC namespace, always used from this step on.
 pub const IPC_CLONE_FLAGS: CloneFlags = CloneFlags::CLONE_NEWIPC;
 
@@ -92,6 +94,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The parent-death signal could not be re-armed, or the parent died.
+    #[error("after the switch of ids")]
+    ParentDeath(#[source] crate::child::Error),
     /// Switching to the container's root failed.
     #[error("cannot become uid {uid} / gid {gid} in the user namespace")]
     SetIds {
@@ -291,7 +296,7 @@ pub fn write_maps(plan: &Plan, child: Pid) -> Result<(), Error> {
 /// In the child, after sync 1: take the container's root identity (or its
 /// lowest mapped id if 0 is not mapped). The child's ids are still the
 /// host ids it was cloned with; they must become ids of the namespace.
-pub fn become_root(plan: &Plan) -> Result<(), Error> {
+pub fn become_root(plan: &Plan, channel: &Channel) -> Result<(), Error> {
     let lowest = |map: &[IdMapping]| map.iter().map(|m| m.container).min().unwrap_or(0);
     let (uid, gid) = (lowest(&plan.uid_map), lowest(&plan.gid_map));
     let failed = |source| Error::SetIds { uid, gid, source };
@@ -301,7 +306,12 @@ pub fn become_root(plan: &Plan) -> Result<(), Error> {
     }
     let (gid, uid) = (Gid::from_raw(gid), Uid::from_raw(uid));
     setresgid(gid, gid, gid).map_err(failed)?;
-    setresuid(uid, uid, uid).map_err(failed)
+    setresuid(uid, uid, uid).map_err(failed)?;
+    // The switch cleared the parent-death signal (prctl(2)): without it, a
+    // `kill -9` of the step would leave this container running.
+    channel
+        .keep_parent_death_signal()
+        .map_err(Error::ParentDeath)
 }
 // ANCHOR_END: become_root
 

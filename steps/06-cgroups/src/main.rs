@@ -47,7 +47,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let container = child::spawn(flags, |channel| {
         // In the child: PID 1 of the new PID namespace.
         if let Some(ids) = &ids {
-            user::become_root(ids)?;
+            user::become_root(ids, channel)?;
         }
         if cgroup.is_some() {
             cgroup::enter_namespace()?;

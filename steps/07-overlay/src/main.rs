@@ -38,7 +38,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     } else {
         let store = overlay::Store::open(&overlay::store_dir(&cli.root)?)?;
         let layers = (layers.iter())
-            .map(|layer| store.layer(layer))
+            .map(|layer| store.layer(layer, None))
             .collect::<Result<Vec<_>, _>>()?;
         Some(store.container(&format!("c{}", std::process::id()), &layers)?)
     };
@@ -59,7 +59,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let container = child::spawn(flags, |channel| {
         // In the child: PID 1 of the new PID namespace.
         if let Some(ids) = &ids {
-            user::become_root(ids)?;
+            user::become_root(ids, channel)?;
         }
         if cgroup.is_some() {
             cgroup::enter_namespace()?;

@@ -34,6 +34,9 @@ enum Command {
 
 // ANCHOR: run
 fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
+    // A signal during set-up waits, pending, until it can be handled with
+    // everything undone (see child::interrupted).
+    child::supervised_signals().thread_block()?;
     let bundle = oci::load(bundle_dir, id)?;
     let spec = &bundle.spec;
     let process = spec.process().as_ref().ok_or(oci::process::Error::NoArgs)?;
@@ -43,7 +46,7 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     let ids = oci::id_plan(spec, &namespaces, geteuid(), getegid())?;
     let cgroup_plan = oci::cgroup_plan(spec, id)?;
     // Without root, a cgroup only where limits are asked (see step 6).
-    let asked = cgroup_plan.resources.any() || !cgroup_plan.device_rules.is_empty();
+    let asked = cgroup_plan.resources.any() || cgroup_plan.spec_device_rules;
     let cgroup = if geteuid().is_root() || asked {
         Some(oci::create_cgroup(&cgroup_plan)?)
     } else {
@@ -63,14 +66,20 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     let all_hooks = spec.hooks().clone().unwrap_or_default();
     let hook_list = |list: &Option<Vec<oci_spec::runtime::Hook>>| list.clone().unwrap_or_default();
     let state = |status: &str, pid: i32| hooks::state(spec.version(), id, status, pid, &bundle.dir);
+    // The config is valid: what it asks that cannot be granted.
+    for warning in &prepared.warnings {
+        eprintln!("{}: warning: {warning}", env!("CARGO_BIN_NAME"));
+    }
     // Joining a PID namespace is the parent's doing: it decides where its
     // *next* child is born, and the child cannot change its own.
     let joined_pid = oci::PidNamespace::enter(namespaces.join_pid.as_deref())?;
-    let mut container = child::spawn(namespaces.clone, |_channel| {
+    let mut container = child::spawn(namespaces.clone, |channel| {
         // In the child: PID 1 of the new PID namespace, if there is one.
+        // Until its execve, its /proc/1/exe is ours: hidden (oci::exe).
+        oci::exe::undumpable()?;
         oci::join(&namespaces.join)?;
         if let Some(ids) = &ids {
-            step08_oci::user::become_root(ids)?;
+            step08_oci::user::become_root(ids, channel)?;
         }
         if namespaces.new_cgroup {
             cgroup::enter_namespace()?;
@@ -92,13 +101,13 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         )?;
         mount::pivot(&bundle.rootfs)?;
         oci::mounts::after_pivot(spec)?;
-        hooks::run(
-            "startContainer",
-            &hook_list(all_hooks.start_container()),
-            &state("created", pid),
-        )?;
         let setgroups = !ids.as_ref().is_some_and(|ids| ids.deny_setgroups);
-        match oci::process::start(&prepared, setgroups)? {}
+        // startContainer runs last, inside process::start: with the
+        // process's own user, capabilities, no_new_privs and seccomp.
+        let start_hooks = hook_list(all_hooks.start_container());
+        let start_state = state("created", pid);
+        let last = || hooks::run("startContainer", &start_hooks, &start_state);
+        match oci::process::start(&prepared, setgroups, channel, last)? {}
     })
     .context("cannot start the container")?;
     drop(joined_pid);
@@ -131,6 +140,9 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         &state("running", pid),
     ));
     let code = container.wait()?;
+    if let Some(why) = seccomp.and_then(|profile| oci::seccomp::explain_exit(profile, code)) {
+        eprintln!("{}: {why}", env!("CARGO_BIN_NAME"));
+    }
     if let Some(cgroup) = cgroup {
         cgroup.destroy()?;
     }
@@ -141,6 +153,12 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
 // ANCHOR_END: run
 
 fn main() -> ExitCode {
+    // Before anything else: run from a sealed copy of ourselves, so that
+    // no container can reach this binary through /proc/*/exe.
+    if let Err(error) = oci::exe::reexec_sealed() {
+        eprintln!("{}: {}", env!("CARGO_BIN_NAME"), child::error_chain(&error));
+        return ExitCode::from(child::EXIT_SETUP_FAILED);
+    }
     let cli = Cli::parse();
     let Command::Run { bundle, id } = &cli.command;
     match run(bundle, id) {

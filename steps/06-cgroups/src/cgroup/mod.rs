@@ -106,6 +106,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The cgroup exists and is in use: another container's.
+    #[error("the cgroup {path:?} already exists and is in use")]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
     /// Writing a control file failed.
     #[error("cannot write {value:?} to {path:?}")]
     Write {
@@ -338,20 +344,28 @@ impl CgroupPath {
     }
 }
 
-impl FromStr for CgroupPath {
-    type Err = Error;
-
-    fn from_str(value: &str) -> Result<Self, Error> {
+impl CgroupPath {
+    /// Parse `value`, naming `field` (`--cgroup`, `linux.cgroupsPath`) in
+    /// the error: the message says where the bad value came from.
+    pub fn parse_field(value: &str, field: &'static str) -> Result<CgroupPath, Error> {
         let path = PathBuf::from(value);
         let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
         if value.is_empty() || !plain {
             return Err(Error::InvalidValue {
-                option: "--cgroup",
+                option: field,
                 value: value.to_owned(),
                 reason: "expected a relative path without '.' or '..', as in berth/web",
             });
         }
         Ok(CgroupPath(path))
+    }
+}
+
+impl FromStr for CgroupPath {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self, Error> {
+        CgroupPath::parse_field(value, "--cgroup")
     }
 }
 
@@ -628,6 +642,42 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+// ANCHOR: make_leaf
+/// Create the container's own cgroup directory `dir`. It must be new: an
+/// existing one in use (another container's) would be killed and removed
+/// at our exit. One that is *empty* — no process, no child cgroup — is
+/// what a run killed with `SIGKILL` leaves behind, before it could remove
+/// it; it is removed and made anew, so that the same id works again.
+/// (Two runs with the same id at the same moment can still race here; the
+/// runtime's state directory is what rules that out.)
+pub(crate) fn make_leaf(dir: &Path) -> Result<(), Error> {
+    let create_error = |source| Error::Create {
+        path: dir.to_owned(),
+        source,
+    };
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let procs = read(&dir.join("cgroup.procs"))?;
+            let children = fs::read_dir(dir)
+                .map_err(create_error)?
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_type().is_ok_and(|t| t.is_dir()));
+            if !procs.trim().is_empty() || children {
+                return Err(Error::InUse {
+                    path: dir.to_owned(),
+                });
+            }
+            fs::remove_dir(dir).map_err(|source| Error::Remove {
+                path: dir.to_owned(),
+                source,
+            })?;
+            fs::create_dir(dir).map_err(create_error)
+        }
+        other => other.map_err(create_error),
+    }
+}
+// ANCHOR_END: make_leaf
+
 /// Poll `done` every 10 ms for up to `limit`.
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -670,11 +720,9 @@ impl Cgroup {
                     if let Some(parent) = dir.parent() {
                         fs::create_dir_all(parent).map_err(create_error)?;
                     }
-                    // The cgroup itself must be new: an existing one (another
-                    // container's) would be killed and removed at our exit.
                     // On error, `cgroup` is dropped, which removes the
                     // directories made so far.
-                    fs::create_dir(&dir).map_err(create_error)?;
+                    make_leaf(&dir)?;
                     cgroup.dirs.push((dir, hierarchy.controllers.clone()));
                 }
             }

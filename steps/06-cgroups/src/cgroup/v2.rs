@@ -65,10 +65,14 @@ pub(super) fn create(mount: &Path, path: &Path) -> Result<PathBuf, Error> {
             write(&dir.join("cgroup.subtree_control"), &enable.join(" "))?;
         }
         dir.push(component);
-        match fs::create_dir(&dir) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir != mount.join(path) => {}
-            Err(source) => return Err(Error::Create { path: dir, source }),
-            Ok(()) => {}
+        if dir == mount.join(path) {
+            super::make_leaf(&dir)?;
+        } else {
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(Error::Create { path: dir, source }),
+                Ok(()) => {}
+            }
         }
     }
     Ok(dir)

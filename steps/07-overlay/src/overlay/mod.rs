@@ -29,9 +29,9 @@
 //!
 //! # Simplifications
 //!
-//! - The layer digest is the SHA-256 of the tarball as given; an image
-//!   store (Part II) also checks it against the manifest, and keeps the
-//!   uncompressed digest (`diff_id`) apart.
+//! - The layer digest is the SHA-256 of the tarball as given (checked
+//!   against an expected one when the caller has it); an image store
+//!   (Part II) also keeps the uncompressed digest (`diff_id`) apart.
 //!
 //! # Rootless
 //!
@@ -46,6 +46,8 @@ pub mod unpack;
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use flate2::Compression;
@@ -81,6 +83,32 @@ pub enum Error {
         /// Why.
         #[source]
         source: unpack::Error,
+    },
+    /// The layer's digest is not the one it was expected to have.
+    #[error("the layer {path:?} has digest sha256:{actual}, not the expected {expected}")]
+    Digest {
+        /// The tarball.
+        path: PathBuf,
+        /// The digest it should have had.
+        expected: String,
+        /// The one it has.
+        actual: String,
+    },
+    /// The file goes on after the end of the tar archive.
+    #[error(
+        "the layer {path:?} goes on for more than {limit} bytes after the end of its tar archive"
+    )]
+    Trailing {
+        /// The tarball.
+        path: PathBuf,
+        /// How much is tolerated.
+        limit: u64,
+    },
+    /// A container's directories are in use by a running container.
+    #[error("the container directory {path:?} is in use by a running container")]
+    InUse {
+        /// The directory.
+        path: PathBuf,
     },
     /// A directory of the store could not be made, opened or removed.
     #[error("cannot {what} {path:?}")]
@@ -164,98 +192,179 @@ pub struct Layer {
 /// Layers and containers' writable directories, content-addressed.
 ///
 /// ```text
+///   STORE/layers/                     mode 0700
 ///   STORE/layers/sha256/<hex>/        one unpacked layer, shared
-///   STORE/layers/tmp/<hex>.<pid>/     a layer being unpacked
-///   STORE/containers/<id>/{upper,work,merged}
+///   STORE/layers/tmp/<pid>-<n>/       a layer being unpacked (locked)
+///   STORE/containers/                 mode 0700
+///   STORE/containers/<id>/{upper,work,merged}   (locked while it runs)
 /// ```
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
 }
 
+/// Numbers the temporary directories of one process.
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Whether `bytes` start like gzip.
 fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// SHA-256 of the file at `path`, as hex.
-fn sha256_file(path: &Path) -> Result<String, Error> {
-    let read_error = |source| Error::ReadLayer {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_error)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(read_error)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+/// A reader that hashes what passes through it: the layer is hashed
+/// and unpacked from the same bytes, read once. Hashing a file and then
+/// unpacking it from a second `open` would let the two reads see different
+/// bytes (a pipe gives its bytes only once; a file can change in between),
+/// and the store would keep content under a digest it does not have.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+}
+
+/// How much a layer file may go on past the end of its tar archive (tar
+/// pads to 10 KiB records; gzip may add a few bytes): enough for any
+/// honest writer, and an end for an endless input like `/dev/zero`.
+pub const MAX_TRAILING: u64 = 1 << 20;
+
+/// Lock `file` for this process, without waiting; `false` if another
+/// process holds it. The lock goes when the last copy of the fd closes, so
+/// a killed process leaves nothing locked.
+fn try_lock(file: &File) -> Result<bool, io::Error> {
+    // SAFETY: flock(2) on an fd we own; it changes no memory.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    match Errno::result(rc) {
+        Ok(_) => Ok(true),
+        Err(Errno::EWOULDBLOCK) => Ok(false),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// Open directory `dir` and take its lock: `None` if a live process holds
+/// it.
+fn lock_dir(dir: &Path) -> Result<Option<File>, io::Error> {
+    let file = File::open(dir)?;
+    Ok(try_lock(&file)?.then_some(file))
+}
+
+/// Create `path` with mode 0700 (whatever the umask), or make it 0700.
+fn private_dir(path: &Path) -> Result<(), Error> {
+    fs::create_dir_all(path).map_err(store_error("create", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(store_error("make private", path))
 }
 
 impl Store {
-    /// Open (creating) the store at `dir`.
+    // ANCHOR: open
+    /// Open (creating) the store at `dir`, and remove what a killed run
+    /// left behind: a half-unpacked layer in `layers/tmp`, a container's
+    /// directories in `containers`, each no longer locked by a live
+    /// process.
+    ///
+    /// `layers/` and `containers/` are mode 0700: a layer keeps its
+    /// set-user-ID files and device nodes, and a store any user could walk
+    /// into would hand them a setuid-root binary of any image. (`dir`
+    /// itself is left as it is: `--store /tmp/x` must not change `/tmp`.)
     pub fn open(dir: &Path) -> Result<Store, Error> {
-        for sub in ["layers/sha256", "layers/tmp", "containers"] {
+        for sub in ["layers", "containers"] {
+            private_dir(&dir.join(sub))?;
+        }
+        for sub in ["layers/sha256", "layers/tmp"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(store_error("create", &path))?;
         }
-        Ok(Store {
+        let store = Store {
             dir: dir.to_owned(),
-        })
+        };
+        for sub in ["layers/tmp", "containers"] {
+            store.remove_stale(&dir.join(sub))?;
+        }
+        Ok(store)
+    }
+    // ANCHOR_END: open
+
+    /// Remove every directory in `parent` whose lock no process holds.
+    fn remove_stale(&self, parent: &Path) -> Result<(), Error> {
+        let entries = fs::read_dir(parent).map_err(store_error("list", parent))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // Held: a live run's. Gone meanwhile: nothing to do.
+            if let Ok(Some(_lock)) = lock_dir(&path) {
+                remove_tree(&path);
+            }
+        }
+        Ok(())
     }
 
     // ANCHOR: layer
     /// The layer in tarball `path`, unpacked into the store unless it
-    /// already is. A failed unpack leaves nothing behind.
-    pub fn layer(&self, path: &Path) -> Result<Layer, Error> {
-        let hex = sha256_file(path)?;
-        let dir = self.dir.join("layers/sha256").join(&hex);
-        let layer = Layer {
-            digest: format!("sha256:{hex}"),
-            dir: dir.clone(),
-        };
-        if dir.is_dir() {
-            return Ok(layer);
-        }
-        let tmp = self
-            .dir
-            .join("layers/tmp")
-            .join(format!("{hex}.{}", std::process::id()));
+    /// already is. `expected`, if given, is the digest it must have
+    /// (`sha256:…`, from a manifest). The tarball is read once: hashed as it
+    /// is unpacked into a directory of its own in `layers/tmp`, which is
+    /// renamed into place only once the digest is known (and matched).
+    /// A failed unpack leaves nothing behind.
+    pub fn layer(&self, path: &Path, expected: Option<&str>) -> Result<Layer, Error> {
+        let tmp = self.dir.join("layers/tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         fs::create_dir(&tmp).map_err(store_error("create", &tmp))?;
-        let unpacked = self.unpack_into(path, &tmp);
-        let result = unpacked.and_then(|_| {
+        // Ours until we are done, or until we die: then Store::open of
+        // the next run removes it.
+        let lock = lock_dir(&tmp).map_err(store_error("lock", &tmp))?;
+        let result = self.unpack_into(path, &tmp).and_then(|hex| {
+            let digest = format!("sha256:{hex}");
+            if let Some(expected) = expected.filter(|e| *e != digest) {
+                return Err(Error::Digest {
+                    path: path.to_owned(),
+                    expected: expected.to_owned(),
+                    actual: hex,
+                });
+            }
+            let dir = self.dir.join("layers/sha256").join(&hex);
             // rename(2) is atomic: a concurrent unpack of the same layer
             // either wins or finds ours in place.
-            match fs::rename(&tmp, &dir) {
-                Ok(()) => Ok(()),
-                Err(_) if dir.is_dir() => Ok(()),
-                Err(source) => Err(store_error("rename into place", &dir)(source)),
+            if !dir.is_dir() {
+                match fs::rename(&tmp, &dir) {
+                    Ok(()) => {}
+                    Err(_) if dir.is_dir() => {}
+                    Err(source) => return Err(store_error("rename into place", &dir)(source)),
+                }
             }
+            Ok(Layer { digest, dir })
         });
+        drop(lock);
         if tmp.exists() {
-            let _ = fs::remove_dir_all(&tmp);
+            remove_tree(&tmp);
         }
-        result.map(|()| layer)
+        result
     }
     // ANCHOR_END: layer
 
-    fn unpack_into(&self, path: &Path, dir: &Path) -> Result<unpack::Summary, Error> {
+    /// Unpack `path` into `dir`, hashing it on the way; the hex digest.
+    fn unpack_into(&self, path: &Path, dir: &Path) -> Result<String, Error> {
         let read_error = |source| Error::ReadLayer {
             path: path.to_owned(),
             source,
         };
-        let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_error)?);
-        let head = io::BufRead::fill_buf(&mut file).map_err(read_error)?;
-        let gzip = is_gzip(head);
+        let file = File::open(path).map_err(read_error)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let gzip = is_gzip(io::BufRead::fill_buf(&mut reader).map_err(read_error)?);
+        let mut hashing = Hashing {
+            inner: reader,
+            hasher: Sha256::new(),
+            len: 0,
+        };
         let root = unpack::open_root(dir).map_err(|e| store_error("open", dir)(e.into()))?;
         let privileged = nix::unistd::geteuid().is_root();
         let unpack_error = |source| Error::Unpack {
@@ -264,17 +373,50 @@ impl Store {
         };
         let root = std::os::fd::AsFd::as_fd(&root);
         if gzip {
-            unpack::unpack(GzDecoder::new(file), root, privileged).map_err(unpack_error)
+            let mut decoder = GzDecoder::new(&mut hashing);
+            unpack::unpack(&mut decoder, root, privileged).map_err(unpack_error)?;
         } else {
-            unpack::unpack(file, root, privileged).map_err(unpack_error)
+            unpack::unpack(&mut hashing, root, privileged).map_err(unpack_error)?;
         }
+        // The rest of the file counts for the digest too; an endless one
+        // (/dev/zero) is cut short.
+        let end = hashing.len;
+        let mut rest = (&mut hashing).take(MAX_TRAILING + 1);
+        io::copy(&mut rest, &mut io::sink()).map_err(read_error)?;
+        if hashing.len - end > MAX_TRAILING {
+            return Err(Error::Trailing {
+                path: path.to_owned(),
+                limit: MAX_TRAILING,
+            });
+        }
+        Ok(hashing
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
     }
 
     // ANCHOR: container
     /// The writable directories for container `id` on top of `layers`
-    /// (bottom first). Removed when the returned [`Container`] is dropped.
+    /// (bottom first), locked while the returned [`Container`] lives, and
+    /// removed when it is dropped. Directories left by a killed run with
+    /// the same id are removed first; a live container's are refused.
     pub fn container(&self, id: &str, layers: &[Layer]) -> Result<Container, Error> {
         let dir = self.dir.join("containers").join(id);
+        if dir.exists() {
+            match lock_dir(&dir) {
+                Ok(Some(_stale)) => remove_tree(&dir),
+                Ok(None) => return Err(Error::InUse { path: dir }),
+                Err(source) => return Err(store_error("lock", &dir)(source)),
+            }
+        }
+        fs::create_dir(&dir).map_err(store_error("create", &dir))?;
+        let lock = match lock_dir(&dir) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Err(Error::InUse { path: dir }),
+            Err(source) => return Err(store_error("lock", &dir)(source)),
+        };
         let container = Container {
             upper: dir.join("upper"),
             work: dir.join("work"),
@@ -282,6 +424,7 @@ impl Store {
             lower: layers.iter().rev().map(|l| l.dir.clone()).collect(),
             rootless: !nix::unistd::geteuid().is_root(),
             dir,
+            _lock: lock,
         };
         for path in [&container.upper, &container.work, &container.merged] {
             fs::create_dir_all(path).map_err(store_error("create", path))?;
@@ -296,6 +439,8 @@ impl Store {
 #[derive(Debug)]
 pub struct Container {
     dir: PathBuf,
+    /// The lock on `dir`: held while the container lives.
+    _lock: File,
     /// Where it writes.
     pub upper: PathBuf,
     /// overlayfs's scratch directory (same filesystem as `upper`).

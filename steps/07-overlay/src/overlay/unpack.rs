@@ -24,7 +24,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -311,7 +311,20 @@ impl Unpacker<'_> {
         let fd = nix::fcntl::openat(&dir, name, flags, Mode::from_bits_truncate(0o600))
             .map_err(self.failed("create", path))?;
         let mut file = File::from(fd);
-        io::copy(entry, &mut file).map_err(Error::Read)?;
+        // Not io::copy: a failed read is a corrupt layer, a failed write
+        // (ENOSPC, EDQUOT) is this machine's problem, and says so.
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Read(e)),
+            };
+            file.write_all(&buf[..n]).map_err(|e| {
+                self.failed("write", path)(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            })?;
+        }
         Ok(OwnedFd::from(file))
     }
     // ANCHOR_END: file

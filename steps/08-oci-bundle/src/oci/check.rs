@@ -155,6 +155,27 @@ pub enum Problem {
     /// A memory swap limit without a memory limit.
     #[error("linux.resources.memory.swap needs linux.resources.memory.limit")]
     SwapWithoutLimit,
+    /// `root` is missing (the runtime spec requires it on Linux), or its
+    /// path is empty.
+    #[error("root.path is required (the directory of the container's root filesystem)")]
+    NoRoot,
+    /// A namespace type listed twice.
+    #[error("linux.namespaces lists the {0} namespace more than once")]
+    DuplicateNamespace(String),
+    /// A new user namespace without id mappings.
+    #[error("a new user namespace needs linux.uidMappings and linux.gidMappings")]
+    NoMappings,
+    /// A hook's environment entry without `=`.
+    #[error("{field} entry {entry:?} is not KEY=value")]
+    Env {
+        /// Where (`hooks.prestart[0].env`).
+        field: String,
+        /// The entry.
+        entry: String,
+    },
+    /// `cpu.shares` out of the kernel's range.
+    #[error("linux.resources.cpu.shares {0} is out of range (2 to 262144)")]
+    CpuShares(u64),
     /// A sysctl that is not namespaced, or whose namespace is not new.
     #[error("linux.sysctl {key:?}: {why}")]
     Sysctl {
@@ -267,6 +288,69 @@ fn sysctl_namespace(key: &str) -> Option<&'static str> {
 }
 // ANCHOR_END: sysctl_namespace
 
+// ANCHOR: must
+/// What the runtime spec says a runtime MUST refuse, which a typed parse
+/// lets through: a missing `root`, a namespace listed twice, a new user
+/// namespace without mappings, hook environment entries without `=`, and
+/// `cpu.shares` the kernel would clamp. (`process.env` and `process.cwd` are
+/// checked with the rest of the process, see [`super::process::prepare`].)
+fn must(spec: &Spec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if spec
+        .root()
+        .as_ref()
+        .is_none_or(|r| r.path().as_os_str().is_empty())
+    {
+        problems.push(Problem::NoRoot);
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    let mut seen = Vec::new();
+    for namespace in &namespaces {
+        if seen.contains(&namespace.typ()) {
+            problems.push(Problem::DuplicateNamespace(namespace.typ().to_string()));
+        }
+        seen.push(namespace.typ());
+    }
+    let new_user =
+        (namespaces.iter()).any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
+    let empty = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.as_ref().is_none_or(|m| m.is_empty())
+    };
+    if new_user && (empty(linux.uid_mappings()) || empty(linux.gid_mappings())) {
+        problems.push(Problem::NoMappings);
+    }
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    for (stage, list) in [
+        ("prestart", hooks.prestart()),
+        ("createRuntime", hooks.create_runtime()),
+        ("createContainer", hooks.create_container()),
+        ("startContainer", hooks.start_container()),
+        ("poststart", hooks.poststart()),
+        ("poststop", hooks.poststop()),
+    ] {
+        for (i, hook) in list.iter().flatten().enumerate() {
+            for entry in hook.env().iter().flatten() {
+                if !entry.contains('=') {
+                    problems.push(Problem::Env {
+                        field: format!("hooks.{stage}[{i}].env"),
+                        entry: entry.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let shares = (linux.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref())
+        .and_then(|c| c.shares());
+    // 0 is "not set" to runc and the kernel's range starts at 2.
+    if let Some(shares) = shares.filter(|s| *s != 0 && !(2..=262_144).contains(s)) {
+        problems.push(Problem::CpuShares(shares));
+    }
+    problems
+}
+// ANCHOR_END: must
+
 // ANCHOR: check
 /// Everything wrong with `original` (the JSON text, parsed) that `spec`
 /// (the same text, typed) would hide.
@@ -283,6 +367,7 @@ pub fn check(original: &Value, spec: &Spec) -> Vec<Problem> {
             problems.push(Problem::Unsupported { field, why });
         }
     }
+    problems.extend(must(spec));
     let new_namespaces: Vec<LinuxNamespaceType> = spec
         .linux()
         .as_ref()

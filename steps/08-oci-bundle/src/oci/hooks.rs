@@ -6,7 +6,7 @@
 //! |-------------------|-----------------------------------------------------|------------|
 //! | `createRuntime`, `prestart` | parent, namespaces made, before sync 1    | `creating` |
 //! | `createContainer` | child, mounts made, before the pivot                | `creating` |
-//! | `startContainer`  | child, after the pivot, just before `execve`        | `created`  |
+//! | `startContainer`  | child, restricted as the process, before `execve`   | `created`  |
 //! | `poststart`       | parent, once the process runs (after sync 2)        | `running`  |
 //! | `poststop`        | parent, after the container and its cgroup are gone | `stopped`  |
 //!
@@ -43,6 +43,18 @@ pub enum Error {
         path: String,
         /// Its exit status.
         status: String,
+    },
+    /// A signal came for the runtime while the hook ran: the hook is
+    /// killed and set-up abandoned (the source says which signal).
+    #[error("{stage} hook {path:?} was killed")]
+    Interrupted {
+        /// The stage.
+        stage: &'static str,
+        /// The hook's program.
+        path: String,
+        /// [`crate::child::Error::Interrupted`], with the signal.
+        #[source]
+        source: crate::child::Error,
     },
     /// The hook ran past its timeout.
     #[error("{stage} hook {path:?} did not finish within {seconds}s")]
@@ -101,6 +113,17 @@ fn run_one(stage: &'static str, hook: &Hook, state: &str) -> Result<(), Error> {
             command.arg0(arg0).args(rest);
         }
         command.env_clear().stdin(Stdio::piped());
+        // SAFETY: between fork and exec only async-signal-safe calls run:
+        // sigaction(2) and sigprocmask(2). A hook starts as a fresh process
+        // would: default dispositions, nothing blocked (we block the
+        // forwarded signals, and Rust ignores SIGPIPE).
+        unsafe {
+            command.pre_exec(|| {
+                crate::child::reset_signal_dispositions()?;
+                nix::sys::signal::SigSet::empty().thread_set_mask()?;
+                Ok(())
+            });
+        }
         for pair in hook.env().clone().unwrap_or_default() {
             if let Some((key, value)) = pair.split_once('=') {
                 command.env(key, value);
@@ -123,6 +146,15 @@ fn run_one(stage: &'static str, hook: &Hook, state: &str) -> Result<(), Error> {
                 Ok(Some(status)) => break status,
                 Ok(None) => {}
                 Err(_) => break child.wait().unwrap_or_default(),
+            }
+            if let Some(signal) = crate::child::interrupted() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Interrupted {
+                    stage,
+                    path,
+                    source: crate::child::Error::Interrupted { signal },
+                });
             }
             if let Some((seconds, deadline)) = deadline
                 && Instant::now() > deadline

@@ -27,10 +27,12 @@
 //! - [`process`]: identity, capabilities, limits and `execve`;
 //! - [`hooks`]: running hooks with the state on stdin;
 //! - [`seccomp`]: the seccomp profile compiled to BPF;
-//! - [`devices`]: device rules as an eBPF program, for cgroup v2.
+//! - [`devices`]: device rules as an eBPF program, for cgroup v2;
+//! - [`exe`]: the runtime's own binary out of the container's reach.
 
 pub mod check;
 pub mod devices;
+pub mod exe;
 pub mod hooks;
 pub mod mounts;
 pub mod process;
@@ -103,6 +105,9 @@ pub enum Error {
     /// Bad id mappings.
     #[error("linux.uidMappings/gidMappings")]
     Ids(#[source] user::Error),
+    /// A `linux.cgroupsPath` that is not a plain relative path.
+    #[error(transparent)]
+    CgroupsPath(cgroup::Error),
     /// Bad resources, or a cgroup that cannot be made.
     #[error("linux.resources")]
     Cgroup(#[source] cgroup::Error),
@@ -387,8 +392,12 @@ pub struct CgroupPlan {
     /// Memory, CPU and pids limits, in step 6's terms.
     pub resources: Resources,
     /// Device rules in order, as v1 `devices.allow`/`devices.deny` lines
-    /// (`true`: allow); v2 compiles them into an eBPF program.
+    /// (`true`: allow); v2 compiles them into an eBPF program. Always
+    /// starts with a rule that denies everything.
     pub device_rules: Vec<(bool, String)>,
+    /// Whether the spec itself has device rules (without root, a cgroup is
+    /// made only when the spec asks for something; see step 6).
+    pub spec_device_rules: bool,
 }
 
 /// Devices every container may use, allowed after the spec's rules (the
@@ -416,7 +425,8 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
         .as_ref()
         .map(|p| p.display().to_string().trim_start_matches('/').to_owned())
         .unwrap_or_else(|| id.to_owned());
-    let path: CgroupPath = path_text.parse().map_err(Error::Cgroup)?;
+    let path =
+        CgroupPath::parse_field(&path_text, "linux.cgroupsPath").map_err(Error::CgroupsPath)?;
     let resources_spec = linux.resources().clone().unwrap_or_default();
     let mut resources = Resources::default();
     if let Some(memory) = resources_spec.memory() {
@@ -430,14 +440,20 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
         resources.cpu_period = cpu
             .period()
             .or(resources.cpu_quota.map(|_| cgroup::DEFAULT_CPU_PERIOD));
-        resources.cpu_shares = cpu.shares();
+        resources.cpu_shares = cpu.shares().filter(|s| *s != 0);
     }
     if let Some(pids) = resources_spec.pids() {
         resources.pids = (pids.limit() > 0).then_some(pids.limit() as u64);
     }
-    let mut device_rules = Vec::new();
+    // ANCHOR: default_deny
+    // Deny every device first, whatever the spec says: a spec without
+    // rules must not mean "every device", or a device node planted in the
+    // rootfs (or made with CAP_MKNOD) opens the host's disk. Then the
+    // spec's rules in order, then the standard set every container needs.
+    let mut device_rules = vec![(false, "a".to_owned())];
     let rules = resources_spec.devices().clone().unwrap_or_default();
-    if !rules.is_empty() {
+    // ANCHOR_END: default_deny
+    {
         for rule in &rules {
             let typ = match rule.typ() {
                 Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
@@ -469,6 +485,7 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
         path,
         resources,
         device_rules,
+        spec_device_rules: !rules.is_empty(),
     })
 }
 // ANCHOR_END: cgroup_plan
@@ -487,7 +504,7 @@ pub fn create_cgroup(plan: &CgroupPlan) -> Result<cgroup::Cgroup, Error> {
     let writes = cgroup::plan(&plan.resources, &plan.layout);
     created.apply(&writes).map_err(Error::Cgroup)?;
     match &plan.layout {
-        Layout::Unified { .. } if !plan.device_rules.is_empty() => {
+        Layout::Unified { .. } => {
             let rules = (plan.device_rules.iter())
                 .map(|(allow, line)| devices::Rule::parse(*allow, line))
                 .collect::<Result<Vec<_>, _>>()
@@ -496,7 +513,7 @@ pub fn create_cgroup(plan: &CgroupPlan) -> Result<cgroup::Cgroup, Error> {
                 devices::attach(dir, &rules).map_err(Error::Devices)?;
             }
         }
-        _ => {
+        Layout::Legacy { .. } => {
             for (allow, line) in &plan.device_rules {
                 let file = if *allow {
                     "devices.allow"

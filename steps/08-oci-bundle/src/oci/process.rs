@@ -31,6 +31,8 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Gid, Uid, chdir, execve, setgroups, setresgid, setresuid};
 use oci_spec::runtime::Process;
 
+use crate::child::Channel;
+
 /// What can go wrong with the process.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,6 +51,56 @@ pub enum Error {
     /// An rlimit this runtime does not know.
     #[error("process.rlimits: unknown rlimit {0:?}")]
     Rlimit(String),
+    /// An rlimit whose soft value is above its hard one.
+    #[error("process.rlimits: {name} soft {soft} is above hard {hard}")]
+    RlimitOrder {
+        /// The `RLIMIT_*` name.
+        name: String,
+        /// The soft value.
+        soft: u64,
+        /// The hard value.
+        hard: u64,
+    },
+    /// Setting an rlimit failed (raising a hard limit needs
+    /// `CAP_SYS_RESOURCE`).
+    #[error("cannot set {name} to soft {soft}, hard {hard}")]
+    SetRlimit {
+        /// The `RLIMIT_*` name.
+        name: String,
+        /// The soft value.
+        soft: u64,
+        /// The hard value.
+        hard: u64,
+        /// The kernel's answer.
+        #[source]
+        source: Errno,
+    },
+    /// A uid or gid that cannot be set: `(uid_t) -1` means "leave it
+    /// unchanged" to `setresuid(2)`, so the process would stay root.
+    #[error(
+        "process.user.{field} {value} is not a valid id (4294967295 means \"unchanged\" to the kernel)"
+    )]
+    Id {
+        /// `uid`, `gid` or `additionalGids`.
+        field: &'static str,
+        /// The value.
+        value: u32,
+    },
+    /// An environment entry without `=`.
+    #[error("process.env entry {0:?} is not KEY=value")]
+    Env(String),
+    /// `cwd` is not absolute.
+    #[error("process.cwd {0:?} is not an absolute path")]
+    Cwd(PathBuf),
+    /// The parent-death signal could not be re-armed after the id switch.
+    #[error("after the switch to the container's user")]
+    ParentDeath(#[source] crate::child::Error),
+    /// Preparing the `execve` failed (fds, signals).
+    #[error(transparent)]
+    Exec(#[from] crate::child::ExecError),
+    /// A `startContainer` hook failed: the process does not start.
+    #[error(transparent)]
+    Hook(#[from] super::hooks::Error),
     /// The program is not found on the container's `PATH`.
     #[error("{program:?} not found in the container (PATH={path})")]
     NotFound {
@@ -80,10 +132,11 @@ pub enum Error {
     },
 }
 
-/// The capability sets; `None`: not given in the spec.
+/// The capability sets. A set the spec leaves out is *empty* (runc does
+/// the same): absent must never mean "everything".
 #[derive(Debug, Clone, Default)]
 struct Sets {
-    bounding: Option<CapsHashSet>,
+    bounding: CapsHashSet,
     effective: CapsHashSet,
     inheritable: CapsHashSet,
     permitted: CapsHashSet,
@@ -102,11 +155,14 @@ pub struct Prepared {
     groups: Vec<Gid>,
     umask: Option<u32>,
     caps: Sets,
-    rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    rlimits: Vec<(String, libc::__rlimit_resource_t, u64, u64)>,
     no_new_privileges: bool,
     oom_score_adj: Option<i32>,
     /// The compiled filter and its `seccomp(2)` flags.
     seccomp: Option<(Vec<super::seccomp::Instruction>, u32)>,
+    /// What the runtime should warn about (it cannot grant everything
+    /// asked); printed by the caller, in the parent.
+    pub warnings: Vec<String>,
 }
 
 /// `PATH` when the spec's environment has none.
@@ -142,10 +198,10 @@ fn rlimit(name: &str) -> Option<libc::__rlimit_resource_t> {
     })
 }
 
-/// A capability set of the spec, by name.
-fn set(names: Option<&oci_spec::runtime::Capabilities>) -> Result<Option<CapsHashSet>, Error> {
+/// A capability set of the spec, by name; empty if absent.
+fn set(names: Option<&oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, Error> {
     let Some(names) = names else {
-        return Ok(None);
+        return Ok(CapsHashSet::new());
     };
     let mut set = CapsHashSet::new();
     for cap in names {
@@ -156,7 +212,7 @@ fn set(names: Option<&oci_spec::runtime::Capabilities>) -> Result<Option<CapsHas
             .unwrap_or_default();
         set.insert(Capability::from_str(&name).map_err(|_| Error::Capability(name))?);
     }
-    Ok(Some(set))
+    Ok(set)
 }
 
 // ANCHOR: prepare
@@ -175,23 +231,66 @@ pub fn prepare(
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_owned();
+    // ANCHOR: absent_caps
+    // No `capabilities`, or a set left out: no capability, not all of them.
     let caps = match process.capabilities() {
         None => Sets::default(),
         Some(c) => Sets {
             bounding: set(c.bounding().as_ref())?,
-            effective: set(c.effective().as_ref())?.unwrap_or_default(),
-            inheritable: set(c.inheritable().as_ref())?.unwrap_or_default(),
-            permitted: set(c.permitted().as_ref())?.unwrap_or_default(),
-            ambient: set(c.ambient().as_ref())?.unwrap_or_default(),
+            effective: set(c.effective().as_ref())?,
+            inheritable: set(c.inheritable().as_ref())?,
+            permitted: set(c.permitted().as_ref())?,
+            ambient: set(c.ambient().as_ref())?,
         },
     };
+    // ANCHOR_END: absent_caps
+    // capabilities(7): a capability can only be ambient if it is also
+    // permitted and inheritable. The runtime spec asks to warn, not fail,
+    // for what cannot be granted; granting less is never less isolated.
+    let mut warnings = Vec::new();
+    let mut caps = caps;
+    let mut refused: Vec<Capability> = (caps.ambient.iter())
+        .filter(|cap| !(caps.permitted.contains(cap) && caps.inheritable.contains(cap)))
+        .copied()
+        .collect();
+    refused.sort_by_key(|cap| cap.to_string());
+    for cap in refused {
+        caps.ambient.remove(&cap);
+        warnings.push(format!(
+            "process.capabilities.ambient: {cap} is not also permitted and inheritable; not raised"
+        ));
+    }
     let mut rlimits = Vec::new();
     for limit in process.rlimits().as_deref().unwrap_or_default() {
         let name = limit.typ().to_string();
-        let resource = rlimit(&name).ok_or(Error::Rlimit(name))?;
-        rlimits.push((resource, limit.soft(), limit.hard()));
+        let resource = rlimit(&name).ok_or_else(|| Error::Rlimit(name.clone()))?;
+        let (soft, hard) = (limit.soft(), limit.hard());
+        if soft > hard {
+            return Err(Error::RlimitOrder { name, soft, hard });
+        }
+        rlimits.push((name, resource, soft, hard));
+    }
+    if let Some(entry) = env.iter().find(|e| !e.contains('=')) {
+        return Err(Error::Env(entry.clone()));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::Cwd(process.cwd().clone()));
     }
     let user = process.user();
+    // ANCHOR: unchanged_id
+    let id = |field, value: u32| {
+        if value == u32::MAX {
+            Err(Error::Id { field, value })
+        } else {
+            Ok(value)
+        }
+    };
+    id("uid", user.uid())?;
+    id("gid", user.gid())?;
+    for gid in user.additional_gids().as_deref().unwrap_or_default() {
+        id("additionalGids", *gid)?;
+    }
+    // ANCHOR_END: unchanged_id
     Ok(Prepared {
         argv: cstrings(&args, "args")?,
         env: cstrings(&env, "env")?,
@@ -210,6 +309,7 @@ pub fn prepare(
         caps,
         rlimits,
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        warnings,
         oom_score_adj: process.oom_score_adj(),
         seccomp: match seccomp {
             Some(profile) => Some((
@@ -260,16 +360,28 @@ fn resolve(prepared: &Prepared) -> Result<CString, Error> {
 
 // ANCHOR: start
 /// Become the container's process, in the child, after every mount: limits,
-/// identity, capabilities, `no_new_privs`, working directory, `execve`.
-pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible, Error> {
-    for &(resource, soft, hard) in &prepared.rlimits {
+/// identity, capabilities, `no_new_privs`, seccomp, working directory; then
+/// `last` (the `startContainer` hooks, which so run with every restriction
+/// of the process itself), and `execve`.
+pub fn start(
+    prepared: &Prepared,
+    setgroups_allowed: bool,
+    channel: &Channel,
+    last: impl FnOnce() -> Result<(), super::hooks::Error>,
+) -> Result<Infallible, Error> {
+    for (name, resource, soft, hard) in &prepared.rlimits {
         let limit = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
+            rlim_cur: *soft,
+            rlim_max: *hard,
         };
         // SAFETY: `limit` is a valid rlimit for setrlimit(2) to read.
-        let rc = unsafe { libc::setrlimit(resource, &limit) };
-        Errno::result(rc).map_err(syscall("set an rlimit"))?;
+        let rc = unsafe { libc::setrlimit(*resource, &limit) };
+        Errno::result(rc).map_err(|source| Error::SetRlimit {
+            name: name.clone(),
+            soft: *soft,
+            hard: *hard,
+            source,
+        })?;
     }
     if let Some(adj) = prepared.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
@@ -284,19 +396,17 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
     if let (Some((program, flags)), false) = (&prepared.seccomp, prepared.no_new_privileges) {
         super::seccomp::install(program, *flags)?;
     }
-    if let Some(bounding) = &prepared.caps.bounding {
-        for cap in caps::all().difference(bounding) {
-            match caps::drop(None, CapSet::Bounding, *cap) {
-                // A capability this kernel does not have is not there to drop.
-                Err(_) if !caps::runtime::thread_all_supported().contains(cap) => {}
-                Err(source) => {
-                    return Err(Error::Caps {
-                        set: "bounding",
-                        source,
-                    });
-                }
-                Ok(()) => {}
+    for cap in caps::all().difference(&prepared.caps.bounding) {
+        match caps::drop(None, CapSet::Bounding, *cap) {
+            // A capability this kernel does not have is not there to drop.
+            Err(_) if !caps::runtime::thread_all_supported().contains(cap) => {}
+            Err(source) => {
+                return Err(Error::Caps {
+                    set: "bounding",
+                    source,
+                });
             }
+            Ok(()) => {}
         }
     }
     prctl(libc::PR_SET_KEEPCAPS, 1, "keep capabilities across setuid")?;
@@ -305,6 +415,10 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
     }
     setresgid(prepared.gid, prepared.gid, prepared.gid).map_err(syscall("set the gid"))?;
     setresuid(prepared.uid, prepared.uid, prepared.uid).map_err(syscall("set the uid"))?;
+    // The id switch cleared the parent-death signal (prctl(2)).
+    channel
+        .keep_parent_death_signal()
+        .map_err(Error::ParentDeath)?;
     prctl(libc::PR_SET_KEEPCAPS, 0, "clear keep-capabilities")?;
     // Inheritable first (within the permitted set we still have, which
     // capset(2) allows without CAP_SETPCAP); effective before permitted,
@@ -321,18 +435,8 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
     for (set, value, name) in sets {
         caps::set(None, set, value).map_err(|source| Error::Caps { set: name, source })?;
     }
-    // capabilities(7): a capability can only be ambient if it is also
-    // permitted and inheritable. The runtime spec asks to warn, not fail,
-    // for what cannot be granted; granting less is never less isolated.
-    let mut ambient: Vec<&Capability> = prepared.caps.ambient.iter().collect();
-    ambient.sort_by_key(|cap| cap.to_string());
-    for cap in ambient {
-        let grantable =
-            prepared.caps.permitted.contains(cap) && prepared.caps.inheritable.contains(cap);
-        if !grantable {
-            eprintln!("warning: ambient {cap} is not also permitted and inheritable; not raised");
-            continue;
-        }
+    // Only the grantable ones: prepare() warned about the others.
+    for cap in &prepared.caps.ambient {
         caps::raise(None, CapSet::Ambient, *cap).map_err(|source| Error::Caps {
             set: "ambient",
             source,
@@ -345,11 +449,11 @@ pub fn start(prepared: &Prepared, setgroups_allowed: bool) -> Result<Infallible,
         }
     }
     chdir(&prepared.cwd).map_err(syscall("change to process.cwd"))?;
+    // startContainer: in the container, as restricted as the process.
+    last()?;
     let program = resolve(prepared)?;
-    // The supervisor blocked signals; the container starts with none blocked.
-    nix::sys::signal::SigSet::empty()
-        .thread_set_mask()
-        .map_err(syscall("restore the signal mask"))?;
+    // Only stdio crosses; every signal as a fresh process has it.
+    crate::child::prepare_exec(3)?;
     execve(&program, &prepared.argv, &prepared.env).map_err(|source| Error::Syscall {
         what: format!("execute {program:?}"),
         source,

@@ -132,6 +132,9 @@ enum Target {
     Next,
     /// Past the block: this rule does not match.
     Fail,
+    /// Over the `n` instructions that follow (as written, before any
+    /// trampoline is inserted).
+    Ahead(usize),
 }
 
 /// A block's instructions, with jumps still symbolic.
@@ -139,6 +142,12 @@ enum Target {
 struct Block {
     code: Vec<(Instruction, Target, Target)>,
 }
+
+/// `BPF_JMP | BPF_JA`: an unconditional jump by `k`, 32 bits wide.
+const JMP_JA: u16 = 0x05;
+
+/// The farthest a conditional jump reaches: `jt` and `jf` are 8 bits.
+const MAX_SHORT_JUMP: usize = u8::MAX as usize;
 
 impl Block {
     fn plain(&mut self, instruction: Instruction) {
@@ -159,43 +168,80 @@ impl Block {
     }
 
     /// A jump that skips `n` following instructions when taken.
-    fn skip(&mut self, code: u16, k: u32, n: u8, taken_if_true: bool) {
-        let instruction = if taken_if_true {
-            Instruction {
-                code,
-                jt: n,
-                jf: 0,
-                k,
-            }
+    fn skip(&mut self, code: u16, k: u32, n: usize, taken_if_true: bool) {
+        let (jt, jf) = if taken_if_true {
+            (Target::Ahead(n), Target::Next)
         } else {
-            Instruction {
-                code,
-                jt: 0,
-                jf: n,
-                k,
-            }
+            (Target::Next, Target::Ahead(n))
         };
-        self.code.push((instruction, Target::Next, Target::Next));
+        self.jump(code, k, jt, jf);
     }
 
-    /// Resolve `Fail` to the end of the block and return the code.
+    // ANCHOR: finish
+    /// Resolve the jumps and return the code.
+    ///
+    /// A conditional jump reaches at most 255 instructions ahead, and a
+    /// rule with many argument checks is longer than that: a `Fail` jump
+    /// from its start cannot reach its end. Such a jump goes instead to a
+    /// *trampoline* right after it, an unconditional `JA` whose offset is
+    /// 32 bits wide. Inserting trampolines moves the code after them, which
+    /// can push another jump out of reach, so the layout is redone until no
+    /// new trampoline is needed (each round only adds, so it ends).
     fn finish(self) -> Vec<Instruction> {
-        let len = self.code.len();
-        self.code
-            .into_iter()
-            .enumerate()
-            .map(|(i, (mut instruction, jt, jf))| {
-                let to_end = (len - i - 1) as u8;
-                if let Target::Fail = jt {
-                    instruction.jt = to_end;
+        let n = self.code.len();
+        let mut trampoline = vec![false; n];
+        let (at, end) = loop {
+            // Where each instruction lands, and where the block ends.
+            let mut at = Vec::with_capacity(n + 1);
+            let mut pc = 0;
+            for &far in &trampoline {
+                at.push(pc);
+                pc += if far { 2 } else { 1 };
+            }
+            at.push(pc);
+            let mut grown = false;
+            for (i, (_, jt, jf)) in self.code.iter().enumerate() {
+                let fails = matches!(jt, Target::Fail) || matches!(jf, Target::Fail);
+                if fails && !trampoline[i] && at[n] - at[i] - 1 > MAX_SHORT_JUMP {
+                    trampoline[i] = true;
+                    grown = true;
                 }
-                if let Target::Fail = jf {
-                    instruction.jf = to_end;
-                }
-                instruction
-            })
-            .collect()
+            }
+            if !grown {
+                break (at, pc);
+            }
+        };
+        let mut out = Vec::with_capacity(end);
+        for (i, (mut instruction, jt, jf)) in self.code.into_iter().enumerate() {
+            // Offsets count from the instruction after this one.
+            let from = at[i] + 1;
+            let offset = |target: Target| -> u8 {
+                let to = match target {
+                    // Into the trampoline, right after us.
+                    Target::Fail if trampoline[i] => from,
+                    Target::Fail => end,
+                    Target::Next => at[i + 1],
+                    Target::Ahead(skip) => at[(i + 1 + skip).min(n)],
+                };
+                // Short by construction: Fail is relaxed above, Next and
+                // Ahead span a handful of instructions.
+                u8::try_from(to - from).unwrap_or(u8::MAX)
+            };
+            instruction.jt = offset(jt);
+            instruction.jf = offset(jf);
+            out.push(instruction);
+            if trampoline[i] {
+                out.push(Instruction {
+                    code: JMP_JA,
+                    jt: 0,
+                    jf: 0,
+                    k: (end - (from + 1)) as u32,
+                });
+            }
+        }
+        out
     }
+    // ANCHOR_END: finish
 }
 
 /// The checks that argument `index` `op` `value` (`value_two`): falling
@@ -337,6 +383,53 @@ pub fn flags(profile: &LinuxSeccomp) -> Result<u32, Error> {
     Ok(flags)
 }
 
+/// What to say when the container's process ended with `code`: killed
+/// by `SIGSYS` (`128 + 31`) under a profile whose actions send it, the
+/// actions that may have (the kernel does not tell which system call).
+pub fn explain_exit(profile: &LinuxSeccomp, code: u8) -> Option<String> {
+    if i32::from(code) != 128 + libc::SIGSYS {
+        return None;
+    }
+    let sends_sigsys = |action: LinuxSeccompAction| {
+        matches!(
+            action,
+            LinuxSeccompAction::ScmpActKill
+                | LinuxSeccompAction::ScmpActKillThread
+                | LinuxSeccompAction::ScmpActKillProcess
+                | LinuxSeccompAction::ScmpActTrap
+        )
+    };
+    let name = |action: LinuxSeccompAction| {
+        serde_json::to_value(action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{action:?}"))
+    };
+    let mut causes = Vec::new();
+    if sends_sigsys(profile.default_action()) {
+        causes.push(format!(
+            "{} (linux.seccomp.defaultAction)",
+            name(profile.default_action())
+        ));
+    }
+    for (i, rule) in profile.syscalls().iter().flatten().enumerate() {
+        if sends_sigsys(rule.action()) {
+            causes.push(format!(
+                "{} (linux.seccomp.syscalls[{i}]: {})",
+                name(rule.action()),
+                rule.names().join(", ")
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the container's process was killed by SIGSYS: a system call met the seccomp action {}",
+        causes.join(" or ")
+    ))
+}
+
 // ANCHOR: install
 /// Load `program` for this process and its future children. Needs
 /// `no_new_privs` or `CAP_SYS_ADMIN`.
@@ -396,6 +489,7 @@ mod tests {
                 LD_W_ABS => a = word(i.k),
                 ALU_AND_K => a &= i.k,
                 RET_K => return i.k,
+                JMP_JA => pc += i.k as usize,
                 JMP_JEQ_K | JMP_JGT_K | JMP_JGE_K => {
                     let taken = match i.code {
                         JMP_JEQ_K => a == i.k,
@@ -496,5 +590,54 @@ mod tests {
             eval(&program, x86, X32_SYSCALL_BIT | nr("mkdir"), [0; 6]),
             0x8000_0000
         );
+    }
+
+    #[test]
+    fn a_rule_longer_than_a_short_jump_does_not_skip_the_rules_after_it() {
+        // 70 conditions: about 280 instructions, past the 255 a
+        // conditional jump reaches. A truncated offset would land inside
+        // the block, or past the mkdir rule.
+        let conditions: Vec<serde_json::Value> = (1..=70)
+            .map(|v| serde_json::json!({"index": 0, "value": v, "op": "SCMP_CMP_NE"}))
+            .collect();
+        let p = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "args": conditions},
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ]
+        }));
+        let program = compile(&p).unwrap();
+        assert!(program.len() > 280, "{} instructions", program.len());
+        assert!(program.iter().any(|i| i.code == JMP_JA));
+        let nr = |name: &str| syscalls::Sysno::from_str(name).unwrap().id() as u32;
+        let x86 = AUDIT_ARCH_X86_64;
+        // Every condition holds: the rule matches.
+        assert_eq!(
+            eval(&program, x86, nr("getpid"), [100, 0, 0, 0, 0, 0]),
+            EPERM
+        );
+        // The first, a middle and the last condition fail: the next rules.
+        for arg in [1, 35, 70] {
+            assert_eq!(
+                eval(&program, x86, nr("getpid"), [arg, 0, 0, 0, 0, 0]),
+                ALLOW
+            );
+        }
+        assert_eq!(eval(&program, x86, nr("mkdir"), [0; 6]), 0x0005_000d);
+        assert_eq!(eval(&program, x86, nr("rmdir"), [0; 6]), ALLOW);
+    }
+
+    #[test]
+    fn a_filter_past_the_kernels_limit_is_refused() {
+        let rules: Vec<serde_json::Value> = (0..1100)
+            .map(|v| {
+                serde_json::json!({"names": ["getpid"], "action": "SCMP_ACT_ERRNO",
+                    "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]})
+            })
+            .collect();
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}));
+        let error = compile(&p).unwrap_err();
+        assert!(matches!(error, Error::TooLong(n) if n > 4096), "{error}");
     }
 }

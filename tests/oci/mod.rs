@@ -1,0 +1,82 @@
+#![allow(dead_code)] // each test file uses what it needs
+//! What the step 8 tests share: bundles made from `runc spec`, and the
+//! differential run under runc and step08-oci.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::fixture::rootfs;
+use berth_tests::{host, run, step_binary};
+use serde_json::{Value, json};
+
+/// What the probe prints in every bundle.
+pub const PROBE: [&str; 10] = [
+    "probe", "hostname", "pid", "ids", "ns", "caps", "limits", "mounts", "network", "cgroup",
+];
+
+/// A bundle in `target/test-step08/NAME`: the fixture rootfs, and
+/// `runc spec`'s config.json with `terminal` off, the probe as process, a
+/// cgroup path of its own, and `edit` applied.
+pub fn bundle(name: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let dir = format!("target/test-step08/{name}");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let copied = Command::new("cp")
+        .args(["-a", rootfs().to_str().unwrap(), &format!("{dir}/rootfs")])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let spec = Command::new("runc")
+        .args(["spec", "--bundle", &dir])
+        .status()
+        .expect("runc is needed for the differential tests (scripts/setup installs it)");
+    assert!(spec.success());
+    let path = format!("{dir}/config.json");
+    let mut config: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!(PROBE);
+    let env = config["process"]["env"].as_array_mut().unwrap();
+    env.push(json!(format!("PROBE_HOST_NS={}", host::namespace_inodes())));
+    config["linux"]["cgroupsPath"] = json!(format!("/berth-diff/{name}"));
+    edit(&mut config);
+    fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    dir
+}
+
+/// Run `bundle` under runc and under step08-oci; assert the probe printed
+/// the same, and return step08-oci's transcript.
+pub fn differential(name: &str, bundle: &str) -> berth_tests::Transcript {
+    let state = format!("target/test-step08/runc-state-{name}");
+    let under_runc = run("runc", &["--root", &state, "run", "--bundle", bundle, name]);
+    let step = step_binary("step08-oci");
+    let before = host::State::now();
+    let under_berth = run(&step, &["run", "--bundle", bundle, name]);
+    before.assert_unchanged();
+    assert_eq!(under_runc.code, 0, "runc failed: {}", under_runc.render());
+    assert_eq!(under_berth.code, 0, "{}", under_berth.render());
+    assert_eq!(
+        under_runc.stdout, under_berth.stdout,
+        "runc and step08-oci differ for {name}"
+    );
+    assert_cgroup_removed(name);
+    under_berth
+}
+
+/// No directory of `/berth-diff/NAME` is left in any hierarchy.
+fn assert_removed_in(mount: &Path, name: &str) {
+    let dir = mount.join("berth-diff").join(name);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}
+
+pub fn assert_cgroup_removed(name: &str) {
+    let layout = step08_oci::oci::full_layout().unwrap();
+    match layout {
+        step08_oci::cgroup::Layout::Unified { mount } => assert_removed_in(&mount, name),
+        step08_oci::cgroup::Layout::Legacy { hierarchies } => {
+            for hierarchy in hierarchies {
+                assert_removed_in(&hierarchy.mount, name);
+            }
+        }
+    }
+}
