@@ -21,7 +21,9 @@ pub const BUSYBOX: &str = "/bin/busybox";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// busybox is not installed.
-    #[error("{BUSYBOX} not found: install a static busybox with `apt-get install busybox-static`")]
+    #[error(
+        "{BUSYBOX} not found: install a static busybox with `apt-get install busybox-static`"
+    )]
     NoBusybox,
     /// busybox is installed but dynamically linked (Debian's `busybox`
     /// package): it would not run in a rootfs without a libc.
@@ -50,7 +52,10 @@ pub enum Error {
     },
 }
 
-fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+fn io_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
         what,
         path: path.to_owned(),
@@ -132,7 +137,9 @@ fn is_dynamic_elf(bytes: &[u8]) -> bool {
             .map(u64::from_le_bytes)
     };
     // ELF64 header: e_phoff at 32, e_phentsize at 54, e_phnum at 56.
-    let (Some(phoff), Some(size), Some(count)) = (u64_at(32), u16_at(54), u16_at(56)) else {
+    let (Some(phoff), Some(size), Some(count)) =
+        (u64_at(32), u16_at(54), u16_at(56))
+    else {
         return true;
     };
     (0..usize::from(count)).any(|i| {

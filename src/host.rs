@@ -5,7 +5,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 /// The namespaces `probe ns` knows.
-pub const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+pub const NAMESPACES: [&str; 8] =
+    ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
 
 /// `uts=4026531838,pid=…`: the inode of each of our namespaces, for the
 /// probe's `PROBE_HOST_NS`.
@@ -31,7 +32,8 @@ pub fn hostname() -> String {
 /// The host's mounts, one `mountpoint fstype source` line each, sorted:
 /// what must be the same before and after a container ran.
 pub fn mounts() -> Vec<String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").expect("cannot read mountinfo");
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .expect("cannot read mountinfo");
     let mut mounts: Vec<String> = info
         .lines()
         .filter_map(|line| {
@@ -53,7 +55,9 @@ pub fn mounts() -> Vec<String> {
 pub fn interfaces() -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir("/sys/class/net")
         .expect("cannot list /sys/class/net")
-        .filter_map(|entry| Some(entry.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter_map(|entry| {
+            Some(entry.ok()?.file_name().to_string_lossy().into_owned())
+        })
         .collect();
     names.sort();
     names
@@ -127,7 +131,8 @@ pub fn processes(args: &[&str]) -> Vec<u32> {
 
 /// Wait up to `seconds` for `done`, polling every 20 ms; whether it came.
 pub fn wait_for(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     while std::time::Instant::now() < deadline {
         if done() {
             return true;

@@ -53,7 +53,9 @@ pub fn privileged(test: &str) -> bool {
         return true;
     }
     if env::var("BERTH_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test} needs root, and BERTH_REQUIRE_PRIVILEGED=1 forbids skipping it");
+        panic!(
+            "{test} needs root, and BERTH_REQUIRE_PRIVILEGED=1 forbids skipping it"
+        );
     }
     // Written to the real stderr, not through eprintln!, which the test
     // harness would capture and hide for a passing test.
@@ -98,7 +100,8 @@ pub fn world_executable(bin: &str) -> String {
         .expect("cannot chmod /tmp/berth-test-bins");
     let target = dir.join(bin);
     // Copy under a unique name, then rename: tests run in parallel.
-    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static COPIES: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
     let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let partial = dir.join(format!("{bin}.{}.{n}", std::process::id()));
     std::fs::copy(&built, &partial).expect("cannot copy the binary");

@@ -17,6 +17,18 @@ const STEPS: [&str; 8] = [
     "08-oci-bundle",
 ];
 
+/// What the chapter shows of a `main.rs`: its code, without the crate docs
+/// (the chapter's prose says it) or the book's anchor markers.
+fn code(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            !line.starts_with("//!") && !line.starts_with("// ANCHOR")
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 #[test]
 fn main_rs_diffs_between_steps() {
     for pair in STEPS.windows(2) {
@@ -28,7 +40,7 @@ fn main_rs_diffs_between_steps() {
             std::fs::read_to_string(workspace_root().join(path(step)))
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path(step)))
         };
-        let (old, new) = (read(before), read(after));
+        let (old, new) = (code(&read(before)), code(&read(after)));
         let diff = TextDiff::from_lines(&old, &new)
             .unified_diff()
             .context_radius(2)

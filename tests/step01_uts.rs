@@ -1,7 +1,9 @@
 //! Step 1: a UTS namespace. The container has its own hostname; the host's
 //! is untouched; COMMAND's exit code is the step's.
 
-use berth_tests::{host, privileged, run, snapshot_settings, step_binary, world_executable};
+use berth_tests::{
+    host, privileged, run, snapshot_settings, step_binary, world_executable,
+};
 
 #[test]
 fn the_container_has_its_own_hostname() {
@@ -24,12 +26,15 @@ fn the_container_has_its_own_hostname() {
     // Only the UTS namespace is new at this step.
     assert!(shown.stdout.contains(" uts=new"), "{}", shown.render());
     assert!(shown.stdout.contains(" pid=host"), "{}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step01_hostname", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step01_hostname", shown.render()));
 }
 
 #[test]
 fn without_hostname_the_container_keeps_a_copy_of_the_hosts() {
-    if !privileged("step01_uts::without_hostname_the_container_keeps_a_copy_of_the_hosts") {
+    if !privileged(
+        "step01_uts::without_hostname_the_container_keeps_a_copy_of_the_hosts",
+    ) {
         return;
     }
     let (step, probe) = (step_binary("step01-uts"), step_binary("probe"));
@@ -56,7 +61,8 @@ fn exit_codes_and_errors_reach_the_caller() {
     let codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
     assert_eq!(codes, [3, 143, 127, 126, 2]);
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
-    snapshot_settings().bind(|| insta::assert_snapshot!("step01_exit_codes", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step01_exit_codes", text));
 }
 
 /// An ordinary user may not create a UTS namespace (step 5 shows how a user
@@ -82,7 +88,9 @@ fn an_ordinary_user_gets_a_clear_error() {
         ],
     );
     assert_eq!(shown.code, 125, "{}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step01_unprivileged", shown.render()));
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("step01_unprivileged", shown.render())
+    });
 }
 
 /// Nothing the caller leaves open or ignored reaches the container: here
@@ -91,16 +99,20 @@ fn an_ordinary_user_gets_a_clear_error() {
 /// gets stdio only, and every signal with its default disposition.
 #[test]
 fn only_stdio_and_default_signals_cross_into_the_container() {
-    if !privileged("step01_uts::only_stdio_and_default_signals_cross_into_the_container") {
+    if !privileged(
+        "step01_uts::only_stdio_and_default_signals_cross_into_the_container",
+    ) {
         return;
     }
     let (step, probe) = (step_binary("step01-uts"), step_binary("probe"));
-    let line = format!("trap \"\" PIPE; exec {step} -- {probe} fds signals 7</");
+    let line =
+        format!("trap \"\" PIPE; exec {step} -- {probe} fds signals 7</");
     let shown = run("sh", &["-c", &line]);
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert_eq!(
         shown.stdout,
         "fds: 0 1 2\nSigBlk: 0000000000000000\nSigIgn: 0000000000000000\n"
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step01_fds_signals", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step01_fds_signals", shown.render()));
 }

@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
-use berth_tests::{host, privileged, run, snapshot_settings, step_binary, test_command};
+use berth_tests::{
+    host, privileged, run, snapshot_settings, step_binary, test_command,
+};
 
 #[test]
 fn the_command_runs_under_init_but_proc_is_still_the_hosts() {
-    if !privileged("step02_pid::the_command_runs_under_init_but_proc_is_still_the_hosts") {
+    if !privileged(
+        "step02_pid::the_command_runs_under_init_but_proc_is_still_the_hosts",
+    ) {
         return;
     }
     let (step, probe) = (step_binary("step02-pid"), step_binary("probe"));
@@ -59,7 +63,8 @@ fn exit_codes_and_errors_reach_the_caller() {
     let codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
     assert_eq!(codes, [3, 137, 127]);
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
-    snapshot_settings().bind(|| insta::assert_snapshot!("step02_exit_codes", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step02_exit_codes", text));
 }
 
 /// `sleep` as PID 1 would ignore SIGTERM; under our init it gets it.

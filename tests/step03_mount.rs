@@ -8,13 +8,15 @@ use step08_oci::mount;
 
 #[test]
 fn mount_plan() {
-    let plan: String = mount::plan().iter().map(|op| format!("{op}\n")).collect();
+    let plan: String =
+        mount::plan().iter().map(|op| format!("{op}\n")).collect();
     snapshot_settings().bind(|| insta::assert_snapshot!("step03_plan", plan));
 }
 
 #[test]
 fn the_container_sees_its_own_root_proc_and_dev() {
-    if !privileged("step03_mount::the_container_sees_its_own_root_proc_and_dev") {
+    if !privileged("step03_mount::the_container_sees_its_own_root_proc_and_dev")
+    {
         return;
     }
     let (step, rootfs) = (step_binary("step03-mount"), rootfs_arg());
@@ -53,7 +55,8 @@ fn the_container_sees_its_own_root_proc_and_dev() {
     let mut settings = snapshot_settings();
     // The rootfs is a bind mount of a host directory: its type is the host's.
     settings.add_filter(r"(?m)^  / \S+ ", "  / [HOST FS] ");
-    settings.bind(|| insta::assert_snapshot!("step03_container", shown.render()));
+    settings
+        .bind(|| insta::assert_snapshot!("step03_container", shown.render()));
 }
 
 #[test]
@@ -72,7 +75,8 @@ fn chroot_is_escapable_and_pivot_root_is_not() {
     assert!(chroot.stdout.contains("ESCAPED"), "{}", chroot.render());
     assert!(pivot.stdout.contains("stayed inside"), "{}", pivot.render());
     let text = format!("{}\n{}", chroot.render(), pivot.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step03_chroot_escape", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step03_chroot_escape", text));
 }
 
 #[test]
@@ -90,12 +94,15 @@ fn init_reaps_orphans() {
     assert_eq!(shown.code, 0, "{}", shown.render());
     let pids = shown.stdout.trim_end().trim_start_matches("pids: ");
     assert_eq!(pids, "1 2", "only init and probe: {}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step03_reaping", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step03_reaping", shown.render()));
 }
 
 #[test]
 fn bad_input_is_refused_and_leaves_nothing_behind() {
-    if !privileged("step03_mount::bad_input_is_refused_and_leaves_nothing_behind") {
+    if !privileged(
+        "step03_mount::bad_input_is_refused_and_leaves_nothing_behind",
+    ) {
         return;
     }
     let (step, rootfs) = (step_binary("step03-mount"), rootfs_arg());
@@ -110,7 +117,8 @@ fn bad_input_is_refused_and_leaves_nothing_behind() {
     let codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
     assert_eq!(codes, [125, 125, 127, 7]);
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
-    snapshot_settings().bind(|| insta::assert_snapshot!("step03_bad_input", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step03_bad_input", text));
 }
 
 /// The escape a root filesystem cannot stop by itself: a file descriptor
@@ -133,5 +141,7 @@ fn an_inherited_fd_is_no_way_out() {
         "{}",
         shown.render()
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step03_inherited_fd", shown.render()));
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("step03_inherited_fd", shown.render())
+    });
 }

@@ -28,9 +28,11 @@ fn network_plan_and_the_veth_request() {
     snapshot_settings().bind(|| insta::assert_snapshot!("step04_plan", text));
     let host: net::IfName = "vb4242".parse().unwrap();
     let peer: net::IfName = "eth0".parse().unwrap();
-    let request = net::veth_request(&host, &peer, nix::unistd::Pid::from_raw(4243));
+    let request =
+        net::veth_request(&host, &peer, nix::unistd::Pid::from_raw(4243));
     let text = format!("{request:#?}");
-    snapshot_settings().bind(|| insta::assert_snapshot!("step04_veth_request", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step04_veth_request", text));
 }
 
 #[test]
@@ -50,12 +52,15 @@ fn net_none_has_only_loopback() {
     before.assert_unchanged();
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert!(shown.stdout.contains("no route out"), "{}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step04_none", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step04_none", shown.render()));
 }
 
 #[test]
 fn two_containers_on_a_bridge_reach_each_other_and_leave_no_veth() {
-    if !privileged("step04_net::two_containers_on_a_bridge_reach_each_other_and_leave_no_veth") {
+    if !privileged(
+        "step04_net::two_containers_on_a_bridge_reach_each_other_and_leave_no_veth",
+    ) {
         return;
     }
     let (step, rootfs) = (step_binary("step04-net"), rootfs_arg());
@@ -91,12 +96,15 @@ ip -br -4 addr show dev berth0"#
             shown.render()
         );
     }
-    snapshot_settings().bind(|| insta::assert_snapshot!("step04_bridge", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step04_bridge", shown.render()));
 }
 
 #[test]
 fn a_bad_bridge_is_refused_and_leaves_nothing_behind() {
-    if !privileged("step04_net::a_bad_bridge_is_refused_and_leaves_nothing_behind") {
+    if !privileged(
+        "step04_net::a_bad_bridge_is_refused_and_leaves_nothing_behind",
+    ) {
         return;
     }
     let (step, rootfs) = (step_binary("step04-net"), rootfs_arg());
@@ -114,5 +122,6 @@ echo \"links: $(ip -o link | wc -l)\"
         "only lo: {}",
         shown.render()
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step04_bad_input", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step04_bad_input", shown.render()));
 }

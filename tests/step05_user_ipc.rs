@@ -6,8 +6,8 @@ use std::os::unix::fs::MetadataExt;
 
 use berth_tests::fixture::{rootfs, rootfs_arg};
 use berth_tests::{
-    ThrowawayUser, host, privileged, run, snapshot_settings, step_binary, world_executable,
-    world_readable_rootfs,
+    ThrowawayUser, host, privileged, run, snapshot_settings, step_binary,
+    world_executable, world_readable_rootfs,
 };
 use nix::unistd::{Gid, Uid};
 use step08_oci::user;
@@ -49,7 +49,9 @@ fn id_map_plans() {
 
 #[test]
 fn root_inside_is_an_unprivileged_uid_outside() {
-    if !privileged("step05_user_ipc::root_inside_is_an_unprivileged_uid_outside") {
+    if !privileged(
+        "step05_user_ipc::root_inside_is_an_unprivileged_uid_outside",
+    ) {
         return;
     }
     let (step, rootfs_dir) = (step_binary("step05-user-ipc"), rootfs_arg());
@@ -75,20 +77,29 @@ fn root_inside_is_an_unprivileged_uid_outside() {
     let owner = std::fs::metadata(&made).map(|m| (m.uid(), m.gid()));
     let _ = std::fs::remove_file(&made);
     assert_eq!(owner.unwrap(), (100_000, 100_000));
-    snapshot_settings().bind(|| insta::assert_snapshot!("step05_userns", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step05_userns", shown.render()));
 }
 
 #[test]
 fn an_ordinary_user_runs_a_rootless_container() {
-    if !privileged("step05_user_ipc::an_ordinary_user_runs_a_rootless_container") {
+    if !privileged(
+        "step05_user_ipc::an_ordinary_user_runs_a_rootless_container",
+    ) {
         return;
     }
     let step = world_executable("step05-user-ipc");
     let rootfs_dir = world_readable_rootfs();
     let user = ThrowawayUser::create("berth-rootless");
     let mut args = user.setpriv();
-    args.extend([&step, "--rootfs", rootfs_dir, "--hostname", "box", "--"].map(str::to_owned));
-    args.extend(["probe", "hostname", "pid", "pids", "ids", "ns", "mounts"].map(str::to_owned));
+    args.extend(
+        [&step, "--rootfs", rootfs_dir, "--hostname", "box", "--"]
+            .map(str::to_owned),
+    );
+    args.extend(
+        ["probe", "hostname", "pid", "pids", "ids", "ns", "mounts"]
+            .map(str::to_owned),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let before = host::State::now();
     let shown = run("setpriv", &args);
@@ -102,12 +113,15 @@ fn an_ordinary_user_runs_a_rootless_container() {
     settings.add_filter(r"uid_map: 0 \d+ 1", "uid_map: 0 [USER UID] 1");
     settings.add_filter(r"gid_map: 0 \d+ 1", "gid_map: 0 [USER GID] 1");
     settings.add_filter(r"(?m)^  / \S+ ", "  / [HOST FS] ");
-    settings.bind(|| insta::assert_snapshot!("step05_rootless", shown.render()));
+    settings
+        .bind(|| insta::assert_snapshot!("step05_rootless", shown.render()));
 }
 
 #[test]
 fn an_ordinary_user_asking_for_a_range_gets_a_clear_error() {
-    if !privileged("step05_user_ipc::an_ordinary_user_asking_for_a_range_gets_a_clear_error") {
+    if !privileged(
+        "step05_user_ipc::an_ordinary_user_asking_for_a_range_gets_a_clear_error",
+    ) {
         return;
     }
     let step = world_executable("step05-user-ipc");
@@ -131,7 +145,9 @@ fn an_ordinary_user_asking_for_a_range_gets_a_clear_error() {
     assert_eq!(shown.code, 125, "{}", shown.render());
     let mut settings = snapshot_settings();
     settings.add_filter(&format!(r"0:{}:1", user.uid), "0:[USER UID]:1");
-    settings.bind(|| insta::assert_snapshot!("step05_rootless_range", shown.render()));
+    settings.bind(|| {
+        insta::assert_snapshot!("step05_rootless_range", shown.render())
+    });
 }
 
 /// Removes the host's IPC objects of the test, even if it fails.
@@ -195,7 +211,8 @@ fn ipc_objects_do_not_cross_the_namespace() {
         "{}",
         host_view.render()
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step05_ipc", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step05_ipc", shown.render()));
 }
 
 /// `kill -9` of the step ends its container, even though the container
@@ -207,10 +224,12 @@ fn kill_9_of_the_step_ends_the_container() {
         return;
     }
     let user = ThrowawayUser::create("berth-kill5");
-    let (step, rootfs_dir) = (world_executable("step05-user-ipc"), world_readable_rootfs());
-    let as_root: Vec<String> = [&step, "--rootfs", rootfs_dir, "--userns", "--"]
-        .map(str::to_owned)
-        .to_vec();
+    let (step, rootfs_dir) =
+        (world_executable("step05-user-ipc"), world_readable_rootfs());
+    let as_root: Vec<String> =
+        [&step, "--rootfs", rootfs_dir, "--userns", "--"]
+            .map(str::to_owned)
+            .to_vec();
     let mut rootless = user.setpriv();
     rootless.insert(0, "setpriv".to_owned());
     rootless.extend([&step, "--rootfs", rootfs_dir, "--"].map(str::to_owned));

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use berth_tests::fixture::rootfs_arg;
-use berth_tests::{privileged, run, snapshot_settings, step_binary, test_command};
+use berth_tests::{
+    privileged, run, snapshot_settings, step_binary, test_command,
+};
 use step08_oci::cgroup::{self, Cgroup, CgroupPath, Layout};
 
 /// Sample `/proc/self/mountinfo` lines (only the cgroup ones matter).
@@ -39,8 +41,9 @@ fn layouts_and_plans_for_both_versions() {
         ..cgroup::Options::default()
     };
     let limits = cgroup::resources(&options).unwrap();
-    let mut text =
-        String::from("--memory 64m --memory-swap 96m --cpus 0.5 --cpu-shares 512 --pids 20\n");
+    let mut text = String::from(
+        "--memory 64m --memory-swap 96m --cpus 0.5 --cpu-shares 512 --pids 20\n",
+    );
     for (name, mountinfo) in [
         ("pure v2", PURE_V2),
         ("hybrid", HYBRID),
@@ -69,7 +72,9 @@ fn assert_removed(path: &str) {
 
 #[test]
 fn limits_are_visible_inside_through_the_cgroup_namespace() {
-    if !privileged("step06_cgroups::limits_are_visible_inside_through_the_cgroup_namespace") {
+    if !privileged(
+        "step06_cgroups::limits_are_visible_inside_through_the_cgroup_namespace",
+    ) {
         return;
     }
     let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
@@ -99,12 +104,15 @@ fn limits_are_visible_inside_through_the_cgroup_namespace() {
     assert_removed("berth-test/limits");
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert!(shown.stdout.contains(" cgroup=new"), "{}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step06_limits", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step06_limits", shown.render()));
 }
 
 #[test]
 fn over_the_memory_limit_the_oom_killer_strikes_and_the_step_says_so() {
-    if !privileged("step06_cgroups::over_the_memory_limit_the_oom_killer_strikes") {
+    if !privileged(
+        "step06_cgroups::over_the_memory_limit_the_oom_killer_strikes",
+    ) {
         return;
     }
     let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
@@ -128,7 +136,8 @@ fn over_the_memory_limit_the_oom_killer_strikes_and_the_step_says_so() {
     assert_removed("berth-test/oom");
     assert_eq!(shown.code, 137, "{}", shown.render());
     assert!(shown.stderr.contains("OOM killer"), "{}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step06_oom", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step06_oom", shown.render()));
 }
 
 #[test]
@@ -168,8 +177,10 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
         .unwrap_or(0);
     assert!(refused > 0, "no fork was refused: {}", shown.render());
     let mut settings = snapshot_settings();
-    settings.add_filter(r"pids.events max \d+", "pids.events max [FORKS REFUSED]");
-    settings.bind(|| insta::assert_snapshot!("step06_fork_bomb", shown.render()));
+    settings
+        .add_filter(r"pids.events max \d+", "pids.events max [FORKS REFUSED]");
+    settings
+        .bind(|| insta::assert_snapshot!("step06_fork_bomb", shown.render()));
 }
 
 #[test]
@@ -216,12 +227,15 @@ fn a_cpu_quota_throttles() {
 
 #[test]
 fn freezer_and_accounting_on_a_running_container() {
-    if !privileged("step06_cgroups::freezer_and_accounting_on_a_running_container") {
+    if !privileged(
+        "step06_cgroups::freezer_and_accounting_on_a_running_container",
+    ) {
         return;
     }
     let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
     let path: CgroupPath = "berth-test/freezer".parse().unwrap();
-    let script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 60";
+    let script =
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 60";
     let mut child = test_command(
         &step,
         &[
@@ -244,7 +258,8 @@ fn freezer_and_accounting_on_a_running_container() {
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(50));
         let comm = |pid: &nix::unistd::Pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default()
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap_or_default()
         };
         let pids = cgroup.pids().unwrap_or_default();
         if pids.len() == 2 && pids.iter().any(|p| comm(p).trim() == "sleep") {
@@ -280,7 +295,9 @@ fn freezer_and_accounting_on_a_running_container() {
 
 #[test]
 fn bad_input_and_failed_starts_leave_no_cgroup() {
-    if !privileged("step06_cgroups::bad_input_and_failed_starts_leave_no_cgroup") {
+    if !privileged(
+        "step06_cgroups::bad_input_and_failed_starts_leave_no_cgroup",
+    ) {
         return;
     }
     let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
@@ -337,5 +354,6 @@ fn bad_input_and_failed_starts_leave_no_cgroup() {
     let codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
     assert_eq!(codes, [127, 125, 125, 2, 2]);
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
-    snapshot_settings().bind(|| insta::assert_snapshot!("step06_bad_input", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step06_bad_input", text));
 }

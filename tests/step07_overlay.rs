@@ -11,8 +11,8 @@ use std::process::Command;
 
 use berth_tests::fixture::rootfs;
 use berth_tests::{
-    ThrowawayUser, host, privileged, run, snapshot_settings, step_binary, test_command,
-    world_executable,
+    ThrowawayUser, host, privileged, run, snapshot_settings, step_binary,
+    test_command, world_executable,
 };
 use step08_oci::overlay::unpack::{self, Summary};
 
@@ -78,7 +78,8 @@ impl LayerBuilder {
     fn link(mut self, kind: tar::EntryType, name: &str, target: &str) -> Self {
         let mut header = Self::header(kind, name, 0o777);
         let bytes = target.as_bytes();
-        header.as_gnu_mut().unwrap().linkname[..bytes.len()].copy_from_slice(bytes);
+        header.as_gnu_mut().unwrap().linkname[..bytes.len()]
+            .copy_from_slice(bytes);
         header.set_cksum();
         self.builder.append(&header, std::io::empty()).unwrap();
         self
@@ -117,7 +118,9 @@ fn second_layer(dir: &str) -> String {
 
 #[test]
 fn layers_stack_with_whiteouts_and_opaque_directories() {
-    if !privileged("step07_overlay::layers_stack_with_whiteouts_and_opaque_directories") {
+    if !privileged(
+        "step07_overlay::layers_stack_with_whiteouts_and_opaque_directories",
+    ) {
         return;
     }
     let step = step_binary("step07-overlay");
@@ -133,8 +136,8 @@ fn layers_stack_with_whiteouts_and_opaque_directories() {
     let shown = run(
         &step,
         &[
-            "--store", &store, "--image", &base, "--image", &prepare, "--image", &second, "--",
-            "sh", "-c", script,
+            "--store", &store, "--image", &base, "--image", &prepare,
+            "--image", &second, "--", "sh", "-c", script,
         ],
     );
     assert_eq!(shown.code, 0, "{}", shown.render());
@@ -147,7 +150,8 @@ fn layers_stack_with_whiteouts_and_opaque_directories() {
         .unwrap()
         .count();
     assert_eq!(layers, 3);
-    let containers = fs::read_dir(format!("{store}/containers")).unwrap().count();
+    let containers =
+        fs::read_dir(format!("{store}/containers")).unwrap().count();
     assert_eq!(containers, 0, "the container's upper directory is removed");
     let mut settings = snapshot_settings();
     settings.add_filter(r"(?m)^  / overlay .*$", "  / overlay [OPTIONS]");
@@ -156,7 +160,8 @@ fn layers_stack_with_whiteouts_and_opaque_directories() {
 
 #[test]
 fn two_containers_share_layers_but_not_writes() {
-    if !privileged("step07_overlay::two_containers_share_layers_but_not_writes") {
+    if !privileged("step07_overlay::two_containers_share_layers_but_not_writes")
+    {
         return;
     }
     let step = step_binary("step07-overlay");
@@ -170,7 +175,8 @@ fn two_containers_share_layers_but_not_writes() {
         .map(str::to_owned)
     };
     let a_args = args("echo A > /tmp/from-a; sleep 1; ls /tmp");
-    let a = test_command(&step, &a_args.each_ref().map(String::as_str)).output_later();
+    let a = test_command(&step, &a_args.each_ref().map(String::as_str))
+        .output_later();
     let b_args = args("sleep 0.3; echo B > /tmp/from-b; ls /tmp");
     let b = run(&step, &b_args.each_ref().map(String::as_str));
     let a = a.wait_with_output().unwrap();
@@ -185,7 +191,8 @@ fn two_containers_share_layers_but_not_writes() {
         1
     );
     assert!(!rootfs().join("tmp/from-a").exists());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step07_share", b.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step07_share", b.render()));
 }
 
 /// An ordinary user stacks layers too: unpacked without privileges into a
@@ -193,7 +200,9 @@ fn two_containers_share_layers_but_not_writes() {
 /// `userxattr`; what they commit belongs to the container's root.
 #[test]
 fn an_ordinary_user_runs_on_layers_and_commits() {
-    if !privileged("step07_overlay::an_ordinary_user_runs_on_layers_and_commits") {
+    if !privileged(
+        "step07_overlay::an_ordinary_user_runs_on_layers_and_commits",
+    ) {
         return;
     }
     let step = world_executable("step07-overlay");
@@ -201,7 +210,11 @@ fn an_ordinary_user_runs_on_layers_and_commits() {
     let dir = "/tmp/berth-test-step07-rootless";
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(format!("{dir}/store")).unwrap();
-    fs::set_permissions(format!("{dir}/store"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(
+        format!("{dir}/store"),
+        fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
     fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
     let (base, second) = (base_layer(dir), second_layer(dir));
     let user = ThrowawayUser::create("berth-rootless7");
@@ -257,7 +270,8 @@ fn an_ordinary_user_runs_on_layers_and_commits() {
         "the rootless container's directories were left behind"
     );
     let text = format!("{}\nlayer {changes}:\n{listing}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step07_rootless", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step07_rootless", text));
 }
 
 /// `Command::spawn` with piped output, for a container running beside
@@ -290,7 +304,8 @@ fn changes_export_as_a_layer_and_run_again() {
     let first = run(
         &step,
         &[
-            "--store", &store, "--image", &base, "--commit", &changes, "--", "sh", "-c", script,
+            "--store", &store, "--image", &base, "--commit", &changes, "--",
+            "sh", "-c", script,
         ],
     );
     assert_eq!(first.code, 0, "{}", first.render());
@@ -443,13 +458,18 @@ fn hostile_layers_cannot_write_outside_their_directory() {
             .map(|f| f.replace(&outside_text, "OUTSIDE"))
             .collect();
         report.push_str(&format!("{name}:\n  {outcome}\n  layer: {files:?}\n"));
-        assert_eq!(tree(&outside), Vec::<String>::new(), "{name} wrote outside");
+        assert_eq!(
+            tree(&outside),
+            Vec::<String>::new(),
+            "{name} wrote outside"
+        );
     }
     assert!(
         !Path::new("/berth-absolute-test").exists(),
         "an absolute path escaped"
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step07_hostile", report));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step07_hostile", report));
 }
 
 #[test]
@@ -469,7 +489,10 @@ fn metadata_is_preserved() {
     header.set_size(4);
     header.set_cksum();
     builder
-        .append_pax_extensions([("SCHILY.xattr.user.origin", b"layer".as_slice())])
+        .append_pax_extensions([(
+            "SCHILY.xattr.user.origin",
+            b"layer".as_slice(),
+        )])
         .unwrap();
     builder.append(&header, b"tool".as_slice()).unwrap();
     let mut link = tar::Header::new_ustar();
@@ -483,7 +506,8 @@ fn metadata_is_preserved() {
     let root = dir.join("layer");
     fs::create_dir_all(&root).unwrap();
     let fd = unpack::open_root(&root).unwrap();
-    unpack::unpack(tar.as_slice(), std::os::fd::AsFd::as_fd(&fd), true).unwrap();
+    unpack::unpack(tar.as_slice(), std::os::fd::AsFd::as_fd(&fd), true)
+        .unwrap();
     let meta = fs::metadata(root.join("bin/tool")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o4755);
     assert_eq!((meta.uid(), meta.gid()), (1000, 1001));
@@ -520,7 +544,9 @@ fn xattr(path: &Path, name: &str) -> Vec<u8> {
 
 #[test]
 fn a_corrupt_layer_is_a_clear_error_and_leaves_nothing() {
-    if !privileged("step07_overlay::a_corrupt_layer_is_a_clear_error_and_leaves_nothing") {
+    if !privileged(
+        "step07_overlay::a_corrupt_layer_is_a_clear_error_and_leaves_nothing",
+    ) {
         return;
     }
     let step = step_binary("step07-overlay");
@@ -563,7 +589,8 @@ fn a_corrupt_layer_is_a_clear_error_and_leaves_nothing() {
         assert_eq!(left, 0, "{sub} is not empty");
     }
     let text: String = runs.iter().map(|r| r.render() + "\n").collect();
-    snapshot_settings().bind(|| insta::assert_snapshot!("step07_corrupt", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step07_corrupt", text));
 }
 
 /// A layer keeps its set-user-ID files: a store other users could walk
@@ -571,7 +598,8 @@ fn a_corrupt_layer_is_a_clear_error_and_leaves_nothing() {
 /// `containers/` are mode 0700, and `nobody` cannot reach a layer's files.
 #[test]
 fn the_store_is_not_reachable_by_other_users() {
-    if !privileged("step07_overlay::the_store_is_not_reachable_by_other_users") {
+    if !privileged("step07_overlay::the_store_is_not_reachable_by_other_users")
+    {
         return;
     }
     let step = step_binary("step07-overlay");
@@ -596,12 +624,14 @@ fn the_store_is_not_reachable_by_other_users() {
     let shown = run(
         &step,
         &[
-            "--store", &store, "--image", &base, "--image", &layer, "--image", &suid, "--", "true",
+            "--store", &store, "--image", &base, "--image", &layer, "--image",
+            &suid, "--", "true",
         ],
     );
     assert_eq!(shown.code, 0, "{}", shown.render());
     for sub in ["layers", "containers"] {
-        let mode = fs::metadata(format!("{store}/{sub}")).unwrap().mode() & 0o7777;
+        let mode =
+            fs::metadata(format!("{store}/{sub}")).unwrap().mode() & 0o7777;
         assert_eq!(mode, 0o700, "{store}/{sub} is {mode:o}");
     }
     let listing = format!("ls {store}/layers/sha256/*/bin/rootshell");
@@ -617,7 +647,9 @@ fn the_store_is_not_reachable_by_other_users() {
         ],
     );
     assert_ne!(nobody.code, 0, "{}", nobody.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step07_private_store", nobody.render()));
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("step07_private_store", nobody.render())
+    });
 }
 
 /// A layer read from a pipe is read once: hashed as it is unpacked. (With a
@@ -626,14 +658,17 @@ fn the_store_is_not_reachable_by_other_users() {
 /// error, not a hang.
 #[test]
 fn a_layer_is_hashed_and_unpacked_in_one_pass() {
-    if !privileged("step07_overlay::a_layer_is_hashed_and_unpacked_in_one_pass") {
+    if !privileged("step07_overlay::a_layer_is_hashed_and_unpacked_in_one_pass")
+    {
         return;
     }
     let step = step_binary("step07-overlay");
     let dir = scratch("one-pass");
     let base = base_layer(&dir);
     let store = format!("{dir}/store");
-    let line = format!("{step} --store {store} --image /dev/stdin -- cat /etc/hostname < {base}");
+    let line = format!(
+        "{step} --store {store} --image /dev/stdin -- cat /etc/hostname < {base}"
+    );
     let piped = run("sh", &["-c", &line]);
     assert_eq!(piped.code, 0, "{}", piped.render());
     let digest = Command::new("sha256sum").arg(&base).output().unwrap();
@@ -660,7 +695,8 @@ fn a_layer_is_hashed_and_unpacked_in_one_pass() {
     let left = fs::read_dir(format!("{store}/layers/tmp")).unwrap().count();
     assert_eq!(left, 0, "layers/tmp is not empty");
     let text = format!("{}\n{}", piped.render(), endless.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step07_one_pass", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step07_one_pass", text));
 }
 
 /// A layer whose digest is not the expected one is not stored.
@@ -670,7 +706,9 @@ fn a_layer_with_another_digest_is_not_stored() {
     let layer = LayerBuilder::new()
         .file("etc/motd", "hi\n")
         .write(&format!("{dir}/layer.tar"));
-    let store = step08_oci::overlay::Store::open(Path::new(&format!("{dir}/store"))).unwrap();
+    let store =
+        step08_oci::overlay::Store::open(Path::new(&format!("{dir}/store")))
+            .unwrap();
     let expected = format!("sha256:{}", "0".repeat(64));
     let error = store.layer(Path::new(&layer), Some(&expected)).unwrap_err();
     assert!(
@@ -711,7 +749,8 @@ fn a_full_disk_is_named_as_such() {
     before.assert_unchanged();
     assert_eq!(shown.code, 125, "{}", shown.render());
     assert!(
-        shown.stderr.contains("No space left on device") && !shown.stderr.contains("corrupt"),
+        shown.stderr.contains("No space left on device")
+            && !shown.stderr.contains("corrupt"),
         "{}",
         shown.render()
     );
@@ -726,7 +765,9 @@ fn a_full_disk_is_named_as_such() {
 /// killed runs died with them).
 #[test]
 fn kill_9_leaves_nothing_the_next_run_does_not_remove() {
-    if !privileged("step07_overlay::kill_9_leaves_nothing_the_next_run_does_not_remove") {
+    if !privileged(
+        "step07_overlay::kill_9_leaves_nothing_the_next_run_does_not_remove",
+    ) {
         return;
     }
     let step = step_binary("step07-overlay");
@@ -762,7 +803,8 @@ fn kill_9_leaves_nothing_the_next_run_does_not_remove() {
     )
     .spawn()
     .unwrap();
-    let sleeping = || !berth_tests::host::processes(&["sleep", "31344"]).is_empty();
+    let sleeping =
+        || !berth_tests::host::processes(&["sleep", "31344"]).is_empty();
     assert!(berth_tests::host::wait_for(10, sleeping), "never ran");
     running.kill().unwrap();
     running.wait().unwrap();

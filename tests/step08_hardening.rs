@@ -7,7 +7,9 @@ mod oci;
 use std::fs;
 use std::process::{Command, Stdio};
 
-use berth_tests::{host, privileged, run, snapshot_settings, step_binary, test_command};
+use berth_tests::{
+    host, privileged, run, snapshot_settings, step_binary, test_command,
+};
 use oci::{assert_cgroup_removed, bundle, differential};
 use serde_json::{Value, json};
 
@@ -47,12 +49,15 @@ fn absent_capability_sets_are_empty_sets() {
         );
     }
     let text: String = shown.iter().map(|t| t.render() + "\n").collect();
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_absent_caps", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step08_absent_caps", text));
 }
 
 #[test]
 fn start_container_hooks_run_as_restricted_as_the_process() {
-    if !privileged("step08_hardening::start_container_hooks_run_as_restricted_as_the_process") {
+    if !privileged(
+        "step08_hardening::start_container_hooks_run_as_restricted_as_the_process",
+    ) {
         return;
     }
     let step = step_binary("step08-oci");
@@ -66,14 +71,16 @@ fn start_container_hooks_run_as_restricted_as_the_process() {
         c["root"]["readonly"] = json!(false);
         c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
         c["process"]["noNewPrivileges"] = json!(true);
-        c["process"]["args"] = json!(["probe", "ids", "caps", "limits", "signals", "fds"]);
+        c["process"]["args"] =
+            json!(["probe", "ids", "caps", "limits", "signals", "fds"]);
         c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]});
         c["hooks"] = json!({"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]});
     });
     let shown = run(&step, &["run", "--bundle", &dir, "start-hook"]);
     assert_eq!(shown.code, 0, "{}", shown.render());
-    let hook_saw = fs::read_to_string(format!("{dir}/rootfs/tmp/hook")).unwrap();
+    let hook_saw =
+        fs::read_to_string(format!("{dir}/rootfs/tmp/hook")).unwrap();
     // Same user, capabilities, no_new_privs, seccomp as the process.
     let (process_saw, hook_extra) = hook_saw.split_at(shown.stdout.len());
     assert_eq!(
@@ -81,19 +88,23 @@ fn start_container_hooks_run_as_restricted_as_the_process() {
         "the hook ran with other privileges"
     );
     assert!(
-        hook_extra.contains("Permission denied") && !hook_extra.contains("read /proc/1/exe"),
+        hook_extra.contains("Permission denied")
+            && !hook_extra.contains("read /proc/1/exe"),
         "{hook_extra}"
     );
     let text = format!(
         "{}\nthe startContainer hook saw:\n{hook_saw}",
         shown.render()
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_start_hook", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step08_start_hook", text));
 }
 
 #[test]
 fn the_runtime_binary_cannot_be_reached_through_proc_exe() {
-    if !privileged("step08_hardening::the_runtime_binary_cannot_be_reached_through_proc_exe") {
+    if !privileged(
+        "step08_hardening::the_runtime_binary_cannot_be_reached_through_proc_exe",
+    ) {
         return;
     }
     let step = step_binary("step08-oci");
@@ -117,7 +128,8 @@ fn the_runtime_binary_cannot_be_reached_through_proc_exe() {
     });
     let shown = run(&step, &["run", "--bundle", &dir, "exe"]);
     assert_eq!(shown.code, 0, "{}", shown.render());
-    let hook_saw = fs::read_to_string(format!("{dir}/rootfs/tmp/hook")).unwrap();
+    let hook_saw =
+        fs::read_to_string(format!("{dir}/rootfs/tmp/hook")).unwrap();
     assert!(
         hook_saw.starts_with("/memfd:step08-oci (deleted)\n"),
         "{hook_saw}"
@@ -128,7 +140,8 @@ fn the_runtime_binary_cannot_be_reached_through_proc_exe() {
         "{}\nthe startContainer hook saw:\n{hook_saw}",
         shown.render()
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_sealed_exe", text));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step08_sealed_exe", text));
 }
 
 #[test]
@@ -146,7 +159,8 @@ fn without_device_rules_devices_are_denied_and_rootfs_files_kept() {
             .unwrap()
             .remove("devices");
         // A device whose path is a file of the rootfs, on disk.
-        c["linux"]["devices"] = json!([{"path": "/keepme", "type": "c", "major": 1, "minor": 3}]);
+        c["linux"]["devices"] =
+            json!([{"path": "/keepme", "type": "c", "major": 1, "minor": 3}]);
         c["process"]["args"] = json!([
             "sh",
             "-c",
@@ -169,12 +183,16 @@ fn without_device_rules_devices_are_denied_and_rootfs_files_kept() {
         "rootfs file\n",
         "the rootfs file was replaced"
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_no_device_rules", shown.render()));
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("step08_no_device_rules", shown.render())
+    });
 }
 
 #[test]
 fn a_long_seccomp_rule_does_not_skip_the_rules_after_it() {
-    if !privileged("step08_hardening::a_long_seccomp_rule_does_not_skip_the_rules_after_it") {
+    if !privileged(
+        "step08_hardening::a_long_seccomp_rule_does_not_skip_the_rules_after_it",
+    ) {
         return;
     }
     // 70 conditions that never all hold: the rule never matches, and its
@@ -186,7 +204,8 @@ fn a_long_seccomp_rule_does_not_skip_the_rules_after_it() {
         quiet_ambient(c);
         c["root"]["readonly"] = json!(false);
         c["process"]["noNewPrivileges"] = json!(true);
-        c["process"]["args"] = json!(["sh", "-c", "mkdir /tmp/denied; echo \"mkdir: $?\""]);
+        c["process"]["args"] =
+            json!(["sh", "-c", "mkdir /tmp/denied; echo \"mkdir: $?\""]);
         c["linux"]["seccomp"] = json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [
@@ -198,7 +217,9 @@ fn a_long_seccomp_rule_does_not_skip_the_rules_after_it() {
     });
     let shown = differential("seccomp-long", &dir);
     assert!(shown.stdout.ends_with("mkdir: 1\n"), "{}", shown.render());
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_seccomp_long", shown.render()));
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("step08_seccomp_long", shown.render())
+    });
 }
 
 #[test]
@@ -226,7 +247,9 @@ fn a_seccomp_kill_is_named() {
         shown.render()
     );
     assert_cgroup_removed("seccomp-kill");
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_seccomp_kill", shown.render()));
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("step08_seccomp_kill", shown.render())
+    });
 }
 
 #[test]
@@ -237,20 +260,23 @@ fn only_stdio_crosses_into_the_container() {
     let step = step_binary("step08-oci");
     let dir = bundle("fds", |c| {
         quiet_ambient(c);
-        c["process"]["args"] = json!(["sh", "-c", "probe fds signals; ls /proc/self/fd/7/etc"]);
+        c["process"]["args"] =
+            json!(["sh", "-c", "probe fds signals; ls /proc/self/fd/7/etc"]);
     });
     // The caller leaves fd 7 open on the host's /, and ignores SIGPIPE.
-    let line = format!("trap \"\" PIPE; exec {step} run --bundle {dir} fds 7</");
+    let line =
+        format!("trap \"\" PIPE; exec {step} run --bundle {dir} fds 7</");
     let shown = run("sh", &["-c", &line]);
     assert_eq!(shown.code, 1, "{}", shown.render());
     assert!(
-        shown
-            .stdout
-            .starts_with("fds: 0 1 2\nSigBlk: 0000000000000000\nSigIgn: 0000000000000000\n"),
+        shown.stdout.starts_with(
+            "fds: 0 1 2\nSigBlk: 0000000000000000\nSigIgn: 0000000000000000\n"
+        ),
         "{}",
         shown.render()
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_fds", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step08_fds", shown.render()));
 }
 
 /// Run step08-oci on `dir` in the background until the container runs
@@ -294,8 +320,10 @@ fn kill_9_of_the_runtime_leaves_nothing_that_blocks_the_next_run() {
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "user"}));
-        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["uidMappings"] =
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] =
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     });
     let step = step_binary("step08-oci");
     let mut text = String::new();
@@ -308,9 +336,10 @@ fn kill_9_of_the_runtime_leaves_nothing_that_blocks_the_next_run() {
             "{id}: the container outlived kill -9 of its runtime"
         );
         // The same id again: the cgroup the killed run left is no obstacle.
-        let mut config: Value =
-            serde_json::from_str(&fs::read_to_string(format!("{dir}/config.json")).unwrap())
-                .unwrap();
+        let mut config: Value = serde_json::from_str(
+            &fs::read_to_string(format!("{dir}/config.json")).unwrap(),
+        )
+        .unwrap();
         config["process"]["args"] = json!(["echo", "the same id runs again"]);
         fs::write(format!("{dir}/config.json"), config.to_string()).unwrap();
         let again = run(&step, &["run", "--bundle", dir, id]);
@@ -324,7 +353,11 @@ fn kill_9_of_the_runtime_leaves_nothing_that_blocks_the_next_run() {
 
 /// Start step08-oci on `dir`, wait for `marker` (written by a hook that
 /// then hangs), send SIGTERM, and return what it said.
-fn interrupt_during_set_up(dir: &str, id: &str, marker: &str) -> berth_tests::Transcript {
+fn interrupt_during_set_up(
+    dir: &str,
+    id: &str,
+    marker: &str,
+) -> berth_tests::Transcript {
     let step = step_binary("step08-oci");
     let runtime = test_command(&step, &["run", "--bundle", dir, id])
         .stdout(Stdio::piped())
@@ -346,7 +379,9 @@ fn interrupt_during_set_up(dir: &str, id: &str, marker: &str) -> berth_tests::Tr
         started.elapsed()
     );
     berth_tests::Transcript {
-        command_line: format!("{step} run --bundle {dir} {id} & sleep 1; kill -TERM $!"),
+        command_line: format!(
+            "{step} run --bundle {dir} {id} & sleep 1; kill -TERM $!"
+        ),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         code: output.status.code().unwrap_or(-1),
@@ -364,8 +399,7 @@ fn a_signal_during_set_up_undoes_it() {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).unwrap();
     let mark = |name: &str| out.join(name).display().to_string();
-    let poststart =
-        json!([{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}", mark("poststart"))]}]);
+    let poststart = json!([{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}", mark("poststart"))]}]);
     // A prestart hook (in the runtime) that hangs, then a startContainer
     // hook (in the container) that hangs.
     let prestart_hang = format!("touch {}; exec sleep 31340", mark("prestart"));
@@ -386,7 +420,11 @@ fn a_signal_during_set_up_undoes_it() {
         });
     });
     let shown = [
-        interrupt_during_set_up(&in_parent, "interrupt-prestart", &mark("prestart")),
+        interrupt_during_set_up(
+            &in_parent,
+            "interrupt-prestart",
+            &mark("prestart"),
+        ),
         interrupt_during_set_up(
             &in_child,
             "interrupt-start",
@@ -394,7 +432,9 @@ fn a_signal_during_set_up_undoes_it() {
         ),
     ];
     let mut text = String::new();
-    for (transcript, id) in shown.iter().zip(["interrupt-prestart", "interrupt-start"]) {
+    for (transcript, id) in
+        shown.iter().zip(["interrupt-prestart", "interrupt-start"])
+    {
         assert_eq!(transcript.code, 143, "{}", transcript.render());
         assert_eq!(
             transcript.stderr.lines().count(),
@@ -412,7 +452,8 @@ fn a_signal_during_set_up_undoes_it() {
     );
     for seconds in ["31340", "31341"] {
         assert!(
-            host::wait_for(5, || host::processes(&["sleep", seconds]).is_empty()),
+            host::wait_for(5, || host::processes(&["sleep", seconds])
+                .is_empty()),
             "the hanging hook (sleep {seconds}) was left running"
         );
     }

@@ -23,8 +23,12 @@ macro_rules! differential_test {
             }
             let dir = bundle($name, $edit);
             let shown = differential($name, &dir);
-            snapshot_settings()
-                .bind(|| insta::assert_snapshot!(concat!("step08_diff_", $name), shown.render()));
+            snapshot_settings().bind(|| {
+                insta::assert_snapshot!(
+                    concat!("step08_diff_", $name),
+                    shown.render()
+                )
+            });
         }
     };
 }
@@ -34,7 +38,8 @@ differential_test!(runc_default_spec, "default", |_| {});
 differential_test!(read_write_root_another_user_and_hostname, "user", |c| {
     c["root"]["readonly"] = json!(false);
     c["hostname"] = json!("box");
-    c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]});
+    c["process"]["user"] =
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20]});
     c["process"]["cwd"] = json!("/tmp");
 });
 
@@ -55,21 +60,27 @@ differential_test!(user_namespace, "userns", |c| {
         .as_array_mut()
         .unwrap()
         .push(json!({"type": "user"}));
-    c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    c["linux"]["uidMappings"] =
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    c["linux"]["gidMappings"] =
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
 });
 
 differential_test!(limits, "limits", |c| {
-    c["linux"]["resources"]["memory"] = json!({"limit": 67108864, "swap": 67108864});
-    c["linux"]["resources"]["cpu"] = json!({"shares": 512, "quota": 50000, "period": 100000});
+    c["linux"]["resources"]["memory"] =
+        json!({"limit": 67108864, "swap": 67108864});
+    c["linux"]["resources"]["cpu"] =
+        json!({"shares": 512, "quota": 50000, "period": 100000});
     c["linux"]["resources"]["pids"] = json!({"limit": 20});
-    c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+    c["process"]["rlimits"] =
+        json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
     c["process"]["noNewPrivileges"] = json!(true);
 });
 
 differential_test!(masked_and_readonly_paths, "paths", |c| {
     c["root"]["readonly"] = json!(false);
-    c["linux"]["maskedPaths"] = json!(["/etc/hostname", "/root", "/proc/timer_list"]);
+    c["linux"]["maskedPaths"] =
+        json!(["/etc/hostname", "/root", "/proc/timer_list"]);
     c["linux"]["readonlyPaths"] = json!(["/tmp", "/proc/sys"]);
 });
 
@@ -100,7 +111,8 @@ differential_test!(process_details_and_sysctls, "process", |c| {
     c["process"]["capabilities"]["effective"] = json!(["CAP_KILL"]);
     c["process"]["capabilities"]["inheritable"] = json!(["CAP_KILL"]);
     c["process"]["capabilities"]["ambient"] = json!(["CAP_KILL"]);
-    c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1024"});
+    c["linux"]["sysctl"] =
+        json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1024"});
 });
 
 differential_test!(seccomp_deny_list, "seccomp-deny", |c| {
@@ -155,7 +167,8 @@ fn device_rules_deny_what_they_do_not_allow() {
         return;
     }
     let dir = bundle("devices", |c| {
-        let text = fs::read_to_string("scripts/qemu/devices-config.json").unwrap();
+        let text =
+            fs::read_to_string("scripts/qemu/devices-config.json").unwrap();
         *c = serde_json::from_str(&text).unwrap();
         c["linux"]["cgroupsPath"] = json!("/berth-diff/devices");
     });
@@ -164,7 +177,8 @@ fn device_rules_deny_what_they_do_not_allow() {
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert_eq!(shown.stdout, "null: 0\nkmsg: 1\n", "{}", shown.render());
     assert_cgroup_removed("devices");
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_devices", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step08_devices", shown.render()));
 }
 
 /// A network namespace held by a sleeping process (not `ip netns add`,
@@ -207,7 +221,8 @@ fn joining_a_network_namespace_by_path() {
         }
     });
     let shown = differential("join", &dir);
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_diff_join", shown.render()));
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("step08_diff_join", shown.render()));
 }
 
 #[test]
@@ -233,7 +248,8 @@ fn joining_a_pid_namespace_by_path() {
     let dir = bundle("join-pid", |c| {
         // Not `pid`: the holder's `sleep` is PID 1 there, and each run
         // takes the next number.
-        c["process"]["args"] = json!(["sh", "-c", "probe ns; cat /proc/1/comm"]);
+        c["process"]["args"] =
+            json!(["sh", "-c", "probe ns; cat /proc/1/comm"]);
         for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
             if ns["type"] == "pid" {
                 ns["path"] = json!(path);
@@ -246,7 +262,9 @@ fn joining_a_pid_namespace_by_path() {
         "PID 1 is the holder's sleep: {}",
         shown.render()
     );
-    snapshot_settings().bind(|| insta::assert_snapshot!("step08_diff_join_pid", shown.render()));
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("step08_diff_join_pid", shown.render())
+    });
 }
 
 #[test]
@@ -259,7 +277,9 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
         ("typo", Box::new(|c| c["root"]["readOnly"] = json!(true))),
         (
             "apparmor",
-            Box::new(|c| c["process"]["apparmorProfile"] = json!("docker-default")),
+            Box::new(|c| {
+                c["process"]["apparmorProfile"] = json!("docker-default")
+            }),
         ),
         (
             "seccomp-notify",
@@ -271,23 +291,29 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
         (
             "sysctl",
             Box::new(|c| {
-                c["linux"]["sysctl"] = json!({"kernel.panic": "1", "net.ipv4.ip_forward": "1"})
+                c["linux"]["sysctl"] =
+                    json!({"kernel.panic": "1", "net.ipv4.ip_forward": "1"})
             }),
         ),
         (
             "capability",
-            Box::new(|c| c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"])),
+            Box::new(|c| {
+                c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"])
+            }),
         ),
         (
             "hostname-without-uts",
             Box::new(|c| {
-                let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+                let namespaces =
+                    c["linux"]["namespaces"].as_array_mut().unwrap();
                 namespaces.retain(|ns| ns["type"] != "uts");
             }),
         ),
         (
             "swap-without-limit",
-            Box::new(|c| c["linux"]["resources"]["memory"] = json!({"swap": 1048576})),
+            Box::new(|c| {
+                c["linux"]["resources"]["memory"] = json!({"swap": 1048576})
+            }),
         ),
         (
             "oom-killer-off",
@@ -349,9 +375,9 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
         ),
         (
             "hook-env-without-equals",
-            Box::new(|c| {
-                c["hooks"] = json!({"prestart": [{"path": "/bin/true", "env": ["A=1", "B"]}]})
-            }),
+            Box::new(
+                |c| c["hooks"] = json!({"prestart": [{"path": "/bin/true", "env": ["A=1", "B"]}]}),
+            ),
         ),
         (
             "relative-cwd",
@@ -364,11 +390,16 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
         // (uid_t) -1 is "leave unchanged" to setresuid(2): root would stay.
         (
             "uid-minus-one",
-            Box::new(|c| c["process"]["user"] = json!({"uid": 4294967295u32, "gid": 0})),
+            Box::new(|c| {
+                c["process"]["user"] = json!({"uid": 4294967295u32, "gid": 0})
+            }),
         ),
         (
             "gid-minus-one",
-            Box::new(|c| c["process"]["user"] = json!({"uid": 1000, "gid": 4294967295u32})),
+            Box::new(|c| {
+                c["process"]["user"] =
+                    json!({"uid": 1000, "gid": 4294967295u32})
+            }),
         ),
         (
             "cgroups-path",
@@ -378,17 +409,17 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
         // no capability allows.
         (
             "rlimit",
-            Box::new(|c| {
-                c["process"]["rlimits"] =
-                    json!([{"type": "RLIMIT_NOFILE", "soft": 1u64 << 40, "hard": 1u64 << 40}])
-            }),
+            Box::new(
+                |c| c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1u64 << 40, "hard": 1u64 << 40}]),
+            ),
         ),
     ];
     let before = host::State::now();
     let mut text = String::new();
     for (name, edit) in cases {
         let dir = bundle(&format!("bad-{name}"), edit);
-        let shown = run(&step, &["run", "--bundle", &dir, &format!("bad-{name}")]);
+        let shown =
+            run(&step, &["run", "--bundle", &dir, &format!("bad-{name}")]);
         assert_eq!(shown.code, 125, "{}", shown.render());
         assert_cgroup_removed(&format!("bad-{name}"));
         text.push_str(&shown.render());
@@ -438,7 +469,9 @@ fn explicit_nulls_are_absent_fields() {
 
 #[test]
 fn hooks_run_at_their_stages_with_the_state_on_stdin() {
-    if !privileged("step08_oci::hooks_run_at_their_stages_with_the_state_on_stdin") {
+    if !privileged(
+        "step08_oci::hooks_run_at_their_stages_with_the_state_on_stdin",
+    ) {
         return;
     }
     let step = step_binary("step08-oci");
@@ -447,16 +480,30 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
         .join("test-step08/hooks-out");
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).unwrap();
-    let record = |stage: &str| {
-        // Each hook keeps its stdin, the state, in a file named after it.
-        let file = out.join(stage);
-        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", file.display())]})
+    // Every hook appends "STAGE STATE" to one log, in the order they ran;
+    // the log's directory is bind-mounted into the container for the
+    // startContainer hook, which runs there.
+    let append = |stage: &str, log: &str| {
+        let line = format!("printf '%s %s\\n' {stage} \"$(cat)\" >> {log}");
+        json!({"path": "/bin/sh", "args": ["sh", "-c", line]})
     };
+    let host_log = out.join("log");
+    let record = |stage: &str| append(stage, &host_log.display().to_string());
     let dir = bundle("hooks", |c| {
         c["root"]["readonly"] = json!(false);
         // runc 1.1 ignores domainname, so it is checked here, not compared.
         c["domainname"] = json!("example.org");
-        c["process"]["args"] = json!(["sh", "-c", "echo started; cat /proc/sys/kernel/domainname"]);
+        c["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "echo started; cat /proc/sys/kernel/domainname"
+        ]);
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/hooks-out",
+            "type": "bind",
+            "source": out,
+            "options": ["rbind", "rw"],
+        }));
         c["hooks"] = json!({
             "createRuntime": [record("createRuntime")],
             "createContainer": [record("createContainer")],
@@ -464,35 +511,45 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
             "poststart": [record("poststart")],
             // A failing poststop hook is a warning: the run still succeeds.
             "poststop": [record("poststop"), {"path": "/bin/false"}],
-            // Runs inside the container: its path and output are the container's.
-            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /tmp/startContainer"]}],
+            // Runs inside the container: its path is the container's.
+            "startContainer": [append("startContainer", "/hooks-out/log")],
         });
     });
     let shown = run(&step, &["run", "--bundle", &dir, "hooks"]);
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert_eq!(shown.stdout, "started\nexample.org\n", "{}", shown.render());
-    let mut states = String::new();
-    for stage in [
-        "createRuntime",
-        "prestart",
-        "createContainer",
-        "poststart",
-        "poststop",
-    ] {
-        let state: Value =
-            serde_json::from_str(&fs::read_to_string(out.join(stage)).unwrap()).unwrap();
-        assert_eq!(state["id"], "hooks");
+    let log = fs::read_to_string(&host_log).unwrap();
+    let mut order = String::new();
+    for line in log.lines() {
+        let (stage, state) = line.split_once(' ').unwrap();
+        let state: Value = serde_json::from_str(state).unwrap();
+        assert_eq!(state["id"], "hooks", "{line}");
         assert!(
             state["bundle"]
                 .as_str()
                 .unwrap()
-                .ends_with("target/test-step08/hooks")
+                .ends_with("target/test-step08/hooks"),
+            "{line}"
         );
-        states.push_str(&format!("{stage}: status {}\n", state["status"]));
+        order.push_str(&format!("{stage}: status {}\n", state["status"]));
     }
-    let inside = fs::read_to_string(format!("{dir}/rootfs/tmp/startContainer")).unwrap();
-    let inside: Value = serde_json::from_str(&inside).unwrap();
-    states.push_str(&format!("startContainer: status {}\n", inside["status"]));
-    let text = format!("{}\n{states}", shown.render());
+    // The order the runtime spec gives (runtime.md, "Lifecycle").
+    let stages: Vec<&str> = order
+        .lines()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ],
+        "hooks ran out of order:\n{log}"
+    );
+    let text = format!("{}\n{order}", shown.render());
     snapshot_settings().bind(|| insta::assert_snapshot!("step08_hooks", text));
 }

@@ -47,7 +47,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::parent_id;
 
 /// Namespaces in the order they are printed.
-const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+const NAMESPACES: [&str; 8] =
+    ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
 
 /// Above this many processes, `pids` prints a count instead of a list.
 const MAX_LISTED_PIDS: usize = 16;
@@ -76,9 +77,9 @@ fn run() -> std::ffi::c_int {
     while let Some(section) = args.next() {
         let text = match section.as_str() {
             "ipc-make" | "ipc-remove" => {
-                let key = args
-                    .next()
-                    .and_then(|k| i32::from_str_radix(k.trim_start_matches("0x"), 16).ok());
+                let key = args.next().and_then(|k| {
+                    i32::from_str_radix(k.trim_start_matches("0x"), 16).ok()
+                });
                 let Some(key) = key else {
                     eprintln!("probe: {section} needs a hex KEY");
                     return 1;
@@ -92,7 +93,9 @@ fn run() -> std::ffi::c_int {
                 }
             }
             "alloc" => {
-                let Some(mib) = args.next().and_then(|m| m.parse::<usize>().ok()) else {
+                let Some(mib) =
+                    args.next().and_then(|m| m.parse::<usize>().ok())
+                else {
                     eprintln!("probe: alloc needs a number of MiB");
                     return 1;
                 };
@@ -188,7 +191,8 @@ fn namespaces() -> String {
         .collect();
     let mut out = String::from("namespaces:");
     for ns in NAMESPACES {
-        let mine = fs::metadata(format!("/proc/self/ns/{ns}")).map(|m| m.ino().to_string());
+        let mine = fs::metadata(format!("/proc/self/ns/{ns}"))
+            .map(|m| m.ino().to_string());
         let verdict = match (mine, host.get(ns)) {
             (Err(_), _) => "absent".to_owned(),
             (Ok(mine), Some(host)) if &mine == host => "host".to_owned(),
@@ -221,7 +225,9 @@ fn caps() -> String {
 fn limits() -> String {
     let mut out = String::new();
     for line in read("/proc/self/limits").lines() {
-        if line.starts_with("Max open files") || line.starts_with("Max processes") {
+        if line.starts_with("Max open files")
+            || line.starts_with("Max processes")
+        {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let n = fields.len();
             if n >= 4 {
@@ -251,7 +257,8 @@ fn fds() -> String {
             let target = fs::read_link(entry.path()).ok()?;
             let target = target.to_string_lossy().into_owned();
             // The directory being listed is itself an open fd.
-            let listing = target.starts_with("/proc/") && target.ends_with("/fd");
+            let listing =
+                target.starts_with("/proc/") && target.ends_with("/fd");
             (!listing).then_some((fd, target))
         })
         .collect();
@@ -275,8 +282,12 @@ fn mounts() -> String {
             continue;
         };
         // relatime is the kernel's default and says nothing about isolation.
-        let options: Vec<&str> = options.split(',').filter(|o| *o != "relatime").collect();
-        out.push_str(&format!("  {mountpoint} {fstype} {}\n", options.join(",")));
+        let options: Vec<&str> =
+            options.split(',').filter(|o| *o != "relatime").collect();
+        out.push_str(&format!(
+            "  {mountpoint} {fstype} {}\n",
+            options.join(",")
+        ));
     }
     out
 }
@@ -296,7 +307,10 @@ fn network() -> String {
     // SAFETY: getifaddrs(3) fills `list` with a linked list we only read and
     // then give back to freeifaddrs(3).
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return format!("network: <getifaddrs: {}>\n", io::Error::last_os_error());
+        return format!(
+            "network: <getifaddrs: {}>\n",
+            io::Error::last_os_error()
+        );
     }
     let mut entry = list;
     while !entry.is_null() {
@@ -326,7 +340,9 @@ fn network() -> String {
             if i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
                 let address = &*(ifa.ifa_addr as *const libc::sockaddr_in);
                 let mask = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
-                let address = std::net::Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+                let address = std::net::Ipv4Addr::from(u32::from_be(
+                    address.sin_addr.s_addr,
+                ));
                 let prefix = u32::from_be(mask.sin_addr.s_addr).count_ones();
                 interfaces[index]
                     .addresses
@@ -367,7 +383,9 @@ fn network() -> String {
         if gateway.is_unspecified() {
             out.push_str(&format!("  route {target} dev {dev}\n"));
         } else {
-            out.push_str(&format!("  route {target} via {gateway} dev {dev}\n"));
+            out.push_str(&format!(
+                "  route {target} via {gateway} dev {dev}\n"
+            ));
         }
     }
     out
@@ -395,7 +413,9 @@ fn ipc() -> String {
         let mut keys: Vec<String> = read(path)
             .lines()
             .skip(1)
-            .filter_map(|line| line.split_whitespace().next()?.parse::<i32>().ok())
+            .filter_map(|line| {
+                line.split_whitespace().next()?.parse::<i32>().ok()
+            })
             .map(|key| format!("{key:#x}"))
             .collect();
         keys.sort();
@@ -421,7 +441,8 @@ fn ipc_action(make: bool, key: i32) -> io::Result<String> {
         0
     };
     // SAFETY: shmget(2) and msgget(2) take plain integers.
-    let (shm, msg) = unsafe { (libc::shmget(key, 4096, flags), libc::msgget(key, flags)) };
+    let (shm, msg) =
+        unsafe { (libc::shmget(key, 4096, flags), libc::msgget(key, flags)) };
     if shm < 0 || msg < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -465,7 +486,9 @@ fn cgroup() -> String {
         })
         .collect();
     if found.is_empty() {
-        out.push_str("cgroup limits: none visible (no cgroup filesystem mounted)\n");
+        out.push_str(
+            "cgroup limits: none visible (no cgroup filesystem mounted)\n",
+        );
     } else {
         out.push_str("cgroup limits:\n");
         out.extend(found);
@@ -497,11 +520,16 @@ fn chroot_escape() -> String {
     }
     let mut status = 0;
     // SAFETY: `status` is a valid place for waitpid(2) to write to.
-    let waited = child > 0 && unsafe { libc::waitpid(child, &mut status, 0) } == child;
+    let waited =
+        child > 0 && unsafe { libc::waitpid(child, &mut status, 0) } == child;
     let _ = fs::remove_dir(&dir);
     match (waited, libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
-        (true, true, 0) => "chroot escape: stayed inside (.. of / is / itself)\n".to_owned(),
-        (true, true, 1) => "chroot escape: ESCAPED to another root\n".to_owned(),
+        (true, true, 0) => {
+            "chroot escape: stayed inside (.. of / is / itself)\n".to_owned()
+        }
+        (true, true, 1) => {
+            "chroot escape: ESCAPED to another root\n".to_owned()
+        }
         (true, true, 2) => "chroot escape: <chroot(2) refused>\n".to_owned(),
         _ => "chroot escape: <the attempt failed>\n".to_owned(),
     }
@@ -510,7 +538,8 @@ fn chroot_escape() -> String {
 /// In the forked child: 0 if `/` is unchanged after the attempt, 1 if the
 /// escape reached another root, 2 if a syscall refused.
 fn escape_in_child(dir: &str, before: (u64, u64)) -> i32 {
-    let (Ok(dir), Ok(dotdot), Ok(dot)) = (CString::new(dir), CString::new(".."), CString::new("."))
+    let (Ok(dir), Ok(dotdot), Ok(dot)) =
+        (CString::new(dir), CString::new(".."), CString::new("."))
     else {
         return 2;
     };

@@ -11,8 +11,9 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => PathBuf::from(dir),
         None => berth_tests::target_dir().join("rootfs"),
     };
-    berth_tests::fixture::build_rootfs(&dir)
-        .with_context(|| format!("cannot build the rootfs in {}", dir.display()))?;
+    berth_tests::fixture::build_rootfs(&dir).with_context(|| {
+        format!("cannot build the rootfs in {}", dir.display())
+    })?;
     println!("{}", dir.display());
     Ok(())
 }

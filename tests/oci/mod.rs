@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 /// What the probe prints in every bundle.
 pub const PROBE: [&str; 10] = [
-    "probe", "hostname", "pid", "ids", "ns", "caps", "limits", "mounts", "network", "cgroup",
+    "probe", "hostname", "pid", "ids", "ns", "caps", "limits", "mounts",
+    "network", "cgroup",
 ];
 
 /// A bundle in `target/test-step08/NAME`: the fixture rootfs, and
@@ -33,7 +34,8 @@ pub fn bundle(name: &str, edit: impl FnOnce(&mut Value)) -> String {
         .expect("runc is needed for the differential tests (scripts/setup installs it)");
     assert!(spec.success());
     let path = format!("{dir}/config.json");
-    let mut config: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     config["process"]["terminal"] = json!(false);
     config["process"]["args"] = json!(PROBE);
     let env = config["process"]["env"].as_array_mut().unwrap();
@@ -48,7 +50,8 @@ pub fn bundle(name: &str, edit: impl FnOnce(&mut Value)) -> String {
 /// the same, and return step08-oci's transcript.
 pub fn differential(name: &str, bundle: &str) -> berth_tests::Transcript {
     let state = format!("target/test-step08/runc-state-{name}");
-    let under_runc = run("runc", &["--root", &state, "run", "--bundle", bundle, name]);
+    let under_runc =
+        run("runc", &["--root", &state, "run", "--bundle", bundle, name]);
     let step = step_binary("step08-oci");
     let before = host::State::now();
     let under_berth = run(&step, &["run", "--bundle", bundle, name]);
@@ -72,7 +75,9 @@ fn assert_removed_in(mount: &Path, name: &str) {
 pub fn assert_cgroup_removed(name: &str) {
     let layout = step08_oci::oci::full_layout().unwrap();
     match layout {
-        step08_oci::cgroup::Layout::Unified { mount } => assert_removed_in(&mount, name),
+        step08_oci::cgroup::Layout::Unified { mount } => {
+            assert_removed_in(&mount, name)
+        }
         step08_oci::cgroup::Layout::Legacy { hierarchies } => {
             for hierarchy in hierarchies {
                 assert_removed_in(&hierarchy.mount, name);

@@ -74,7 +74,9 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, socketpair,
+};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, execvp};
 
@@ -285,7 +287,11 @@ const MAX_MESSAGE: usize = 64 * 1024;
 fn send(fd: &OwnedFd, message: &Message) -> Result<(), Errno> {
     let bytes = message.encode();
     loop {
-        match nix::sys::socket::send(fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
+        match nix::sys::socket::send(
+            fd.as_raw_fd(),
+            &bytes,
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
             Err(Errno::EINTR) => continue,
             Err(errno) => return Err(errno),
             Ok(_) => return Ok(()),
@@ -297,7 +303,11 @@ fn send(fd: &OwnedFd, message: &Message) -> Result<(), Errno> {
 fn recv(fd: &OwnedFd) -> Result<Option<Vec<u8>>, Errno> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        match nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        match nix::sys::socket::recv(
+            fd.as_raw_fd(),
+            &mut buf,
+            MsgFlags::empty(),
+        ) {
             Err(Errno::EINTR) => continue,
             Err(errno) => return Err(errno),
             Ok(0) => return Ok(None),
@@ -312,7 +322,9 @@ fn recv(fd: &OwnedFd) -> Result<Option<Vec<u8>>, Errno> {
 /// Receive one packet on `fd` (as [`recv`]), unless a forwarded signal
 /// arrives first: `Ok(Err(signal))`. The signals are blocked, so they wait
 /// as *pending*; `poll(2)` wakes up every few milliseconds to look.
-fn recv_unless_interrupted(fd: &OwnedFd) -> Result<Result<Option<Vec<u8>>, Signal>, Errno> {
+fn recv_unless_interrupted(
+    fd: &OwnedFd,
+) -> Result<Result<Option<Vec<u8>>, Signal>, Errno> {
     loop {
         if let Some(signal) = interrupted() {
             return Ok(Err(signal));
@@ -373,7 +385,8 @@ impl Channel {
     /// Without this, `kill -9` of a step whose container switched ids would
     /// leave the container running, orphaned.
     pub fn keep_parent_death_signal(&self) -> Result<(), Error> {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::DeathSignal)?;
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(Error::DeathSignal)?;
         let Some(fd) = &self.fd else {
             // Closed (step 2's init after the fork): nothing to ask.
             return Ok(());
@@ -402,8 +415,14 @@ impl Channel {
             return Err("the sync socket is closed".to_owned());
         };
         match recv(fd) {
-            Ok(Some(packet)) if Message::decode(&packet) == Some(Message::Proceed) => Ok(()),
-            Ok(Some(packet)) => Err(format!("unexpected sync message {packet:?}")),
+            Ok(Some(packet))
+                if Message::decode(&packet) == Some(Message::Proceed) =>
+            {
+                Ok(())
+            }
+            Ok(Some(packet)) => {
+                Err(format!("unexpected sync message {packet:?}"))
+            }
             Ok(None) => Err("the parent went away before sync 1".to_owned()),
             Err(errno) => Err(format!("sync 1: recv: {errno}")),
         }
@@ -479,12 +498,15 @@ where
     let mut setup = Some(setup);
     let mut stack = vec![0u8; STACK_SIZE];
     let parent_fd = parent_end.as_raw_fd();
-    let callback = Box::new(|| child_main(setup.take(), &mut channel, parent_fd));
+    let callback =
+        Box::new(|| child_main(setup.take(), &mut channel, parent_fd));
     // SAFETY: no CLONE_VM, so the child runs on its own copy of `stack` and
     // of every other page; it is fork(2) with namespace flags. We are
     // single-threaded here (no other thread holds a lock the child could
     // inherit), and `child_main` needs far less than STACK_SIZE of stack.
-    let pid = unsafe { nix::sched::clone(callback, &mut stack, flags, Some(libc::SIGCHLD)) };
+    let pid = unsafe {
+        nix::sched::clone(callback, &mut stack, flags, Some(libc::SIGCHLD))
+    };
     // The parent's copy of the child's end must go, or it never reads EOF.
     drop(channel);
     let pid = pid.map_err(|source| restore(Error::Clone { flags, source }))?;
@@ -499,7 +521,11 @@ where
 
 // ANCHOR: child_main
 /// The child's side: wait for sync 1, run `setup`, report its error.
-fn child_main<F>(setup: Option<F>, channel: &mut Channel, parent_end: RawFd) -> isize
+fn child_main<F>(
+    setup: Option<F>,
+    channel: &mut Channel,
+    parent_end: RawFd,
+) -> isize
 where
     F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
 {
@@ -575,7 +601,9 @@ impl Child {
                 return Ok(());
             }
             Ok(Ok(Some(packet))) => match Message::decode(&packet) {
-                Some(Message::Failed { code, message }) => Error::Setup { code, message },
+                Some(Message::Failed { code, message }) => {
+                    Error::Setup { code, message }
+                }
                 _ => Error::Malformed { len: packet.len() },
             },
             Ok(Err(signal)) => Error::Interrupted { signal },
@@ -678,7 +706,9 @@ fn reap_children(main: Pid, reap: Reap) -> Result<Option<u8>, Error> {
 pub fn exit_code(status: WaitStatus) -> Option<u8> {
     match status {
         WaitStatus::Exited(_, code) => Some(code as u8),
-        WaitStatus::Signaled(_, signal, _) => Some(128u8.wrapping_add(signal as u8)),
+        WaitStatus::Signaled(_, signal, _) => {
+            Some(128u8.wrapping_add(signal as u8))
+        }
         _ => None,
     }
 }
@@ -695,7 +725,9 @@ pub fn exec(command: &[OsString]) -> Result<Infallible, ExecError> {
     let argv = command
         .iter()
         .enumerate()
-        .map(|(index, arg)| CString::new(arg.as_bytes()).map_err(|_| ExecError::Nul { index }))
+        .map(|(index, arg)| {
+            CString::new(arg.as_bytes()).map_err(|_| ExecError::Nul { index })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let program = argv.first().ok_or(ExecError::Empty)?;
     prepare_exec(3)?;
@@ -731,12 +763,16 @@ fn close_range(first: RawFd, flags: libc::c_int) -> Result<(), Errno> {
     }
     // SAFETY: close_range(2) takes integers only; closing fds this process
     // does not use any more is what the caller asks for.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, flags) };
+    let rc = unsafe {
+        libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, flags)
+    };
     match Errno::result(rc) {
         Ok(_) => Ok(()),
         Err(Errno::ENOSYS | Errno::EINVAL) => {
             let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?
+                .map_err(|e| {
+                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+                })?
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                 .filter(|fd| *fd >= first)
                 .collect();
@@ -813,7 +849,9 @@ pub fn exit_code_of(error: &(dyn StdError + 'static)) -> u8 {
         }
         match error.downcast_ref::<Error>() {
             Some(Error::Setup { code, .. }) => return *code,
-            Some(Error::Interrupted { signal }) => return 128u8.wrapping_add(*signal as u8),
+            Some(Error::Interrupted { signal }) => {
+                return 128u8.wrapping_add(*signal as u8);
+            }
             _ => {}
         }
         cause = error.source();

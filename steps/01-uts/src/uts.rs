@@ -78,7 +78,9 @@ impl FromStr for Hostname {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
-                return Err(invalid("only letters, digits, '-' and '.' are allowed"));
+                return Err(invalid(
+                    "only letters, digits, '-' and '.' are allowed",
+                ));
             }
         }
         Ok(Hostname(name.to_owned()))
@@ -143,7 +145,9 @@ mod tests {
             ("a..b", "it has an empty label"),
         ] {
             match name.parse::<Hostname>() {
-                Err(Error::Invalid { reason: got, .. }) => assert_eq!(got, reason, "{name:?}"),
+                Err(Error::Invalid { reason: got, .. }) => {
+                    assert_eq!(got, reason, "{name:?}")
+                }
                 other => panic!("{name:?} gave {other:?}"),
             }
         }

@@ -55,7 +55,10 @@ pub enum Error {
 ///
 /// In the forked process it returns only an error (the `exec` failed),
 /// which [`child::spawn`] reports to the parent through `channel`.
-pub fn init(command: &[OsString], channel: &mut Channel) -> Result<u8, BoxError> {
+pub fn init(
+    command: &[OsString],
+    channel: &mut Channel,
+) -> Result<u8, BoxError> {
     // SAFETY: the process is single-threaded (we are the child of clone(2),
     // which copies only the calling thread), so the forked copy cannot
     // inherit a lock held by another thread.
@@ -65,7 +68,8 @@ pub fn init(command: &[OsString], channel: &mut Channel) -> Result<u8, BoxError>
             // The command holds its own copy of the sync socket, closed by
             // its exec; ours must go or the parent never sees end-of-file.
             channel.close();
-            Ok(child::supervise(command_pid, Reap::All).map_err(Error::Supervise)?)
+            Ok(child::supervise(command_pid, Reap::All)
+                .map_err(Error::Supervise)?)
         }
     }
 }

@@ -18,7 +18,11 @@ struct Cli {
     #[command(flatten)]
     mount: mount::Options,
     /// The command to run, and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<OsString>,
 }
 

@@ -150,7 +150,9 @@ pub fn check_rootfs(path: &Path) -> Result<PathBuf, Error> {
     };
     let canonical = path.canonicalize().map_err(rootfs_error)?;
     if !canonical.is_dir() {
-        return Err(rootfs_error(io::Error::from(io::ErrorKind::NotADirectory)));
+        return Err(rootfs_error(io::Error::from(
+            io::ErrorKind::NotADirectory,
+        )));
     }
     Ok(canonical)
 }
@@ -232,7 +234,8 @@ pub struct Device {
 
 /// The device nodes a container gets from the host (`/dev/null` and its
 /// friends): harmless ones only, nothing that reaches hardware.
-pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+pub const DEVICES: [&str; 6] =
+    ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The symlinks every `/dev` has.
 pub const DEV_SYMLINKS: [(&str, &str); 6] = [
@@ -246,7 +249,12 @@ pub const DEV_SYMLINKS: [(&str, &str); 6] = [
 
 /// A filesystem mounted from nothing (`proc`, `tmpfs`, `sysfs`, …) on a
 /// directory.
-fn filesystem(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Op {
+fn filesystem(
+    fstype: &str,
+    target: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Op {
     Op::Mount(Mount {
         source: PathBuf::from(fstype),
         target: PathBuf::from(target),
@@ -297,7 +305,12 @@ pub fn plan() -> Vec<Op> {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620"),
         ),
-        filesystem("tmpfs", "/dev/shm", hardened, Some("mode=1777,size=65536k")),
+        filesystem(
+            "tmpfs",
+            "/dev/shm",
+            hardened,
+            Some("mode=1777,size=65536k"),
+        ),
     ]);
     for (link, target) in DEV_SYMLINKS {
         ops.push(Op::Symlink {
@@ -371,7 +384,10 @@ pub fn pivot(rootfs: &Path) -> Result<(), Error> {
 }
 
 /// The rootfs fd, opened by [`Op::BindRootfs`] or now.
-fn root_fd<'a>(root: &'a Option<OwnedFd>, rootfs: &Path) -> Result<BorrowedFd<'a>, Error> {
+fn root_fd<'a>(
+    root: &'a Option<OwnedFd>,
+    rootfs: &Path,
+) -> Result<BorrowedFd<'a>, Error> {
     match root {
         Some(fd) => Ok(fd.as_fd()),
         // A plan without BindRootfs cannot pivot (no mount point) and has
@@ -422,7 +438,9 @@ pub fn open_in_root(
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .mode(mode)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
     loop {
         // EAGAIN: a rename raced with the lookup; the kernel asks to retry.
         match openat2(root, &relative(path), how) {
@@ -439,7 +457,8 @@ pub fn ensure_dir(root: BorrowedFd, path: &Path) -> Result<OwnedFd, Errno> {
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
     match open_in_root(root, path, flags, Mode::empty()) {
         Err(Errno::ENOENT) => {
-            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            else {
                 return Err(Errno::ENOENT);
             };
             let parent = ensure_dir(root, parent)?;
@@ -463,7 +482,12 @@ fn ensure_file(root: BorrowedFd, path: &Path) -> Result<OwnedFd, Errno> {
             // O_EXCL: created by us, so it is a plain file and not a FIFO
             // that would block the open.
             let created = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY;
-            match open_in_root(root, path, created, Mode::from_bits_truncate(0o644)) {
+            match open_in_root(
+                root,
+                path,
+                created,
+                Mode::from_bits_truncate(0o644),
+            ) {
                 Ok(_) | Err(Errno::EEXIST) => {}
                 Err(errno) => return Err(errno),
             }
@@ -534,7 +558,9 @@ fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
         target: device.path.clone(),
         source,
     };
-    let (Some(parent), Some(name)) = (device.path.parent(), device.path.file_name()) else {
+    let (Some(parent), Some(name)) =
+        (device.path.parent(), device.path.file_name())
+    else {
         return Err(failed(Errno::EINVAL));
     };
     let dir = ensure_dir(root, parent).map_err(failed)?;
@@ -585,7 +611,11 @@ fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
     }
 }
 
-fn make_symlink(root: BorrowedFd, link: &Path, target: &Path) -> Result<(), Error> {
+fn make_symlink(
+    root: BorrowedFd,
+    link: &Path,
+    target: &Path,
+) -> Result<(), Error> {
     let symlink_error = |source| Error::Symlink {
         link: link.to_owned(),
         target: target.to_owned(),
@@ -637,16 +667,23 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::MakePrivate => write!(f, "make-private / (recursive)"),
-            Op::BindRootfs => write!(f, "bind         ROOTFS on ROOTFS (recursive)"),
+            Op::BindRootfs => {
+                write!(f, "bind         ROOTFS on ROOTFS (recursive)")
+            }
             Op::Mount(m) => {
                 let source = display(m.source.as_os_str());
                 let target = display(m.target.as_os_str());
                 match &m.fstype {
-                    Some(fstype) => write!(f, "mount        {source} on {target} type {fstype}")?,
+                    Some(fstype) => write!(
+                        f,
+                        "mount        {source} on {target} type {fstype}"
+                    )?,
                     None => write!(f, "bind         {source} on {target}")?,
                 }
-                let mut options: Vec<String> =
-                    flag_names(m.flags).into_iter().map(str::to_owned).collect();
+                let mut options: Vec<String> = flag_names(m.flags)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
                 options.extend(m.data.iter().cloned());
                 if !options.is_empty() {
                     write!(f, " ({})", options.join(","))?;
@@ -668,7 +705,9 @@ impl fmt::Display for Op {
                 d.minor,
                 d.mode
             ),
-            Op::PivotRoot => write!(f, "pivot_root   into ROOTFS, detach the old root"),
+            Op::PivotRoot => {
+                write!(f, "pivot_root   into ROOTFS, detach the old root")
+            }
         }
     }
 }
@@ -693,9 +732,9 @@ mod tests {
         let ops = plan();
         assert_eq!(ops.first(), Some(&Op::MakePrivate));
         assert_eq!(ops.last(), Some(&Op::PivotRoot));
-        let proc = ops
-            .iter()
-            .position(|op| matches!(op, Op::Mount(m) if m.target == Path::new("/proc")));
+        let proc = ops.iter().position(
+            |op| matches!(op, Op::Mount(m) if m.target == Path::new("/proc")),
+        );
         assert!(proc.is_some());
     }
 }

@@ -21,7 +21,11 @@ struct Cli {
     #[command(flatten)]
     net: net::Options,
     /// The command to run, and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<OsString>,
 }
 
@@ -30,7 +34,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let rootfs = mount::check_rootfs(&cli.mount.rootfs)?;
     let plan = mount::plan();
     let network = net::plan(&cli.net, std::process::id())?;
-    let flags = uts::CLONE_FLAGS | pid::CLONE_FLAGS | mount::CLONE_FLAGS | net::CLONE_FLAGS;
+    let flags = uts::CLONE_FLAGS
+        | pid::CLONE_FLAGS
+        | mount::CLONE_FLAGS
+        | net::CLONE_FLAGS;
     let container = child::spawn(flags, |channel| {
         // In the child: PID 1 of the new PID namespace.
         if let Some(name) = &cli.uts.hostname {
@@ -42,7 +49,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     })
     .context("cannot start the container")?;
     // In the parent, while the child waits at sync 1.
-    let _veth = net::attach(&network, container.pid()).context("cannot set up the network")?;
+    let _veth = net::attach(&network, container.pid())
+        .context("cannot set up the network")?;
     Ok(container.wait()?)
 }
 // ANCHOR_END: run

@@ -46,15 +46,18 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use netlink_packet_route::route::{RouteHeader, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteHeader, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::errno::Errno;
@@ -100,7 +103,9 @@ pub enum Error {
     },
     /// `--net bridge` without root: the host side (a bridge, a veth) needs
     /// `CAP_NET_ADMIN` in the host's network namespace.
-    #[error("--net bridge needs root (a rootless container can use --net none)")]
+    #[error(
+        "--net bridge needs root (a rootless container can use --net none)"
+    )]
     BridgeNeedsRoot,
     /// Opening or binding the netlink socket failed.
     #[error("cannot open a netlink socket")]
@@ -185,9 +190,9 @@ impl FromStr for Ipv4Cidr {
             value: value.to_owned(),
             reason,
         };
-        let (address, prefix) = value
-            .split_once('/')
-            .ok_or_else(|| invalid("expected ADDRESS/PREFIX, as in 10.88.0.2/16"))?;
+        let (address, prefix) = value.split_once('/').ok_or_else(|| {
+            invalid("expected ADDRESS/PREFIX, as in 10.88.0.2/16")
+        })?;
         let address: Ipv4Addr = address
             .parse()
             .map_err(|_| invalid("not an IPv4 address"))?;
@@ -200,7 +205,9 @@ impl FromStr for Ipv4Cidr {
         }
         let cidr = Ipv4Cidr { address, prefix };
         if address == cidr.network() || address == cidr.broadcast() {
-            return Err(invalid("that is the subnet's network or broadcast address"));
+            return Err(invalid(
+                "that is the subnet's network or broadcast address",
+            ));
         }
         if address == cidr.gateway() {
             return Err(invalid("that is the gateway (the bridge's address)"));
@@ -234,7 +241,10 @@ impl FromStr for IfName {
         if name == "." || name == ".." {
             return Err(invalid("'.' and '..' are not names"));
         }
-        if name.contains('/') || name.contains(':') || name.chars().any(char::is_whitespace) {
+        if name.contains('/')
+            || name.contains(':')
+            || name.chars().any(char::is_whitespace)
+        {
             return Err(invalid("'/', ':' and white space are not allowed"));
         }
         Ok(IfName(name.to_owned()))
@@ -375,7 +385,8 @@ pub fn plan(options: &Options, step_pid: u32) -> Result<Plan, Error> {
         address: address.gateway(),
         prefix: address.prefix,
     };
-    let (host_end, eth0) = (IfName(format!("vb{step_pid}")), ifname(CONTAINER_IFNAME));
+    let (host_end, eth0) =
+        (IfName(format!("vb{step_pid}")), ifname(CONTAINER_IFNAME));
     Ok(Plan {
         host: vec![
             HostOp::CreateBridge {
@@ -452,7 +463,8 @@ impl Netlink {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         header.sequence_number = self.sequence;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        let mut packet =
+            NetlinkMessage::new(header, NetlinkPayload::from(message));
         packet.finalize();
         let mut bytes = vec![0; packet.buffer_len()];
         packet.serialize(&mut bytes);
@@ -476,11 +488,10 @@ impl Netlink {
                         request: what.to_string(),
                     })?;
                 let answer =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).map_err(|_| {
-                        Error::Decode {
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
+                        .map_err(|_| Error::Decode {
                             request: what.to_string(),
-                        }
-                    })?;
+                        })?;
                 offset += length.max(1);
                 if answer.header.sequence_number != self.sequence {
                     continue;
@@ -488,7 +499,9 @@ impl Netlink {
                 match answer.payload {
                     NetlinkPayload::Error(error) => match error.code {
                         None => return Ok(answers),
-                        Some(code) => return Err(failed(Errno::from_raw(-code.get()))),
+                        Some(code) => {
+                            return Err(failed(Errno::from_raw(-code.get())));
+                        }
                     },
                     NetlinkPayload::Done(_) => return Ok(answers),
                     NetlinkPayload::InnerMessage(inner) => answers.push(inner),
@@ -511,17 +524,19 @@ impl Netlink {
             .attributes
             .push(LinkAttribute::IfName(name.0.clone()));
         let what = format!("RTM_GETLINK {name}");
-        let answers = match self.request(&what, RouteNetlinkMessage::GetLink(message), 0) {
-            Err(Error::Request {
-                source: Errno::ENODEV,
-                ..
-            }) => {
-                return Err(Error::NoSuchLink {
-                    name: name.0.clone(),
-                });
-            }
-            other => other?,
-        };
+        let answers =
+            match self.request(&what, RouteNetlinkMessage::GetLink(message), 0)
+            {
+                Err(Error::Request {
+                    source: Errno::ENODEV,
+                    ..
+                }) => {
+                    return Err(Error::NoSuchLink {
+                        name: name.0.clone(),
+                    });
+                }
+                other => other?,
+            };
         answers
             .into_iter()
             .find_map(|answer| match answer {
@@ -565,14 +580,26 @@ impl Netlink {
     }
 
     /// The IPv4 addresses on interface `index`.
-    fn addresses(&mut self, what: &dyn fmt::Display, index: u32) -> Result<Vec<Ipv4Addr>, Error> {
+    fn addresses(
+        &mut self,
+        what: &dyn fmt::Display,
+        index: u32,
+    ) -> Result<Vec<Ipv4Addr>, Error> {
         let mut message = AddressMessage::default();
         message.header.family = AddressFamily::Inet;
-        let answers = self.request(what, RouteNetlinkMessage::GetAddress(message), NLM_F_DUMP)?;
+        let answers = self.request(
+            what,
+            RouteNetlinkMessage::GetAddress(message),
+            NLM_F_DUMP,
+        )?;
         Ok(answers
             .iter()
             .filter_map(|answer| match answer {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
+                RouteNetlinkMessage::NewAddress(a)
+                    if a.header.index == index =>
+                {
+                    Some(a)
+                }
                 _ => None,
             })
             .flat_map(|a| a.attributes.iter())
@@ -613,7 +640,11 @@ fn io_errno(error: &std::io::Error) -> Errno {
 // ANCHOR: veth_request
 /// The `RTM_NEWLINK` request that creates a veth pair: `host` here, `peer`
 /// created directly in the network namespace of process `child`.
-pub fn veth_request(host: &IfName, peer: &IfName, child: Pid) -> RouteNetlinkMessage {
+pub fn veth_request(
+    host: &IfName,
+    peer: &IfName,
+    child: Pid,
+) -> RouteNetlinkMessage {
     let mut peer_message = LinkMessage::default();
     peer_message.attributes.extend([
         LinkAttribute::IfName(peer.0.clone()),
@@ -683,7 +714,11 @@ impl Drop for Attached {
             let mut message = LinkMessage::default();
             message.header.index = index;
             let what = format!("RTM_DELLINK {veth}");
-            let _ = netlink.request(&what, RouteNetlinkMessage::DelLink(message), 0);
+            let _ = netlink.request(
+                &what,
+                RouteNetlinkMessage::DelLink(message),
+                0,
+            );
         }
     }
 }
@@ -778,7 +813,11 @@ pub fn configure(plan: &Plan) -> Result<(), Error> {
             ContainerOp::DefaultRoute { link, via } => {
                 let index = netlink.link_index(link)?;
                 let flags = NLM_F_CREATE | NLM_F_EXCL;
-                netlink.request(op, default_route_request(*via, index), flags)?;
+                netlink.request(
+                    op,
+                    default_route_request(*via, index),
+                    flags,
+                )?;
             }
         }
     }
@@ -800,7 +839,9 @@ impl fmt::Display for HostOp {
                 address.network(),
                 address.prefix
             ),
-            HostOp::BridgeUp { bridge } => write!(f, "RTM_SETLINK  {bridge} up"),
+            HostOp::BridgeUp { bridge } => {
+                write!(f, "RTM_SETLINK  {bridge} up")
+            }
             HostOp::CreateVeth { host, peer } => write!(
                 f,
                 "RTM_NEWLINK  ifname={host} kind=veth peer=(ifname={peer} net_ns_pid=CHILD)"
@@ -871,7 +912,9 @@ mod tests {
             ("10.88.0.1/16", "that is the gateway (the bridge's address)"),
         ] {
             match value.parse::<Ipv4Cidr>() {
-                Err(Error::InvalidAddress { reason: got, .. }) => assert_eq!(got, reason),
+                Err(Error::InvalidAddress { reason: got, .. }) => {
+                    assert_eq!(got, reason)
+                }
                 other => panic!("{value}: {other:?}"),
             }
         }
@@ -894,12 +937,18 @@ mod tests {
         };
         for pid in [0, 1, 65533, 65534, 65535, 131070, 4_194_303] {
             let plan = plan(&options, pid).unwrap();
-            let Some(ContainerOp::Address { address, .. }) = plan.container.get(1) else {
+            let Some(ContainerOp::Address { address, .. }) =
+                plan.container.get(1)
+            else {
                 panic!("no address in {plan:?}");
             };
             let a = address.address;
             assert!(DEFAULT_SUBNET.contains(a));
-            assert!(a != address.network() && a != address.gateway() && a != address.broadcast());
+            assert!(
+                a != address.network()
+                    && a != address.gateway()
+                    && a != address.broadcast()
+            );
         }
     }
 }

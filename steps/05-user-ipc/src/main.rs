@@ -24,7 +24,11 @@ struct Cli {
     #[command(flatten)]
     user: user::Options,
     /// The command to run, and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<OsString>,
 }
 
@@ -54,9 +58,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     .context("cannot start the container")?;
     // In the parent, while the child waits at sync 1.
     if let Some(ids) = &ids {
-        user::write_maps(ids, container.pid()).context("cannot map the container's ids")?;
+        user::write_maps(ids, container.pid())
+            .context("cannot map the container's ids")?;
     }
-    let _veth = net::attach(&network, container.pid()).context("cannot set up the network")?;
+    let _veth = net::attach(&network, container.pid())
+        .context("cannot set up the network")?;
     Ok(container.wait()?)
 }
 // ANCHOR_END: run

@@ -130,9 +130,13 @@ impl IdMapping {
                 u64::from(m.container) + u64::from(m.size),
             )
         };
-        let outside = |m: &IdMapping| (u64::from(m.host), u64::from(m.host) + u64::from(m.size));
-        let cross = |(a0, a1): (u64, u64), (b0, b1): (u64, u64)| a0 < b1 && b0 < a1;
-        cross(inside(self), inside(other)) || cross(outside(self), outside(other))
+        let outside = |m: &IdMapping| {
+            (u64::from(m.host), u64::from(m.host) + u64::from(m.size))
+        };
+        let cross =
+            |(a0, a1): (u64, u64), (b0, b1): (u64, u64)| a0 < b1 && b0 < a1;
+        cross(inside(self), inside(other))
+            || cross(outside(self), outside(other))
     }
 }
 
@@ -150,7 +154,9 @@ impl FromStr for IdMapping {
                 "expected CONTAINER:HOST:SIZE, as in 0:100000:65536",
             ));
         };
-        let number = |field: &str| field.parse::<u32>().map_err(|_| invalid("not a number"));
+        let number = |field: &str| {
+            field.parse::<u32>().map_err(|_| invalid("not a number"))
+        };
         let mapping = IdMapping {
             container: number(container)?,
             host: number(host)?,
@@ -160,7 +166,9 @@ impl FromStr for IdMapping {
             return Err(invalid("the size must not be 0"));
         }
         let end = |start: u32| u64::from(start) + u64::from(mapping.size);
-        if end(mapping.container) > u64::from(u32::MAX) || end(mapping.host) > u64::from(u32::MAX) {
+        if end(mapping.container) > u64::from(u32::MAX)
+            || end(mapping.host) > u64::from(u32::MAX)
+        {
             return Err(invalid("the range goes past 4294967295"));
         }
         Ok(mapping)
@@ -203,7 +211,12 @@ pub struct Plan {
 
 // ANCHOR: check
 /// Check one map: no overlaps; without root, only the one mapping allowed.
-fn check(kind: &'static str, map: &[IdMapping], rootless: bool, own: u32) -> Result<(), Error> {
+fn check(
+    kind: &'static str,
+    map: &[IdMapping],
+    rootless: bool,
+    own: u32,
+) -> Result<(), Error> {
     for (i, a) in map.iter().enumerate() {
         if let Some(b) = map[i + 1..].iter().find(|b| a.overlaps(b)) {
             return Err(Error::Overlap { kind, a: *a, b: *b });
@@ -220,10 +233,16 @@ fn check(kind: &'static str, map: &[IdMapping], rootless: bool, own: u32) -> Res
 /// The user namespace for `options`, run by `uid`/`gid` (the step's
 /// effective ids): `None` if no user namespace is wanted. An ordinary user
 /// always gets one — that is what makes the container rootless.
-pub fn plan(options: &Options, uid: Uid, gid: Gid) -> Result<Option<Plan>, Error> {
+pub fn plan(
+    options: &Options,
+    uid: Uid,
+    gid: Gid,
+) -> Result<Option<Plan>, Error> {
     let rootless = !uid.is_root();
-    let wanted =
-        options.userns || rootless || !options.uid_maps.is_empty() || !options.gid_maps.is_empty();
+    let wanted = options.userns
+        || rootless
+        || !options.uid_maps.is_empty()
+        || !options.gid_maps.is_empty();
     if !wanted {
         return Ok(None);
     }
@@ -297,7 +316,8 @@ pub fn write_maps(plan: &Plan, child: Pid) -> Result<(), Error> {
 /// lowest mapped id if 0 is not mapped). The child's ids are still the
 /// host ids it was cloned with; they must become ids of the namespace.
 pub fn become_root(plan: &Plan, channel: &Channel) -> Result<(), Error> {
-    let lowest = |map: &[IdMapping]| map.iter().map(|m| m.container).min().unwrap_or(0);
+    let lowest =
+        |map: &[IdMapping]| map.iter().map(|m| m.container).min().unwrap_or(0);
     let (uid, gid) = (lowest(&plan.uid_map), lowest(&plan.gid_map));
     let failed = |source| Error::SetIds { uid, gid, source };
     if !plan.deny_setgroups {
@@ -339,7 +359,8 @@ mod tests {
 
     #[test]
     fn root_without_options_gets_no_user_namespace() {
-        let plan = plan(&options(&[]), Uid::from_raw(0), Gid::from_raw(0)).unwrap();
+        let plan =
+            plan(&options(&[]), Uid::from_raw(0), Gid::from_raw(0)).unwrap();
         assert_eq!(plan, None);
     }
 
@@ -362,7 +383,8 @@ mod tests {
     }
 
     fn plan_error(uid_maps: &[&str], uid: u32) -> Error {
-        plan(&options(uid_maps), Uid::from_raw(uid), Gid::from_raw(uid)).unwrap_err()
+        plan(&options(uid_maps), Uid::from_raw(uid), Gid::from_raw(uid))
+            .unwrap_err()
     }
 
     #[test]

@@ -34,7 +34,8 @@ fn main() -> anyhow::Result<()> {
         "stats" => {
             let stats = cgroup.stats();
             println!(
-                "cpu_usec {}\nmemory_peak {}\npids {}\noom_kills {}\nthrottled_periods {}",
+                "cpu_usec {}\nmemory_peak {}\npids {}\noom_kills {}\n\
+                 throttled_periods {}",
                 stats.cpu_usec,
                 stats.memory_peak,
                 stats.pids,
@@ -42,7 +43,9 @@ fn main() -> anyhow::Result<()> {
                 stats.throttled_periods
             );
         }
-        other => bail!("unknown action {other:?}: freeze, thaw, state or stats"),
+        other => {
+            bail!("unknown action {other:?}: freeze, thaw, state or stats")
+        }
     }
     Ok(())
 }

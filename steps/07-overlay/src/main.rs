@@ -26,7 +26,11 @@ struct Cli {
     #[command(flatten)]
     cgroup: cgroup::Options,
     /// The command to run, and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<OsString>,
 }
 
@@ -78,12 +82,14 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     .context("cannot start the container")?;
     // In the parent, while the child waits at sync 1.
     if let Some(ids) = &ids {
-        user::write_maps(ids, container.pid()).context("cannot map the container's ids")?;
+        user::write_maps(ids, container.pid())
+            .context("cannot map the container's ids")?;
     }
     if let Some(cgroup) = &cgroup {
         cgroup.add(container.pid())?;
     }
-    let _veth = net::attach(&network, container.pid()).context("cannot set up the network")?;
+    let _veth = net::attach(&network, container.pid())
+        .context("cannot set up the network")?;
     let code = container.wait()?;
     if let Some(cgroup) = cgroup {
         let memory = cli.cgroup.memory.map(|m| m.0);

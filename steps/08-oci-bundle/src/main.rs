@@ -54,7 +54,8 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
     };
     let view = oci::mounts::CgroupView {
         layout: &cgroup_plan.layout,
-        bind: (!namespaces.new_cgroup && cgroup.is_some()).then(|| cgroup_plan.path.as_path()),
+        bind: (!namespaces.new_cgroup && cgroup.is_some())
+            .then(|| cgroup_plan.path.as_path()),
     };
     let plan = oci::mounts::plan(spec, &bundle.dir, &view)?;
     let loopback = net::Plan {
@@ -64,8 +65,12 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         }],
     };
     let all_hooks = spec.hooks().clone().unwrap_or_default();
-    let hook_list = |list: &Option<Vec<oci_spec::runtime::Hook>>| list.clone().unwrap_or_default();
-    let state = |status: &str, pid: i32| hooks::state(spec.version(), id, status, pid, &bundle.dir);
+    let hook_list = |list: &Option<Vec<oci_spec::runtime::Hook>>| {
+        list.clone().unwrap_or_default()
+    };
+    let state = |status: &str, pid: i32| {
+        hooks::state(spec.version(), id, status, pid, &bundle.dir)
+    };
     // The config is valid: what it asks that cannot be granted.
     for warning in &prepared.warnings {
         eprintln!("{}: warning: {warning}", env!("CARGO_BIN_NAME"));
@@ -92,7 +97,8 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         let pid = oci::host_pid();
         // Every mount but the pivot, then the createContainer hooks: in the
         // container's namespaces, their paths still resolved in the host's.
-        let mounts = plan.strip_suffix(&[mount::Op::PivotRoot]).unwrap_or(&plan);
+        let mounts =
+            plan.strip_suffix(&[mount::Op::PivotRoot]).unwrap_or(&plan);
         mount::enter(&bundle.rootfs, mounts)?;
         hooks::run(
             "createContainer",
@@ -140,7 +146,9 @@ fn run(bundle_dir: &std::path::Path, id: &str) -> anyhow::Result<u8> {
         &state("running", pid),
     ));
     let code = container.wait()?;
-    if let Some(why) = seccomp.and_then(|profile| oci::seccomp::explain_exit(profile, code)) {
+    if let Some(why) =
+        seccomp.and_then(|profile| oci::seccomp::explain_exit(profile, code))
+    {
         eprintln!("{}: {why}", env!("CARGO_BIN_NAME"));
     }
     if let Some(cgroup) = cgroup {

@@ -90,7 +90,9 @@ pub enum Error {
         b: &'static str,
     },
     /// A limit needs a controller this machine does not have.
-    #[error("{what} needs the {controller} controller, which this machine does not have")]
+    #[error(
+        "{what} needs the {controller} controller, which this machine does not have"
+    )]
     NoController {
         /// What needs it.
         what: String,
@@ -181,7 +183,8 @@ pub enum Layout {
 }
 
 /// The v1 controllers berth uses.
-pub const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+pub const V1_CONTROLLERS: [&str; 5] =
+    ["memory", "cpu", "cpuacct", "pids", "freezer"];
 
 // ANCHOR: detect
 /// Tell the layout from the text of `/proc/self/mountinfo`:
@@ -195,7 +198,8 @@ pub fn detect_from(mountinfo: &str) -> Result<Layout, Error> {
         let Some(dash) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        let (Some(mount), Some(fstype)) = (fields.get(4), fields.get(dash + 1)) else {
+        let (Some(mount), Some(fstype)) = (fields.get(4), fields.get(dash + 1))
+        else {
             continue;
         };
         match *fstype {
@@ -220,7 +224,9 @@ pub fn detect_from(mountinfo: &str) -> Result<Layout, Error> {
         }
     }
     match unified {
-        Some(mount) if mount == Path::new("/sys/fs/cgroup") => Ok(Layout::Unified { mount }),
+        Some(mount) if mount == Path::new("/sys/fs/cgroup") => {
+            Ok(Layout::Unified { mount })
+        }
         _ if !hierarchies.is_empty() => Ok(Layout::Legacy { hierarchies }),
         Some(mount) => Ok(Layout::Unified { mount }),
         None => Err(Error::NoCgroupFs),
@@ -231,7 +237,8 @@ pub fn detect_from(mountinfo: &str) -> Result<Layout, Error> {
 /// The layout of this machine.
 pub fn detect() -> Result<Layout, Error> {
     let path = PathBuf::from("/proc/self/mountinfo");
-    let text = fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
+    let text = fs::read_to_string(&path)
+        .map_err(|source| Error::Read { path, source })?;
     detect_from(&text)
 }
 
@@ -249,13 +256,14 @@ impl FromStr for Bytes {
             reason,
         };
         let lower = value.to_ascii_lowercase();
-        let (digits, unit) = match lower.trim_end_matches('b').char_indices().last() {
-            Some((i, c @ ('k' | 'm' | 'g'))) => (&lower[..i], c),
-            _ => (lower.trim_end_matches('b'), ' '),
-        };
-        let number: u64 = digits
-            .parse()
-            .map_err(|_| invalid("expected bytes, or a number with k, m or g"))?;
+        let (digits, unit) =
+            match lower.trim_end_matches('b').char_indices().last() {
+                Some((i, c @ ('k' | 'm' | 'g'))) => (&lower[..i], c),
+                _ => (lower.trim_end_matches('b'), ' '),
+            };
+        let number: u64 = digits.parse().map_err(|_| {
+            invalid("expected bytes, or a number with k, m or g")
+        })?;
         let shift = match unit {
             'k' => 10,
             'm' => 20,
@@ -347,9 +355,13 @@ impl CgroupPath {
 impl CgroupPath {
     /// Parse `value`, naming `field` (`--cgroup`, `linux.cgroupsPath`) in
     /// the error: the message says where the bad value came from.
-    pub fn parse_field(value: &str, field: &'static str) -> Result<CgroupPath, Error> {
+    pub fn parse_field(
+        value: &str,
+        field: &'static str,
+    ) -> Result<CgroupPath, Error> {
         let path = PathBuf::from(value);
-        let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
+        let plain =
+            path.components().all(|c| matches!(c, Component::Normal(_)));
         if value.is_empty() || !plain {
             return Err(Error::InvalidValue {
                 option: field,
@@ -425,8 +437,12 @@ pub fn resources(options: &Options) -> Result<Resources, Error> {
     };
     match (options.memory_swap, resources.memory) {
         (None, _) => {}
-        (Some(_), None) => return Err(invalid("--memory-swap", "".into(), "needs --memory")),
-        (Some(SwapLimit::Unlimited), Some(_)) => resources.memory_swap = Some(None),
+        (Some(_), None) => {
+            return Err(invalid("--memory-swap", "".into(), "needs --memory"));
+        }
+        (Some(SwapLimit::Unlimited), Some(_)) => {
+            resources.memory_swap = Some(None)
+        }
         (Some(SwapLimit::Total(total)), Some(memory)) => {
             if total.0 < memory {
                 return Err(invalid(
@@ -454,9 +470,14 @@ pub fn resources(options: &Options) -> Result<Resources, Error> {
     }
     if let Some(cpus) = options.cpus {
         if !(cpus > 0.0 && cpus <= 1024.0) {
-            return Err(invalid("--cpus", cpus.to_string(), "must be more than 0"));
+            return Err(invalid(
+                "--cpus",
+                cpus.to_string(),
+                "must be more than 0",
+            ));
         }
-        resources.cpu_quota = Some(((cpus * period as f64).round() as u64).max(1_000));
+        resources.cpu_quota =
+            Some(((cpus * period as f64).round() as u64).max(1_000));
     }
     if let Some(quota) = options.cpu_quota {
         if quota < 1_000 {
@@ -560,11 +581,16 @@ pub struct Stats {
 impl Stats {
     /// What a step says at exit: the OOM killer's work always (an exit code
     /// of 137 alone does not tell), the accounting when `verbose`.
-    pub fn report(&self, memory_limit: Option<u64>, verbose: bool) -> Vec<String> {
+    pub fn report(
+        &self,
+        memory_limit: Option<u64>,
+        verbose: bool,
+    ) -> Vec<String> {
         let mut lines = Vec::new();
         if self.oom_kills > 0 {
             lines.push(format!(
-                "the OOM killer killed {} process(es) of the container (memory limit {} bytes)",
+                "the OOM killer killed {} process(es) of the container \
+                 (memory limit {} bytes)",
                 self.oom_kills,
                 memory_limit.unwrap_or(0)
             ));
@@ -585,13 +611,17 @@ impl Stats {
 /// read-only mounts added to `plan` (before the pivot). Without root, a
 /// cgroup can only be made in a subtree delegated to the user: then one is
 /// made only if limits are asked for (and it may fail), else `None`.
-pub fn for_step(options: &Options, plan: &mut Vec<Op>) -> Result<Option<Cgroup>, Error> {
+pub fn for_step(
+    options: &Options,
+    plan: &mut Vec<Op>,
+) -> Result<Option<Cgroup>, Error> {
     let limits = resources(options)?;
     if !nix::unistd::geteuid().is_root() && !limits.any() {
         return Ok(None);
     }
     let layout = detect()?;
-    let path = (options.path.clone()).unwrap_or_else(|| CgroupPath::for_step(std::process::id()));
+    let path = (options.path.clone())
+        .unwrap_or_else(|| CgroupPath::for_step(std::process::id()));
     let cgroup = Cgroup::create(&layout, &path)?;
     cgroup.apply(&self::plan(&limits, &layout))?;
     let pivot = plan.len().saturating_sub(1);
@@ -735,7 +765,9 @@ impl Cgroup {
     /// container); dropping it does not remove it.
     pub fn open(layout: &Layout, path: &CgroupPath) -> Cgroup {
         let dirs = match layout {
-            Layout::Unified { mount } => vec![(mount.join(path.as_path()), Vec::new())],
+            Layout::Unified { mount } => {
+                vec![(mount.join(path.as_path()), Vec::new())]
+            }
             Layout::Legacy { hierarchies } => hierarchies
                 .iter()
                 .map(|h| (h.mount.join(path.as_path()), h.controllers.clone()))
@@ -753,13 +785,18 @@ impl Cgroup {
         self.dirs
             .iter()
             .find(|(_, controllers)| {
-                controllers.is_empty() || controllers.iter().any(|c| c == controller)
+                controllers.is_empty()
+                    || controllers.iter().any(|c| c == controller)
             })
             .map(|(dir, _)| dir.as_path())
     }
 
     /// The path of `file` of `controller`, or an error naming what needs it.
-    fn file(&self, controller: &'static str, file: &str) -> Result<PathBuf, Error> {
+    fn file(
+        &self,
+        controller: &'static str,
+        file: &str,
+    ) -> Result<PathBuf, Error> {
         self.dir(controller)
             .map(|dir| dir.join(file))
             .ok_or_else(|| Error::NoController {
@@ -817,8 +854,12 @@ impl Cgroup {
     /// Whether the cgroup is frozen.
     pub fn is_frozen(&self) -> Result<bool, Error> {
         match self.layout {
-            Layout::Unified { .. } => v2::is_frozen(self.file("freezer", "cgroup.events")?),
-            Layout::Legacy { .. } => v1::is_frozen(self.file("freezer", "freezer.state")?),
+            Layout::Unified { .. } => {
+                v2::is_frozen(self.file("freezer", "cgroup.events")?)
+            }
+            Layout::Legacy { .. } => {
+                v1::is_frozen(self.file("freezer", "freezer.state")?)
+            }
         }
     }
 
@@ -826,8 +867,12 @@ impl Cgroup {
         let (file, value, state) = match (&self.layout, frozen) {
             (Layout::Unified { .. }, true) => ("cgroup.freeze", "1", "frozen"),
             (Layout::Unified { .. }, false) => ("cgroup.freeze", "0", "thawed"),
-            (Layout::Legacy { .. }, true) => ("freezer.state", "FROZEN", "frozen"),
-            (Layout::Legacy { .. }, false) => ("freezer.state", "THAWED", "thawed"),
+            (Layout::Legacy { .. }, true) => {
+                ("freezer.state", "FROZEN", "frozen")
+            }
+            (Layout::Legacy { .. }, false) => {
+                ("freezer.state", "THAWED", "thawed")
+            }
         };
         let path = self.file("freezer", file)?;
         write(&path, value)?;
@@ -845,7 +890,9 @@ impl Cgroup {
     /// What the kernel accounted so far (zero where a controller is missing).
     pub fn stats(&self) -> Stats {
         match self.layout {
-            Layout::Unified { .. } => v2::stats(self.dir("").unwrap_or(Path::new("/nonexistent"))),
+            Layout::Unified { .. } => {
+                v2::stats(self.dir("").unwrap_or(Path::new("/nonexistent")))
+            }
             Layout::Legacy { .. } => v1::stats(|controller, file| {
                 self.dir(controller)
                     .and_then(|dir| fs::read_to_string(dir.join(file)).ok())
@@ -871,7 +918,10 @@ impl Cgroup {
                 // No cgroup.kill (v1, or v2 before Linux 5.14): one by one,
                 // again and again, in case one forked meanwhile.
                 for pid in &pids {
-                    let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        *pid,
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
             pids.is_empty()
@@ -938,7 +988,11 @@ pub fn mounts(layout: &Layout) -> Vec<Op> {
         | nix::mount::MsFlags::MS_NODEV
         | nix::mount::MsFlags::MS_NOEXEC;
     let readonly = hardened | nix::mount::MsFlags::MS_RDONLY;
-    let mount = |source: &str, target: PathBuf, fstype: &str, flags, data: Option<String>| {
+    let mount = |source: &str,
+                 target: PathBuf,
+                 fstype: &str,
+                 flags,
+                 data: Option<String>| {
         Op::Mount(Mount {
             source: PathBuf::from(source),
             target,
@@ -950,7 +1004,9 @@ pub fn mounts(layout: &Layout) -> Vec<Op> {
     };
     let root = PathBuf::from("/sys/fs/cgroup");
     match layout {
-        Layout::Unified { .. } => vec![mount("cgroup2", root, "cgroup2", readonly, None)],
+        Layout::Unified { .. } => {
+            vec![mount("cgroup2", root, "cgroup2", readonly, None)]
+        }
         Layout::Legacy { hierarchies } => {
             let mut ops = vec![mount(
                 "tmpfs",

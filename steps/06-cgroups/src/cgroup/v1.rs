@@ -19,8 +19,12 @@ pub(super) fn writes(resources: &Resources) -> Vec<Write> {
     if let Some(memory) = resources.memory {
         push("memory", "memory.limit_in_bytes", memory.to_string());
         match resources.memory_swap {
-            Some(Some(total)) => push("memory", "memory.memsw.limit_in_bytes", total.to_string()),
-            Some(None) => push("memory", "memory.memsw.limit_in_bytes", "-1".to_owned()),
+            Some(Some(total)) => {
+                push("memory", "memory.memsw.limit_in_bytes", total.to_string())
+            }
+            Some(None) => {
+                push("memory", "memory.memsw.limit_in_bytes", "-1".to_owned())
+            }
             None => {}
         }
     }

@@ -4,7 +4,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Error, Resources, Stats, Write, keyed, read, shares_to_weight, write};
+use super::{
+    Error, Resources, Stats, Write, keyed, read, shares_to_weight, write,
+};
 
 /// The controllers berth enables for its cgroups, where available.
 const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
@@ -24,7 +26,9 @@ pub(super) fn writes(resources: &Resources) -> Vec<Write> {
         push("memory", "memory.max", memory.to_string());
         match resources.memory_swap {
             // v2 limits swap alone; v1 (and --memory-swap) mean the total.
-            Some(Some(total)) => push("memory", "memory.swap.max", (total - memory).to_string()),
+            Some(Some(total)) => {
+                push("memory", "memory.swap.max", (total - memory).to_string())
+            }
             Some(None) => push("memory", "memory.swap.max", "max".to_owned()),
             None => {}
         }
@@ -87,7 +91,8 @@ pub(super) fn is_frozen(events: PathBuf) -> Result<bool, Error> {
 // ANCHOR: stats
 /// What the kernel accounted in cgroup `dir`.
 pub(super) fn stats(dir: &Path) -> Stats {
-    let text = |file: &str| fs::read_to_string(dir.join(file)).unwrap_or_default();
+    let text =
+        |file: &str| fs::read_to_string(dir.join(file)).unwrap_or_default();
     let number = |file: &str| text(file).trim().parse().unwrap_or(0);
     let cpu = text("cpu.stat");
     // memory.peak exists from Linux 5.19; before, the current use.

@@ -17,7 +17,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::unpack::{OPAQUE_MARKER, OPAQUE_XATTR, USER_OPAQUE_XATTR, WHITEOUT_PREFIX};
+use super::unpack::{
+    OPAQUE_MARKER, OPAQUE_XATTR, USER_OPAQUE_XATTR, WHITEOUT_PREFIX,
+};
 
 /// What can go wrong while exporting.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +74,10 @@ fn has_opaque_xattr(path: &Path, name: &str) -> bool {
 }
 
 /// An empty regular file entry named `name` (a whiteout or opaque marker).
-fn marker<W: Write>(builder: &mut tar::Builder<W>, name: &Path) -> io::Result<()> {
+fn marker<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &Path,
+) -> io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(0);
@@ -119,7 +124,12 @@ impl<W: Write> Exporter<W> {
     }
 
     /// One file, directory, symlink or node, with its metadata.
-    fn append(&mut self, full: &Path, rel: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    fn append(
+        &mut self,
+        full: &Path,
+        rel: &Path,
+        meta: &fs::Metadata,
+    ) -> io::Result<()> {
         let mut header = self.header(meta);
         let kind = meta.file_type();
         if kind.is_symlink() {
@@ -166,7 +176,8 @@ impl<W: Write> Exporter<W> {
             if kind.is_char_device() && meta.rdev() == 0 {
                 let mut hidden = WHITEOUT_PREFIX.as_bytes().to_vec();
                 hidden.extend_from_slice(name.as_bytes());
-                let whiteout = relative.join(std::ffi::OsStr::from_bytes(&hidden));
+                let whiteout =
+                    relative.join(std::ffi::OsStr::from_bytes(&hidden));
                 marker(&mut self.builder, &whiteout).map_err(failed(&full))?;
                 self.summary.whiteouts += 1;
             } else if kind.is_file() && meta.nlink() > 1 {
@@ -188,7 +199,8 @@ impl<W: Write> Exporter<W> {
             self.summary.entries += 1;
             if kind.is_dir() {
                 if is_opaque(&full) {
-                    marker(&mut self.builder, &rel.join(OPAQUE_MARKER)).map_err(failed(&full))?;
+                    marker(&mut self.builder, &rel.join(OPAQUE_MARKER))
+                        .map_err(failed(&full))?;
                     self.summary.whiteouts += 1;
                 }
                 self.visit(upper, &rel)?;
@@ -203,7 +215,11 @@ impl<W: Write> Exporter<W> {
 /// Write the changes in the overlay upper directory `upper` to `out` as a
 /// layer tar (plain; the caller compresses if it wants), owners mapped by
 /// `ids` (rootless).
-pub fn commit<W: Write>(upper: &Path, out: W, ids: Option<IdMap>) -> Result<(W, Summary), Error> {
+pub fn commit<W: Write>(
+    upper: &Path,
+    out: W,
+    ids: Option<IdMap>,
+) -> Result<(W, Summary), Error> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);

@@ -61,7 +61,9 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Neither `--rootfs` nor `--image` was given.
-    #[error("give the root filesystem: --rootfs DIR, or --image LAYER (repeated, bottom first)")]
+    #[error(
+        "give the root filesystem: --rootfs DIR, or --image LAYER (repeated, bottom first)"
+    )]
     NoRoot,
     /// No store directory for an ordinary user.
     #[error("no store for layers: set --store, or HOME or XDG_DATA_HOME")]
@@ -85,7 +87,9 @@ pub enum Error {
         source: unpack::Error,
     },
     /// The layer's digest is not the one it was expected to have.
-    #[error("the layer {path:?} has digest sha256:{actual}, not the expected {expected}")]
+    #[error(
+        "the layer {path:?} has digest sha256:{actual}, not the expected {expected}"
+    )]
     Digest {
         /// The tarball.
         path: PathBuf,
@@ -105,7 +109,9 @@ pub enum Error {
         limit: u64,
     },
     /// A container's directories are in use by a running container.
-    #[error("the container directory {path:?} is in use by a running container")]
+    #[error(
+        "the container directory {path:?} is in use by a running container"
+    )]
     InUse {
         /// The directory.
         path: PathBuf,
@@ -131,7 +137,9 @@ pub enum Error {
         source: Errno,
     },
     /// `lowerdir=` would be longer than a page, which the kernel refuses.
-    #[error("{layers} layers make the overlay options {len} bytes long (the kernel takes 4096)")]
+    #[error(
+        "{layers} layers make the overlay options {len} bytes long (the kernel takes 4096)"
+    )]
     TooManyLayers {
         /// How many layers.
         layers: usize,
@@ -149,7 +157,10 @@ pub enum Error {
     },
 }
 
-fn store_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+fn store_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Store {
         what,
         path: path.to_owned(),
@@ -204,7 +215,8 @@ pub struct Store {
 }
 
 /// Numbers the temporary directories of one process.
-static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TMP_COUNTER: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
 
 /// Whether `bytes` start like gzip.
 fn is_gzip(bytes: &[u8]) -> bool {
@@ -241,7 +253,8 @@ pub const MAX_TRAILING: u64 = 1 << 20;
 /// a killed process leaves nothing locked.
 fn try_lock(file: &File) -> Result<bool, io::Error> {
     // SAFETY: flock(2) on an fd we own; it changes no memory.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let rc =
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     match Errno::result(rc) {
         Ok(_) => Ok(true),
         Err(Errno::EWOULDBLOCK) => Ok(false),
@@ -294,7 +307,8 @@ impl Store {
 
     /// Remove every directory in `parent` whose lock no process holds.
     fn remove_stale(&self, parent: &Path) -> Result<(), Error> {
-        let entries = fs::read_dir(parent).map_err(store_error("list", parent))?;
+        let entries =
+            fs::read_dir(parent).map_err(store_error("list", parent))?;
         for entry in entries.flatten() {
             let path = entry.path();
             // Held: a live run's. Gone meanwhile: nothing to do.
@@ -312,7 +326,11 @@ impl Store {
     /// is unpacked into a directory of its own in `layers/tmp`, which is
     /// renamed into place only once the digest is known (and matched).
     /// A failed unpack leaves nothing behind.
-    pub fn layer(&self, path: &Path, expected: Option<&str>) -> Result<Layer, Error> {
+    pub fn layer(
+        &self,
+        path: &Path,
+        expected: Option<&str>,
+    ) -> Result<Layer, Error> {
         let tmp = self.dir.join("layers/tmp").join(format!(
             "{}-{}",
             std::process::id(),
@@ -338,7 +356,11 @@ impl Store {
                 match fs::rename(&tmp, &dir) {
                     Ok(()) => {}
                     Err(_) if dir.is_dir() => {}
-                    Err(source) => return Err(store_error("rename into place", &dir)(source)),
+                    Err(source) => {
+                        return Err(store_error("rename into place", &dir)(
+                            source,
+                        ));
+                    }
                 }
             }
             Ok(Layer { digest, dir })
@@ -359,13 +381,15 @@ impl Store {
         };
         let file = File::open(path).map_err(read_error)?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let gzip = is_gzip(io::BufRead::fill_buf(&mut reader).map_err(read_error)?);
+        let gzip =
+            is_gzip(io::BufRead::fill_buf(&mut reader).map_err(read_error)?);
         let mut hashing = Hashing {
             inner: reader,
             hasher: Sha256::new(),
             len: 0,
         };
-        let root = unpack::open_root(dir).map_err(|e| store_error("open", dir)(e.into()))?;
+        let root = unpack::open_root(dir)
+            .map_err(|e| store_error("open", dir)(e.into()))?;
         let privileged = nix::unistd::geteuid().is_root();
         let unpack_error = |source| Error::Unpack {
             path: path.to_owned(),
@@ -374,9 +398,11 @@ impl Store {
         let root = std::os::fd::AsFd::as_fd(&root);
         if gzip {
             let mut decoder = GzDecoder::new(&mut hashing);
-            unpack::unpack(&mut decoder, root, privileged).map_err(unpack_error)?;
+            unpack::unpack(&mut decoder, root, privileged)
+                .map_err(unpack_error)?;
         } else {
-            unpack::unpack(&mut hashing, root, privileged).map_err(unpack_error)?;
+            unpack::unpack(&mut hashing, root, privileged)
+                .map_err(unpack_error)?;
         }
         // The rest of the file counts for the digest too; an endless one
         // (/dev/zero) is cut short.
@@ -402,7 +428,11 @@ impl Store {
     /// (bottom first), locked while the returned [`Container`] lives, and
     /// removed when it is dropped. Directories left by a killed run with
     /// the same id are removed first; a live container's are refused.
-    pub fn container(&self, id: &str, layers: &[Layer]) -> Result<Container, Error> {
+    pub fn container(
+        &self,
+        id: &str,
+        layers: &[Layer],
+    ) -> Result<Container, Error> {
         let dir = self.dir.join("containers").join(id);
         if dir.exists() {
             match lock_dir(&dir) {
@@ -457,7 +487,8 @@ impl Container {
     // ANCHOR: options
     /// The overlay mount options.
     pub fn options(&self) -> Result<String, Error> {
-        let lower: Vec<String> = self.lower.iter().map(|p| p.display().to_string()).collect();
+        let lower: Vec<String> =
+            self.lower.iter().map(|p| p.display().to_string()).collect();
         let mut options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.join(":"),
@@ -517,13 +548,17 @@ impl Container {
             gid: (nix::unistd::getegid().as_raw(), 0),
         });
         let summary = if gzip {
-            let (encoder, summary) =
-                commit::commit(&self.upper, GzEncoder::new(file, Compression::fast()), ids)
-                    .map_err(failed)?;
+            let (encoder, summary) = commit::commit(
+                &self.upper,
+                GzEncoder::new(file, Compression::fast()),
+                ids,
+            )
+            .map_err(failed)?;
             encoder.finish().map_err(io_failed)?;
             summary
         } else {
-            let (mut file, summary) = commit::commit(&self.upper, file, ids).map_err(failed)?;
+            let (mut file, summary) =
+                commit::commit(&self.upper, file, ids).map_err(failed)?;
             file.flush().map_err(io_failed)?;
             summary
         };
@@ -547,7 +582,10 @@ fn remove_tree(dir: &Path) {
         return;
     }
     fn open_up(dir: &Path) {
-        let _ = fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let _ = fs::set_permissions(
+            dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        );
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {

@@ -31,9 +31,13 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmodat, makedev, mknodat, utimensat};
+use nix::sys::stat::{
+    Mode, SFlag, UtimensatFlags, fchmodat, makedev, mknodat, utimensat,
+};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
+use nix::unistd::{
+    Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat,
+};
 use tar::EntryType;
 
 use crate::mount::{ensure_dir, fd_path, open_in_root};
@@ -51,7 +55,9 @@ pub enum Error {
         path: PathBuf,
     },
     /// A hard link points to something that is not in the layer.
-    #[error("corrupt layer: hard link {path:?} points to {target:?}, which is not in the layer")]
+    #[error(
+        "corrupt layer: hard link {path:?} points to {target:?}, which is not in the layer"
+    )]
     LinkTarget {
         /// The link.
         path: PathBuf,
@@ -122,7 +128,8 @@ pub fn clean(path: &Path) -> Result<Option<PathBuf>, Error> {
 
 /// Set an xattr on what `fd` names.
 fn set_xattr(fd: &OwnedFd, name: &str, value: &[u8]) -> Result<(), Errno> {
-    let path = CString::new(fd_path(fd).as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let path = CString::new(fd_path(fd).as_os_str().as_bytes())
+        .map_err(|_| Errno::EINVAL)?;
     let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
     // SAFETY: both strings are NUL-terminated and `value` is valid for its
     // length; setxattr(2) only reads them.
@@ -162,7 +169,11 @@ struct Unpacker<'a> {
 /// `privileged`: we are root, so ownership is kept and device nodes made;
 /// without, opaque directories get the `user.*` xattr (rootless overlay).
 /// Whiteouts (0/0 character devices) need no privilege since Linux 5.8.
-pub fn unpack(reader: impl Read, root: BorrowedFd, privileged: bool) -> Result<Summary, Error> {
+pub fn unpack(
+    reader: impl Read,
+    root: BorrowedFd,
+    privileged: bool,
+) -> Result<Summary, Error> {
     let mut archive = tar::Archive::new(reader);
     let mut unpacker = Unpacker {
         root,
@@ -182,14 +193,24 @@ pub fn unpack(reader: impl Read, root: BorrowedFd, privileged: bool) -> Result<S
     // Deepest first does not matter for mtimes; the order of the tar does.
     for (path, mtime) in unpacker.dir_times.iter().rev() {
         let time = TimeSpec::new(*mtime, 0);
-        let _ = utimensat(root, path, &time, &time, UtimensatFlags::NoFollowSymlink);
+        let _ = utimensat(
+            root,
+            path,
+            &time,
+            &time,
+            UtimensatFlags::NoFollowSymlink,
+        );
     }
     Ok(unpacker.summary)
 }
 // ANCHOR_END: unpack
 
 impl Unpacker<'_> {
-    fn failed<'p>(&self, what: &'static str, path: &'p Path) -> impl FnOnce(Errno) -> Error + 'p {
+    fn failed<'p>(
+        &self,
+        what: &'static str,
+        path: &'p Path,
+    ) -> impl FnOnce(Errno) -> Error + 'p {
         move |source| Error::Entry {
             what,
             path: path.to_owned(),
@@ -198,7 +219,10 @@ impl Unpacker<'_> {
     }
 
     /// The parent directory of `path` (created if missing) and its name.
-    fn parent<'p>(&self, path: &'p Path) -> Result<(OwnedFd, &'p OsStr), Error> {
+    fn parent<'p>(
+        &self,
+        path: &'p Path,
+    ) -> Result<(OwnedFd, &'p OsStr), Error> {
         let parent = path.parent().unwrap_or(Path::new(""));
         let name = path.file_name().ok_or_else(|| Error::Traversal {
             path: path.to_owned(),
@@ -208,7 +232,11 @@ impl Unpacker<'_> {
         Ok((dir, name))
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>, path: &Path) -> Result<(), Error> {
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        path: &Path,
+    ) -> Result<(), Error> {
         let name = path.file_name().map(OsStr::as_bytes).unwrap_or_default();
         // ANCHOR: whiteouts
         if name == OPAQUE_MARKER.as_bytes() {
@@ -220,14 +248,16 @@ impl Unpacker<'_> {
             } else {
                 USER_OPAQUE_XATTR
             };
-            set_xattr(&dir, xattr, b"y").map_err(self.failed("mark opaque", path))?;
+            set_xattr(&dir, xattr, b"y")
+                .map_err(self.failed("mark opaque", path))?;
             self.summary.whiteouts += 1;
             return Ok(());
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             let (dir, _) = self.parent(path)?;
             let hidden = OsStr::from_bytes(hidden);
-            remove_existing(dir.as_fd(), hidden).map_err(self.failed("replace", path))?;
+            remove_existing(dir.as_fd(), hidden)
+                .map_err(self.failed("replace", path))?;
             // overlayfs(5): a whiteout is a character device 0/0.
             mknodat(&dir, hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
                 .map_err(self.failed("create the whiteout for", path))?;
@@ -236,17 +266,22 @@ impl Unpacker<'_> {
         }
         // ANCHOR_END: whiteouts
         let header = entry.header().clone();
-        let mode = Mode::from_bits_truncate(header.mode().unwrap_or(0o644) & 0o7777);
+        let mode =
+            Mode::from_bits_truncate(header.mode().unwrap_or(0o644) & 0o7777);
         let kind = header.entry_type();
         let created = match kind {
             EntryType::Directory => {
                 let dir = ensure_dir(self.root, &Path::new("/").join(path))
                     .map_err(self.failed("create the directory", path))?;
-                self.dir_times
-                    .push((path.to_owned(), header.mtime().unwrap_or(0) as i64));
+                self.dir_times.push((
+                    path.to_owned(),
+                    header.mtime().unwrap_or(0) as i64,
+                ));
                 Some(dir)
             }
-            EntryType::Regular | EntryType::Continuous => Some(self.file(entry, path)?),
+            EntryType::Regular | EntryType::Continuous => {
+                Some(self.file(entry, path)?)
+            }
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
@@ -254,10 +289,12 @@ impl Unpacker<'_> {
                     .unwrap_or_default()
                     .into_owned();
                 let (dir, name) = self.parent(path)?;
-                remove_existing(dir.as_fd(), name).map_err(self.failed("replace", path))?;
+                remove_existing(dir.as_fd(), name)
+                    .map_err(self.failed("replace", path))?;
                 // The target is only text; it is resolved inside the
                 // container, against the container's root.
-                symlinkat(&target, &dir, name).map_err(self.failed("create the symlink", path))?;
+                symlinkat(&target, &dir, name)
+                    .map_err(self.failed("create the symlink", path))?;
                 self.finish_link(&dir, name, &header);
                 return Ok(());
             }
@@ -271,7 +308,8 @@ impl Unpacker<'_> {
                     return Ok(());
                 }
                 let (dir, name) = self.parent(path)?;
-                remove_existing(dir.as_fd(), name).map_err(self.failed("replace", path))?;
+                remove_existing(dir.as_fd(), name)
+                    .map_err(self.failed("replace", path))?;
                 let (sflag, dev) = match kind {
                     EntryType::Char => (SFlag::S_IFCHR, device(&header)),
                     EntryType::Block => (SFlag::S_IFBLK, device(&header)),
@@ -303,13 +341,26 @@ impl Unpacker<'_> {
 
     // ANCHOR: file
     /// Create a regular file and copy the entry's content into it.
-    fn file<R: Read>(&mut self, entry: &mut tar::Entry<R>, path: &Path) -> Result<OwnedFd, Error> {
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        path: &Path,
+    ) -> Result<OwnedFd, Error> {
         let (dir, name) = self.parent(path)?;
-        remove_existing(dir.as_fd(), name).map_err(self.failed("replace", path))?;
-        let flags =
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = nix::fcntl::openat(&dir, name, flags, Mode::from_bits_truncate(0o600))
-            .map_err(self.failed("create", path))?;
+        remove_existing(dir.as_fd(), name)
+            .map_err(self.failed("replace", path))?;
+        let flags = OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_WRONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(
+            &dir,
+            name,
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(self.failed("create", path))?;
         let mut file = File::from(fd);
         // Not io::copy: a failed read is a corrupt layer, a failed write
         // (ENOSPC, EDQUOT) is this machine's problem, and says so.
@@ -322,7 +373,9 @@ impl Unpacker<'_> {
                 Err(e) => return Err(Error::Read(e)),
             };
             file.write_all(&buf[..n]).map_err(|e| {
-                self.failed("write", path)(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                self.failed("write", path)(Errno::from_raw(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                ))
             })?;
         }
         Ok(OwnedFd::from(file))
@@ -331,7 +384,11 @@ impl Unpacker<'_> {
 
     // ANCHOR: hard_link
     /// A hard link to a file already unpacked in this layer.
-    fn hard_link<R: Read>(&mut self, entry: &mut tar::Entry<R>, path: &Path) -> Result<(), Error> {
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        path: &Path,
+    ) -> Result<(), Error> {
         let raw = entry
             .link_name()
             .map_err(Error::Read)?
@@ -350,7 +407,8 @@ impl Unpacker<'_> {
         )
         .map_err(|_| not_in_layer())?;
         let (dir, name) = self.parent(path)?;
-        remove_existing(dir.as_fd(), name).map_err(self.failed("replace", path))?;
+        remove_existing(dir.as_fd(), name)
+            .map_err(self.failed("replace", path))?;
         // linkat(2) through /proc/self/fd/N with AT_SYMLINK_FOLLOW links the
         // very inode we resolved inside the layer.
         linkat(
@@ -377,7 +435,8 @@ impl Unpacker<'_> {
             );
         }
         let time = TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0);
-        let _ = utimensat(dir, name, &time, &time, UtimensatFlags::NoFollowSymlink);
+        let _ =
+            utimensat(dir, name, &time, &time, UtimensatFlags::NoFollowSymlink);
     }
 
     // ANCHOR: finish

@@ -133,7 +133,9 @@ pub const UNSUPPORTED: [(&str, &str); 36] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
     /// A field no version of the spec this runtime knows has.
-    #[error("unknown field {0} (a typo, or a newer spec than this runtime knows)")]
+    #[error(
+        "unknown field {0} (a typo, or a newer spec than this runtime knows)"
+    )]
     Unknown(String),
     /// A field this runtime does not implement.
     #[error("unsupported field {field}: {why}")]
@@ -145,7 +147,9 @@ pub enum Problem {
     },
     /// A field that needs a namespace the spec does not create (it would
     /// change the host's).
-    #[error("{field} needs a new {namespace} namespace (it would change the host's)")]
+    #[error(
+        "{field} needs a new {namespace} namespace (it would change the host's)"
+    )]
     NeedsNamespace {
         /// The field.
         field: &'static str,
@@ -157,13 +161,17 @@ pub enum Problem {
     SwapWithoutLimit,
     /// `root` is missing (the runtime spec requires it on Linux), or its
     /// path is empty.
-    #[error("root.path is required (the directory of the container's root filesystem)")]
+    #[error(
+        "root.path is required (the directory of the container's root filesystem)"
+    )]
     NoRoot,
     /// A namespace type listed twice.
     #[error("linux.namespaces lists the {0} namespace more than once")]
     DuplicateNamespace(String),
     /// A new user namespace without id mappings.
-    #[error("a new user namespace needs linux.uidMappings and linux.gidMappings")]
+    #[error(
+        "a new user namespace needs linux.uidMappings and linux.gidMappings"
+    )]
     NoMappings,
     /// A hook's environment entry without `=`.
     #[error("{field} entry {entry:?} is not KEY=value")]
@@ -188,7 +196,12 @@ pub enum Problem {
 
 // ANCHOR: unknown
 /// Keys of `original` that the typed `round_trip` does not have.
-fn unknown(original: &Value, round_trip: &Value, path: &str, found: &mut Vec<String>) {
+fn unknown(
+    original: &Value,
+    round_trip: &Value,
+    path: &str,
+    found: &mut Vec<String>,
+) {
     match (original, round_trip) {
         (Value::Object(original), Value::Object(typed)) => {
             for (key, value) in original {
@@ -217,8 +230,15 @@ fn unknown(original: &Value, round_trip: &Value, path: &str, found: &mut Vec<Str
 // ANCHOR_END: unknown
 
 /// The values at dotted `path` (`[]` walks arrays), with their real paths.
-fn lookup<'v>(value: &'v Value, path: &str, prefix: String, out: &mut Vec<(String, &'v Value)>) {
-    let Some((head, rest)) = path.split_once('.').map_or(Some((path, "")), Some) else {
+fn lookup<'v>(
+    value: &'v Value,
+    path: &str,
+    prefix: String,
+    out: &mut Vec<(String, &'v Value)>,
+) {
+    let Some((head, rest)) =
+        path.split_once('.').map_or(Some((path, "")), Some)
+    else {
         return;
     };
     let (key, each) = match head.strip_suffix("[]") {
@@ -277,7 +297,9 @@ fn sysctl_namespace(key: &str) -> Option<&'static str> {
     ];
     if key.starts_with("net.") {
         Some("network")
-    } else if IPC.contains(&key) || key == "kernel.shm_rmid_forced" || key.starts_with("fs.mqueue.")
+    } else if IPC.contains(&key)
+        || key == "kernel.shm_rmid_forced"
+        || key.starts_with("fs.mqueue.")
     {
         Some("ipc")
     } else if key == "kernel.hostname" || key == "kernel.domainname" {
@@ -308,16 +330,18 @@ fn must(spec: &Spec) -> Vec<Problem> {
     let mut seen = Vec::new();
     for namespace in &namespaces {
         if seen.contains(&namespace.typ()) {
-            problems.push(Problem::DuplicateNamespace(namespace.typ().to_string()));
+            problems
+                .push(Problem::DuplicateNamespace(namespace.typ().to_string()));
         }
         seen.push(namespace.typ());
     }
-    let new_user =
-        (namespaces.iter()).any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
+    let new_user = (namespaces.iter())
+        .any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
     let empty = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
         maps.as_ref().is_none_or(|m| m.is_empty())
     };
-    if new_user && (empty(linux.uid_mappings()) || empty(linux.gid_mappings())) {
+    if new_user && (empty(linux.uid_mappings()) || empty(linux.gid_mappings()))
+    {
         problems.push(Problem::NoMappings);
     }
     let hooks = spec.hooks().clone().unwrap_or_default();
@@ -344,7 +368,9 @@ fn must(spec: &Spec) -> Vec<Problem> {
         .and_then(|r| r.cpu().as_ref())
         .and_then(|c| c.shares());
     // 0 is "not set" to runc and the kernel's range starts at 2.
-    if let Some(shares) = shares.filter(|s| *s != 0 && !(2..=262_144).contains(s)) {
+    if let Some(shares) =
+        shares.filter(|s| *s != 0 && !(2..=262_144).contains(s))
+    {
         problems.push(Problem::CpuShares(shares));
     }
     problems
@@ -398,7 +424,8 @@ pub fn check(original: &Value, spec: &Spec) -> Vec<Problem> {
         problems.push(Problem::SwapWithoutLimit);
     }
     let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().clone());
-    let mut keys: Vec<String> = sysctls.unwrap_or_default().into_keys().collect();
+    let mut keys: Vec<String> =
+        sysctls.unwrap_or_default().into_keys().collect();
     keys.sort();
     for key in keys {
         let why = match sysctl_namespace(&key) {
@@ -406,8 +433,12 @@ pub fn check(original: &Value, spec: &Spec) -> Vec<Problem> {
             Some("network") if !new(LinuxNamespaceType::Network) => {
                 Some("needs a new network namespace")
             }
-            Some("ipc") if !new(LinuxNamespaceType::Ipc) => Some("needs a new ipc namespace"),
-            Some("uts") if !new(LinuxNamespaceType::Uts) => Some("needs a new uts namespace"),
+            Some("ipc") if !new(LinuxNamespaceType::Ipc) => {
+                Some("needs a new ipc namespace")
+            }
+            Some("uts") if !new(LinuxNamespaceType::Uts) => {
+                Some("needs a new uts namespace")
+            }
             Some(_) => None,
         };
         if let Some(why) = why {

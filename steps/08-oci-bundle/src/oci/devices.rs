@@ -80,10 +80,11 @@ impl Rule {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let kind = fields.first().and_then(|f| f.chars().next()).unwrap_or('a');
         let number = |n: &str| n.parse::<u32>().ok();
-        let (major, minor) = match fields.get(1).and_then(|mm| mm.split_once(':')) {
-            Some((major, minor)) => (number(major), number(minor)),
-            None => (None, None),
-        };
+        let (major, minor) =
+            match fields.get(1).and_then(|mm| mm.split_once(':')) {
+                Some((major, minor)) => (number(major), number(minor)),
+                None => (None, None),
+            };
         let access_text = fields.get(2).copied().unwrap_or("rwm");
         let mut access = 0;
         for c in access_text.chars() {
@@ -262,7 +263,9 @@ pub fn attach(cgroup: &Path, rules: &[Rule]) -> Result<(), Error> {
     };
     let dir = nix::fcntl::open(
         cgroup,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .map_err(failed)?;
@@ -291,7 +294,13 @@ mod tests {
     use super::*;
 
     /// Run `program` on one access, as the kernel would.
-    fn eval(program: &[Insn], kind: u32, access: u32, major: u32, minor: u32) -> u64 {
+    fn eval(
+        program: &[Insn],
+        kind: u32,
+        access: u32,
+        major: u32,
+        minor: u32,
+    ) -> u64 {
         let ctx = [(access << 16) | kind, major, minor];
         let mut r = [0u64; 11];
         let mut pc = 0;

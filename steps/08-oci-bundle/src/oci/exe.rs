@@ -61,8 +61,10 @@ pub enum Error {
 }
 
 /// The seals of a finished copy.
-const SEALS: libc::c_int =
-    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+const SEALS: libc::c_int = libc::F_SEAL_SEAL
+    | libc::F_SEAL_SHRINK
+    | libc::F_SEAL_GROW
+    | libc::F_SEAL_WRITE;
 
 /// Whether `file` is a memfd sealed against writes.
 fn is_sealed(file: &File) -> bool {
@@ -84,8 +86,12 @@ pub fn reexec_sealed() -> Result<(), Error> {
     }
     let name = CString::new(env!("CARGO_PKG_NAME")).map_err(|_| Error::Nul)?;
     // SAFETY: `name` is NUL-terminated; the flags are memfd_create(2)'s.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd = unsafe {
+        libc::memfd_create(
+            name.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     let fd = Errno::result(fd).map_err(Error::Memfd)?;
     // SAFETY: memfd_create returned a new fd that nothing else owns.
     let mut copy = File::from(unsafe { OwnedFd::from_raw_fd(fd) });

@@ -70,7 +70,13 @@ pub enum Error {
 
 // ANCHOR: state
 /// The state a hook reads on stdin (runtime-spec `runtime.md`, "State").
-pub fn state(version: &str, id: &str, status: &str, pid: i32, bundle: &Path) -> String {
+pub fn state(
+    version: &str,
+    id: &str,
+    status: &str,
+    pid: i32,
+    bundle: &Path,
+) -> String {
     serde_json::json!({
         "ociVersion": version,
         "id": id,
@@ -86,7 +92,11 @@ pub fn state(version: &str, id: &str, status: &str, pid: i32, bundle: &Path) -> 
 /// Run the `stage` hooks in order, each with `state` on stdin; the first
 /// failure stops them (and the container: runtime.md, for the hooks before
 /// the process starts).
-pub fn run(stage: &'static str, hooks: &[Hook], state: &str) -> Result<(), Error> {
+pub fn run(
+    stage: &'static str,
+    hooks: &[Hook],
+    state: &str,
+) -> Result<(), Error> {
     for hook in hooks {
         run_one(stage, hook, state)?;
     }
@@ -138,9 +148,9 @@ fn run_one(stage: &'static str, hook: &Hook, state: &str) -> Result<(), Error> {
             // A hook that does not read its state is not an error.
             let _ = stdin.write_all(state.as_bytes());
         }
-        let deadline = hook
-            .timeout()
-            .map(|s| (s, Instant::now() + Duration::from_secs(s.max(1) as u64)));
+        let deadline = hook.timeout().map(|s| {
+            (s, Instant::now() + Duration::from_secs(s.max(1) as u64))
+        });
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,

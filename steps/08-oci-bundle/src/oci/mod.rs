@@ -53,7 +53,9 @@ use crate::user;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The container id has characters runc would refuse.
-    #[error("invalid container id {0:?}: use letters, digits, '_', '-' and '.'")]
+    #[error(
+        "invalid container id {0:?}: use letters, digits, '_', '-' and '.'"
+    )]
     Id(String),
     /// The bundle or its `config.json` cannot be read.
     #[error("cannot read {path:?}")]
@@ -87,7 +89,9 @@ pub enum Error {
     #[error("linux.namespaces must include a new mount namespace")]
     NoMountNamespace,
     /// A namespace this runtime cannot join by path.
-    #[error("linux.namespaces: joining a {0} namespace by path is not supported")]
+    #[error(
+        "linux.namespaces: joining a {0} namespace by path is not supported"
+    )]
     CannotJoin(String),
     /// A new time namespace (needs offsets written before the first
     /// process; not implemented).
@@ -159,7 +163,8 @@ pub fn load(dir: &Path, id: &str) -> Result<Bundle, Error> {
         path: path.clone(),
         message: e.to_string(),
     };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(parse_error)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(parse_error)?;
     let spec: Spec = serde_json::from_str(&text).map_err(parse_error)?;
     let problems = check::check(&value, &spec);
     if !problems.is_empty() {
@@ -170,7 +175,8 @@ pub fn load(dir: &Path, id: &str) -> Result<Bundle, Error> {
         .as_ref()
         .map(|r| r.path().clone())
         .unwrap_or_default();
-    let rootfs = crate::mount::check_rootfs(&dir.join(root)).map_err(Error::Root)?;
+    let rootfs =
+        crate::mount::check_rootfs(&dir.join(root)).map_err(Error::Root)?;
     Ok(Bundle {
         id: id.to_owned(),
         dir,
@@ -209,7 +215,9 @@ fn flag(typ: LinuxNamespaceType) -> CloneFlags {
         LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
         LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
         LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
-        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+        LinuxNamespaceType::Time => {
+            CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)
+        }
     }
 }
 
@@ -235,10 +243,17 @@ pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
         match entry.path() {
             // Joining a mount or time namespace would make no sense with a
             // rootfs of our own.
-            Some(_) if matches!(typ, LinuxNamespaceType::Mount | LinuxNamespaceType::Time) => {
+            Some(_)
+                if matches!(
+                    typ,
+                    LinuxNamespaceType::Mount | LinuxNamespaceType::Time
+                ) =>
+            {
                 return Err(Error::CannotJoin(typ.to_string()));
             }
-            Some(path) if typ == LinuxNamespaceType::Pid => ns.join_pid = Some(path.clone()),
+            Some(path) if typ == LinuxNamespaceType::Pid => {
+                ns.join_pid = Some(path.clone())
+            }
             Some(path) => ns.join.push((flag(typ), path.clone())),
             None => match typ {
                 LinuxNamespaceType::Cgroup => ns.new_cgroup = true,
@@ -277,10 +292,13 @@ impl PidNamespace {
         let Some(path) = path else {
             return Ok(PidNamespace { own: None });
         };
-        let own = fs::File::open("/proc/self/ns/pid_for_children").map_err(|e| Error::Join {
-            path: "/proc/self/ns/pid_for_children".into(),
-            source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        })?;
+        let own =
+            fs::File::open("/proc/self/ns/pid_for_children").map_err(|e| {
+                Error::Join {
+                    path: "/proc/self/ns/pid_for_children".into(),
+                    source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                }
+            })?;
         join(&[(CloneFlags::CLONE_NEWPID, path.to_owned())])?;
         Ok(PidNamespace { own: Some(own) })
     }
@@ -302,8 +320,9 @@ pub fn join(namespaces: &[(CloneFlags, PathBuf)]) -> Result<(), Error> {
             path: path.clone(),
             source,
         };
-        let file = fs::File::open(path)
-            .map_err(|e| failed(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        let file = fs::File::open(path).map_err(|e| {
+            failed(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        })?;
         setns(file, *flag).map_err(failed)?;
     }
     Ok(())
@@ -344,7 +363,8 @@ pub fn id_plan(
 pub fn full_layout() -> Result<Layout, Error> {
     match cgroup::detect().map_err(Error::Cgroup)? {
         Layout::Legacy { .. } => {
-            let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let text =
+                fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
             let mut hierarchies = Vec::new();
             for line in text.lines() {
                 let fields: Vec<&str> = line.split_whitespace().collect();
@@ -425,14 +445,15 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
         .as_ref()
         .map(|p| p.display().to_string().trim_start_matches('/').to_owned())
         .unwrap_or_else(|| id.to_owned());
-    let path =
-        CgroupPath::parse_field(&path_text, "linux.cgroupsPath").map_err(Error::CgroupsPath)?;
+    let path = CgroupPath::parse_field(&path_text, "linux.cgroupsPath")
+        .map_err(Error::CgroupsPath)?;
     let resources_spec = linux.resources().clone().unwrap_or_default();
     let mut resources = Resources::default();
     if let Some(memory) = resources_spec.memory() {
         resources.memory = memory.limit().filter(|l| *l > 0).map(|l| l as u64);
         if resources.memory.is_some() {
-            resources.memory_swap = memory.swap().map(|s| (s > 0).then_some(s as u64));
+            resources.memory_swap =
+                memory.swap().map(|s| (s > 0).then_some(s as u64));
         }
     }
     if let Some(cpu) = resources_spec.cpu() {
@@ -458,13 +479,16 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
             let typ = match rule.typ() {
                 Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
                 Some(
-                    oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U,
+                    oci_spec::runtime::LinuxDeviceType::C
+                    | oci_spec::runtime::LinuxDeviceType::U,
                 ) => "c",
                 Some(oci_spec::runtime::LinuxDeviceType::P) => "p",
                 Some(oci_spec::runtime::LinuxDeviceType::A) | None => "a",
             };
-            let number = |n: Option<i64>| n.map_or("*".to_owned(), |n| n.to_string());
-            let access = rule.access().clone().unwrap_or_else(|| "rwm".to_owned());
+            let number =
+                |n: Option<i64>| n.map_or("*".to_owned(), |n| n.to_string());
+            let access =
+                rule.access().clone().unwrap_or_else(|| "rwm".to_owned());
             let line = if typ == "a" {
                 "a".to_owned()
             } else {
@@ -475,7 +499,8 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
                 )
             };
             // Checked now, in the parent, for both versions.
-            devices::Rule::parse(rule.allow(), &line).map_err(Error::Devices)?;
+            devices::Rule::parse(rule.allow(), &line)
+                .map_err(Error::Devices)?;
             device_rules.push((rule.allow(), line));
         }
         device_rules.extend(ALLOWED_DEVICES.map(|d| (true, d.to_owned())));
@@ -492,7 +517,8 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
 
 /// Create the cgroup of `plan`, with its limits and device rules.
 pub fn create_cgroup(plan: &CgroupPlan) -> Result<cgroup::Cgroup, Error> {
-    let created = cgroup::Cgroup::create(&plan.layout, &plan.path).map_err(Error::Cgroup)?;
+    let created = cgroup::Cgroup::create(&plan.layout, &plan.path)
+        .map_err(Error::Cgroup)?;
     // v1 cpuset: a new cgroup has no CPUs and no memory nodes, and cannot
     // take a process until it is given its parent's.
     for dir in created.dirs() {
@@ -546,10 +572,12 @@ fn fill_cpuset(dir: &Path) -> Result<(), cgroup::Error> {
             let path = level.join(file);
             let current = fs::read_to_string(&path).unwrap_or_default();
             if current.trim().is_empty() {
-                fs::write(&path, &value).map_err(|source| cgroup::Error::Write {
-                    path: path.clone(),
-                    value: value.clone(),
-                    source,
+                fs::write(&path, &value).map_err(|source| {
+                    cgroup::Error::Write {
+                        path: path.clone(),
+                        value: value.clone(),
+                        source,
+                    }
                 })?;
             } else {
                 value = current.trim().to_owned();
@@ -570,13 +598,17 @@ pub fn host_pid() -> i32 {
 }
 
 /// In the child: `hostname` (through step 1's checks) and `domainname`.
-pub fn set_names(spec: &Spec) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub fn set_names(
+    spec: &Spec,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if let Some(name) = spec.hostname() {
         crate::uts::set_hostname(&name.parse()?)?;
     }
     if let Some(domain) = spec.domainname() {
         // SAFETY: the pointer and length describe `domain`'s bytes.
-        let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+        let rc = unsafe {
+            libc::setdomainname(domain.as_ptr().cast(), domain.len())
+        };
         Errno::result(rc).map_err(|source| Error::Name {
             what: "domainname",
             source,

@@ -113,8 +113,8 @@ pub fn parse_options(words: &[String]) -> Options {
             "bind" => MsFlags::MS_BIND,
             "rbind" => MsFlags::MS_BIND | MsFlags::MS_REC,
             // The defaults, or their negations: nothing to set.
-            "rw" | "suid" | "dev" | "exec" | "async" | "atime" | "diratime" | "norelatime"
-            | "nostrictatime" | "defaults" => MsFlags::empty(),
+            "rw" | "suid" | "dev" | "exec" | "async" | "atime" | "diratime"
+            | "norelatime" | "nostrictatime" | "defaults" => MsFlags::empty(),
             other => {
                 match propagation(other) {
                     Some(flags) => options.propagation = Some(flags),
@@ -161,7 +161,11 @@ fn cgroup_mount(
     cgroup: Option<&Path>,
     mountinfo: &str,
 ) -> Vec<Op> {
-    let mount = |source: PathBuf, target: PathBuf, fstype: Option<&str>, flags, data| {
+    let mount = |source: PathBuf,
+                 target: PathBuf,
+                 fstype: Option<&str>,
+                 flags,
+                 data| {
         Op::Mount(Mount {
             source,
             target,
@@ -246,15 +250,21 @@ pub struct CgroupView<'a> {
 
 // ANCHOR: plan
 /// The step-3 mount plan for `spec`: mounts, devices, symlinks, pivot.
-pub fn plan(spec: &Spec, bundle: &Path, cgroup: &CgroupView) -> Result<Vec<Op>, Error> {
+pub fn plan(
+    spec: &Spec,
+    bundle: &Path,
+    cgroup: &CgroupView,
+) -> Result<Vec<Op>, Error> {
     let mut ops = vec![Op::MakePrivate, Op::BindRootfs];
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for spec_mount in spec.mounts().as_deref().unwrap_or_default() {
         let destination = spec_mount.destination().clone();
         if !destination.is_absolute() {
             return Err(Error::Relative(destination));
         }
-        let options = parse_options(spec_mount.options().as_deref().unwrap_or_default());
+        let options =
+            parse_options(spec_mount.options().as_deref().unwrap_or_default());
         let typ = spec_mount
             .typ()
             .clone()
@@ -378,7 +388,10 @@ fn kept_flags(path: &Path) -> MsFlags {
     kept
 }
 
-fn after_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> Error + 'a {
+fn after_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(Errno) -> Error + 'a {
     move |source| Error::After {
         what,
         path: path.to_owned(),
@@ -396,7 +409,10 @@ fn read_only(path: &Path) -> Result<(), Error> {
         None::<&str>,
     )
     .map_err(after_error("bind", path))?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(path);
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | kept_flags(path);
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
         .map_err(after_error("remount read-only", path))
 }
@@ -408,7 +424,8 @@ fn read_only(path: &Path) -> Result<(), Error> {
 /// root last.
 pub fn after_pivot(spec: &Spec) -> Result<(), Error> {
     for spec_mount in spec.mounts().as_deref().unwrap_or_default() {
-        let options = parse_options(spec_mount.options().as_deref().unwrap_or_default());
+        let options =
+            parse_options(spec_mount.options().as_deref().unwrap_or_default());
         if let Some(flags) = options.propagation {
             let path = spec_mount.destination();
             mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
@@ -417,7 +434,8 @@ pub fn after_pivot(spec: &Spec) -> Result<(), Error> {
     }
     let linux = spec.linux().clone().unwrap_or_default();
     if let Some(word) = linux.rootfs_propagation() {
-        let flags = propagation(word).ok_or_else(|| Error::Propagation(word.clone()))?;
+        let flags = propagation(word)
+            .ok_or_else(|| Error::Propagation(word.clone()))?;
         mount(
             None::<&str>,
             "/",
@@ -437,7 +455,9 @@ pub fn after_pivot(spec: &Spec) -> Result<(), Error> {
     for (key, value) in sysctls {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         fs::write(&path, value).map_err(|e| {
-            after_error("write the sysctl", &path)(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+            after_error("write the sysctl", &path)(Errno::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            ))
         })?;
     }
     for readonly in linux.readonly_paths().clone().unwrap_or_default() {

@@ -166,9 +166,13 @@ pub struct Prepared {
 }
 
 /// `PATH` when the spec's environment has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn cstrings(items: &[String], field: &'static str) -> Result<Vec<CString>, Error> {
+fn cstrings(
+    items: &[String],
+    field: &'static str,
+) -> Result<Vec<CString>, Error> {
     items
         .iter()
         .map(|s| CString::new(s.as_bytes()).map_err(|_| Error::Nul { field }))
@@ -199,7 +203,9 @@ fn rlimit(name: &str) -> Option<libc::__rlimit_resource_t> {
 }
 
 /// A capability set of the spec, by name; empty if absent.
-fn set(names: Option<&oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, Error> {
+fn set(
+    names: Option<&oci_spec::runtime::Capabilities>,
+) -> Result<CapsHashSet, Error> {
     let Some(names) = names else {
         return Ok(CapsHashSet::new());
     };
@@ -210,7 +216,9 @@ fn set(names: Option<&oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, E
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        set.insert(Capability::from_str(&name).map_err(|_| Error::Capability(name))?);
+        set.insert(
+            Capability::from_str(&name).map_err(|_| Error::Capability(name))?,
+        );
     }
     Ok(set)
 }
@@ -250,20 +258,24 @@ pub fn prepare(
     let mut warnings = Vec::new();
     let mut caps = caps;
     let mut refused: Vec<Capability> = (caps.ambient.iter())
-        .filter(|cap| !(caps.permitted.contains(cap) && caps.inheritable.contains(cap)))
+        .filter(|cap| {
+            !(caps.permitted.contains(cap) && caps.inheritable.contains(cap))
+        })
         .copied()
         .collect();
     refused.sort_by_key(|cap| cap.to_string());
     for cap in refused {
         caps.ambient.remove(&cap);
         warnings.push(format!(
-            "process.capabilities.ambient: {cap} is not also permitted and inheritable; not raised"
+            "process.capabilities.ambient: {cap} is not also permitted \
+             and inheritable; not raised"
         ));
     }
     let mut rlimits = Vec::new();
     for limit in process.rlimits().as_deref().unwrap_or_default() {
         let name = limit.typ().to_string();
-        let resource = rlimit(&name).ok_or_else(|| Error::Rlimit(name.clone()))?;
+        let resource =
+            rlimit(&name).ok_or_else(|| Error::Rlimit(name.clone()))?;
         let (soft, hard) = (limit.soft(), limit.hard());
         if soft > hard {
             return Err(Error::RlimitOrder { name, soft, hard });
@@ -330,7 +342,11 @@ fn syscall(what: &str) -> impl FnOnce(Errno) -> Error + '_ {
 }
 
 /// `prctl(2)` with one argument.
-fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), Error> {
+fn prctl(
+    option: libc::c_int,
+    arg: libc::c_ulong,
+    what: &str,
+) -> Result<(), Error> {
     // SAFETY: these prctl options take integer arguments only.
     let rc = unsafe { libc::prctl(option, arg, 0, 0, 0) };
     Errno::result(rc).map(drop).map_err(syscall(what))
@@ -384,16 +400,22 @@ pub fn start(
         })?;
     }
     if let Some(adj) = prepared.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
-            syscall("write oom_score_adj")(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-        })?;
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(
+            |e| {
+                syscall("write oom_score_adj")(Errno::from_raw(
+                    e.raw_os_error().unwrap_or(0),
+                ))
+            },
+        )?;
     }
     if let Some(mask) = prepared.umask {
         umask(Mode::from_bits_truncate(mask));
     }
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
     // now, while we have it. With it, as late as possible (step 5 below).
-    if let (Some((program, flags)), false) = (&prepared.seccomp, prepared.no_new_privileges) {
+    if let (Some((program, flags)), false) =
+        (&prepared.seccomp, prepared.no_new_privileges)
+    {
         super::seccomp::install(program, *flags)?;
     }
     for cap in caps::all().difference(&prepared.caps.bounding) {
@@ -411,10 +433,13 @@ pub fn start(
     }
     prctl(libc::PR_SET_KEEPCAPS, 1, "keep capabilities across setuid")?;
     if setgroups_allowed {
-        setgroups(&prepared.groups).map_err(syscall("set the additional groups"))?;
+        setgroups(&prepared.groups)
+            .map_err(syscall("set the additional groups"))?;
     }
-    setresgid(prepared.gid, prepared.gid, prepared.gid).map_err(syscall("set the gid"))?;
-    setresuid(prepared.uid, prepared.uid, prepared.uid).map_err(syscall("set the uid"))?;
+    setresgid(prepared.gid, prepared.gid, prepared.gid)
+        .map_err(syscall("set the gid"))?;
+    setresuid(prepared.uid, prepared.uid, prepared.uid)
+        .map_err(syscall("set the uid"))?;
     // The id switch cleared the parent-death signal (prctl(2)).
     channel
         .keep_parent_death_signal()
@@ -433,13 +458,16 @@ pub fn start(
         (CapSet::Permitted, &prepared.caps.permitted, "permitted"),
     ];
     for (set, value, name) in sets {
-        caps::set(None, set, value).map_err(|source| Error::Caps { set: name, source })?;
+        caps::set(None, set, value)
+            .map_err(|source| Error::Caps { set: name, source })?;
     }
     // Only the grantable ones: prepare() warned about the others.
     for cap in &prepared.caps.ambient {
-        caps::raise(None, CapSet::Ambient, *cap).map_err(|source| Error::Caps {
-            set: "ambient",
-            source,
+        caps::raise(None, CapSet::Ambient, *cap).map_err(|source| {
+            Error::Caps {
+                set: "ambient",
+                source,
+            }
         })?;
     }
     if prepared.no_new_privileges {
@@ -454,9 +482,11 @@ pub fn start(
     let program = resolve(prepared)?;
     // Only stdio crosses; every signal as a fresh process has it.
     crate::child::prepare_exec(3)?;
-    execve(&program, &prepared.argv, &prepared.env).map_err(|source| Error::Syscall {
-        what: format!("execute {program:?}"),
-        source,
+    execve(&program, &prepared.argv, &prepared.env).map_err(|source| {
+        Error::Syscall {
+            what: format!("execute {program:?}"),
+            source,
+        }
     })
 }
 // ANCHOR_END: start

@@ -36,7 +36,8 @@ use std::str::FromStr;
 
 use nix::errno::Errno;
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag,
+    LinuxSeccompOperator,
 };
 
 /// What can go wrong with a profile.
@@ -52,7 +53,9 @@ pub enum Error {
     #[error("linux.seccomp: argument index {0} (a syscall has 6)")]
     ArgIndex(usize),
     /// The program is longer than the kernel takes.
-    #[error("linux.seccomp: the filter has {0} instructions; the kernel takes 4096")]
+    #[error(
+        "linux.seccomp: the filter has {0} instructions; the kernel takes 4096"
+    )]
     TooLong(usize),
     /// Loading the filter failed.
     #[error("cannot load the seccomp filter")]
@@ -107,9 +110,13 @@ fn ret(action: u32) -> Instruction {
 
 // ANCHOR: action
 /// The return value for `action` (`SECCOMP_RET_*`).
-fn action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<u32, Error> {
+fn action(
+    action: LinuxSeccompAction,
+    errno: Option<u32>,
+) -> Result<u32, Error> {
     Ok(match action {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => 0,
+        LinuxSeccompAction::ScmpActKill
+        | LinuxSeccompAction::ScmpActKillThread => 0,
         LinuxSeccompAction::ScmpActKillProcess => 0x8000_0000,
         LinuxSeccompAction::ScmpActTrap => 0x0003_0000,
         LinuxSeccompAction::ScmpActErrno => {
@@ -201,8 +208,10 @@ impl Block {
             at.push(pc);
             let mut grown = false;
             for (i, (_, jt, jf)) in self.code.iter().enumerate() {
-                let fails = matches!(jt, Target::Fail) || matches!(jf, Target::Fail);
-                if fails && !trampoline[i] && at[n] - at[i] - 1 > MAX_SHORT_JUMP {
+                let fails =
+                    matches!(jt, Target::Fail) || matches!(jf, Target::Fail);
+                if fails && !trampoline[i] && at[n] - at[i] - 1 > MAX_SHORT_JUMP
+                {
                     trampoline[i] = true;
                     grown = true;
                 }
@@ -212,7 +221,8 @@ impl Block {
             }
         };
         let mut out = Vec::with_capacity(end);
-        for (i, (mut instruction, jt, jf)) in self.code.into_iter().enumerate() {
+        for (i, (mut instruction, jt, jf)) in self.code.into_iter().enumerate()
+        {
             // Offsets count from the instruction after this one.
             let from = at[i] + 1;
             let offset = |target: Target| -> u8 {
@@ -246,7 +256,13 @@ impl Block {
 
 /// The checks that argument `index` `op` `value` (`value_two`): falling
 /// through means it holds, `Fail` that it does not.
-fn argument(block: &mut Block, index: usize, op: LinuxSeccompOperator, value: u64, two: u64) {
+fn argument(
+    block: &mut Block,
+    index: usize,
+    op: LinuxSeccompOperator,
+    value: u64,
+    two: u64,
+) {
     let (lo, hi) = (16 + 8 * index as u32, 16 + 8 * index as u32 + 4);
     let (v_lo, v_hi) = (value as u32, (value >> 32) as u32);
     use LinuxSeccompOperator as Op;
@@ -273,7 +289,12 @@ fn argument(block: &mut Block, index: usize, op: LinuxSeccompOperator, value: u6
                 jf: 0,
                 k: v_hi,
             });
-            block.jump(JMP_JEQ_K, (two >> 32) as u32, Target::Next, Target::Fail);
+            block.jump(
+                JMP_JEQ_K,
+                (two >> 32) as u32,
+                Target::Next,
+                Target::Fail,
+            );
             block.plain(load(lo));
             block.plain(Instruction {
                 code: ALU_AND_K,
@@ -310,7 +331,8 @@ fn argument(block: &mut Block, index: usize, op: LinuxSeccompOperator, value: u6
 // ANCHOR: compile
 /// Compile `profile` into a BPF program for x86_64.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<Instruction>, Error> {
-    let default = action(profile.default_action(), profile.default_errno_ret())?;
+    let default =
+        action(profile.default_action(), profile.default_errno_ret())?;
     let allows = matches!(
         profile.default_action(),
         LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog
@@ -344,7 +366,12 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<Instruction>, Error> {
             };
             let mut block = Block::default();
             block.plain(load(0));
-            block.jump(JMP_JEQ_K, sysno.id() as u32, Target::Next, Target::Fail);
+            block.jump(
+                JMP_JEQ_K,
+                sysno.id() as u32,
+                Target::Next,
+                Target::Fail,
+            );
             for arg in rule.args().as_deref().unwrap_or_default() {
                 if arg.index() > 5 {
                     return Err(Error::ArgIndex(arg.index()));
@@ -466,7 +493,12 @@ mod tests {
     use super::*;
 
     /// Run `program` on a syscall, as the kernel would.
-    fn eval(program: &[Instruction], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    fn eval(
+        program: &[Instruction],
+        arch: u32,
+        nr: u32,
+        args: [u64; 6],
+    ) -> u32 {
         let word = |offset: u32| -> u32 {
             match offset {
                 0 => nr,
@@ -527,7 +559,8 @@ mod tests {
         }));
         let program = compile(&p).unwrap();
         let x86 = AUDIT_ARCH_X86_64;
-        let nr = |name: &str| syscalls::Sysno::from_str(name).unwrap().id() as u32;
+        let nr =
+            |name: &str| syscalls::Sysno::from_str(name).unwrap().id() as u32;
         assert_eq!(eval(&program, x86, nr("read"), [0; 6]), ALLOW);
         assert_eq!(eval(&program, x86, nr("write"), [0; 6]), EPERM);
         assert_eq!(
@@ -568,16 +601,23 @@ mod tests {
                                    {"index": 2, "value": 10, "op": "SCMP_CMP_LE"}]}]
         }));
         let program = compile(&p).unwrap();
-        let nr = |name: &str| syscalls::Sysno::from_str(name).unwrap().id() as u32;
+        let nr =
+            |name: &str| syscalls::Sysno::from_str(name).unwrap().id() as u32;
         let x86 = AUDIT_ARCH_X86_64;
         assert_eq!(eval(&program, x86, nr("mkdir"), [0; 6]), 0x0005_000d);
         assert_eq!(eval(&program, x86, nr("rmdir"), [0; 6]), ALLOW);
-        assert_eq!(eval(&program, x86, nr("getpid"), [0, 0, 7, 0, 0, 0]), EPERM);
+        assert_eq!(
+            eval(&program, x86, nr("getpid"), [0, 0, 7, 0, 0, 0]),
+            EPERM
+        );
         assert_eq!(
             eval(&program, x86, nr("getpid"), [0, 0, 11, 0, 0, 0]),
             ALLOW
         );
-        assert_eq!(eval(&program, x86, nr("getpid"), [0, 0, 5, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            eval(&program, x86, nr("getpid"), [0, 0, 5, 0, 0, 0]),
+            ALLOW
+        );
         assert_eq!(
             eval(&program, x86, nr("getpid"), [0, 0, 1 << 40, 0, 0, 0]),
             ALLOW
@@ -610,7 +650,8 @@ mod tests {
         let program = compile(&p).unwrap();
         assert!(program.len() > 280, "{} instructions", program.len());
         assert!(program.iter().any(|i| i.code == JMP_JA));
-        let nr = |name: &str| syscalls::Sysno::from_str(name).unwrap().id() as u32;
+        let nr =
+            |name: &str| syscalls::Sysno::from_str(name).unwrap().id() as u32;
         let x86 = AUDIT_ARCH_X86_64;
         // Every condition holds: the rule matches.
         assert_eq!(
@@ -636,7 +677,9 @@ mod tests {
                     "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]})
             })
             .collect();
-        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}));
+        let p = profile(
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}),
+        );
         let error = compile(&p).unwrap_err();
         assert!(matches!(error, Error::TooLong(n) if n > 4096), "{error}");
     }
