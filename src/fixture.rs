@@ -212,6 +212,14 @@ pub fn rootfs() -> &'static Path {
     static ROOTFS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ROOTFS.get_or_init(|| {
         let dir = target_dir().join("rootfs");
+        if crate::prebuilt() {
+            assert!(
+                dir.join("bin/probe").exists(),
+                "BERTH_PREBUILT=1, but there is no rootfs at {}",
+                dir.display()
+            );
+            return dir;
+        }
         if let Err(error) = build_rootfs(&dir) {
             panic!("cannot build the test rootfs {}: {error}", dir.display());
         }

@@ -66,12 +66,23 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
+/// Whether the binaries and the rootfs were built beforehand
+/// (`BERTH_PREBUILT=1`): the cgroup v2 lane runs the test executables in a
+/// qemu guest that has no cargo, with static builds put where
+/// [`step_binary`] and [`fixture::rootfs`] look.
+pub fn prebuilt() -> bool {
+    env::var("BERTH_PREBUILT").as_deref() == Ok("1")
+}
+
 /// Build the workspace's binaries once per test process, and return its path
 /// relative to the workspace root (`target/debug/step01-uts`), as a reader
 /// would type it.
 pub fn step_binary(bin: &str) -> String {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if prebuilt() {
+            return;
+        }
         // All binaries at once: one cargo call, a no-op when up to date.
         let status = cargo()
             .args(["build", "--quiet", "--workspace", "--bins"])
@@ -279,5 +290,79 @@ pub fn snapshot_settings() -> insta::Settings {
         r"(?m)^Max processes: soft \S+ hard \S+$",
         "Max processes: soft [HOST LIMIT] hard [HOST LIMIT]",
     );
+    settings
+}
+
+/// A filter for `probe mounts` lines whose mount is a bind mount of a
+/// directory of this checkout (the rootfs at `/`, and whatever else a test
+/// binds at `mountpoints`): their filesystem type is the host's (`ext4`,
+/// `xfs`, `tmpfs` for a checkout on tmpfs...), shown as `[HOST FS]`.
+pub fn host_fs_filter(settings: &mut insta::Settings, mountpoints: &[&str]) {
+    let alternatives: Vec<String> =
+        mountpoints.iter().map(|m| regex_escape(m)).collect();
+    settings.add_filter(
+        &format!(r"(?m)^  ({}) \S+ ", alternatives.join("|")),
+        "  $1 [HOST FS] ",
+    );
+}
+
+/// `text` with the characters a regex treats specially escaped.
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = r"\.+*?()|[]{}^$#&-~".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+/// The cgroup layout this machine runs, for snapshots whose content
+/// honestly differs between them (the files a container's cgroup shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupLayout {
+    /// cgroup v1 controllers (pure v1, or hybrid with an empty v2 tree).
+    V1,
+    /// Only cgroup2 at `/sys/fs/cgroup`: what most machines run now.
+    V2,
+}
+
+impl CgroupLayout {
+    /// Which one `/sys/fs/cgroup` is.
+    pub fn of_this_machine() -> CgroupLayout {
+        let stat = statfs_type("/sys/fs/cgroup");
+        const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+        if stat == Some(CGROUP2_SUPER_MAGIC) {
+            CgroupLayout::V2
+        } else {
+            CgroupLayout::V1
+        }
+    }
+
+    /// The snapshot suffix of this layout: `step06_limits@v2.snap`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            CgroupLayout::V1 => "v1",
+            CgroupLayout::V2 => "v2",
+        }
+    }
+}
+
+/// `statfs(2)`'s `f_type` of `path`, if it can be read.
+fn statfs_type(path: &str) -> Option<i64> {
+    let path = std::ffi::CString::new(path).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: a valid C string and a buffer of the right type.
+    let done = unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) };
+    // SAFETY: statfs filled it in when it returned 0.
+    (done == 0).then(|| unsafe { stat.assume_init() }.f_type as i64)
+}
+
+/// [`snapshot_settings`] for a snapshot whose content depends on the
+/// cgroup layout: one file per layout (`NAME@v1.snap`, `NAME@v2.snap`),
+/// each checked by the lane that runs that layout (this machine's, or the
+/// qemu guest's).
+pub fn layout_snapshot_settings() -> insta::Settings {
+    let mut settings = snapshot_settings();
+    settings.set_snapshot_suffix(CgroupLayout::of_this_machine().suffix());
     settings
 }

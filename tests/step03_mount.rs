@@ -3,7 +3,9 @@
 //! mounts and processes with them; nothing stays mounted on the host.
 
 use berth_tests::fixture::rootfs_arg;
-use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
+use berth_tests::{
+    host, host_fs_filter, privileged, run, snapshot_settings, step_binary,
+};
 use step08_oci::mount;
 
 #[test]
@@ -54,7 +56,7 @@ fn the_container_sees_its_own_root_proc_and_dev() {
     );
     let mut settings = snapshot_settings();
     // The rootfs is a bind mount of a host directory: its type is the host's.
-    settings.add_filter(r"(?m)^  / \S+ ", "  / [HOST FS] ");
+    host_fs_filter(&mut settings, &["/"]);
     settings
         .bind(|| insta::assert_snapshot!("step03_container", shown.render()));
 }

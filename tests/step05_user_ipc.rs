@@ -6,8 +6,8 @@ use std::os::unix::fs::MetadataExt;
 
 use berth_tests::fixture::{rootfs, rootfs_arg};
 use berth_tests::{
-    ThrowawayUser, host, privileged, run, snapshot_settings, step_binary,
-    world_executable, world_readable_rootfs,
+    ThrowawayUser, host, host_fs_filter, privileged, run, snapshot_settings,
+    step_binary, world_executable, world_readable_rootfs,
 };
 use nix::unistd::{Gid, Uid};
 use step08_oci::user;
@@ -112,7 +112,7 @@ fn an_ordinary_user_runs_a_rootless_container() {
     let mut settings = snapshot_settings();
     settings.add_filter(r"uid_map: 0 \d+ 1", "uid_map: 0 [USER UID] 1");
     settings.add_filter(r"gid_map: 0 \d+ 1", "gid_map: 0 [USER GID] 1");
-    settings.add_filter(r"(?m)^  / \S+ ", "  / [HOST FS] ");
+    host_fs_filter(&mut settings, &["/"]);
     settings
         .bind(|| insta::assert_snapshot!("step05_rootless", shown.render()));
 }

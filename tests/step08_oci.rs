@@ -9,7 +9,9 @@ mod oci;
 use std::fs;
 use std::process::Command;
 
-use berth_tests::{host, privileged, run, snapshot_settings, step_binary};
+use berth_tests::{
+    host, host_fs_filter, privileged, run, snapshot_settings, step_binary,
+};
 use oci::{assert_cgroup_removed, bundle, differential};
 use serde_json::{Value, json};
 
@@ -23,7 +25,10 @@ macro_rules! differential_test {
             }
             let dir = bundle($name, $edit);
             let shown = differential($name, &dir);
-            snapshot_settings().bind(|| {
+            let mut settings = snapshot_settings();
+            // The rootfs, and the binds of its own directories.
+            host_fs_filter(&mut settings, &["/", "/data", "/tmp"]);
+            settings.bind(|| {
                 insta::assert_snapshot!(
                     concat!("step08_diff_", $name),
                     shown.render()
