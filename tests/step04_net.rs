@@ -125,3 +125,58 @@ echo \"links: $(ip -o link | wc -l)\"
     snapshot_settings()
         .bind(|| insta::assert_snapshot!("step04_bad_input", shown.render()));
 }
+
+#[test]
+fn kill_9_of_the_step_leaves_nothing_that_blocks_the_next_run() {
+    if !privileged(
+        "step04_net::kill_9_of_the_step_leaves_nothing_that_blocks_the_next_run",
+    ) {
+        return;
+    }
+    let (step, rootfs) = (step_binary("step04-net"), rootfs_arg());
+    // A container on the bridge; its step killed with SIGKILL, which no
+    // clean-up code sees. The container dies with it (its parent-death
+    // signal), its network namespace with it, and the veth pair with that;
+    // the same address on the same bridge works again at once.
+    let script = format!(
+        r#"set -e
+ip link set lo up
+{step} --rootfs {rootfs} --net bridge --ip 10.88.0.2/16 -- sleep 7031 &
+step=$!
+tries=0
+until [ "$(ip -o link show type veth | wc -l)" = 1 ] || [ $tries = 200 ]; do
+    sleep 0.05; tries=$((tries + 1))
+done
+echo "veth interfaces while it runs: $(ip -o link show type veth | wc -l)"
+kill -KILL $step
+wait $step || echo "step: exit code $?"
+tries=0
+until [ "$(ip -o link show type veth | wc -l)" = 0 ] || [ $tries = 200 ]; do
+    sleep 0.05; tries=$((tries + 1))
+done
+echo "veth interfaces after kill -9: $(ip -o link show type veth | wc -l)"
+{step} --rootfs {rootfs} --net bridge --ip 10.88.0.2/16 -- \
+    sh -c 'ping -c1 -W2 10.88.0.1 >/dev/null && echo "again: the bridge answers"'
+echo "veth interfaces at the end: $(ip -o link show type veth | wc -l)""#
+    );
+    let before = host::State::now();
+    let shown = run("unshare", &["--net", "--", "sh", "-c", &script]);
+    before.assert_unchanged();
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    let container_gone =
+        host::wait_for(5, || host::processes(&["sleep", "7031"]).is_empty());
+    assert!(container_gone, "the container outlived its step");
+    for expected in [
+        "veth interfaces while it runs: 1",
+        "step: exit code 137",
+        "veth interfaces after kill -9: 0",
+        "again: the bridge answers",
+        "veth interfaces at the end: 0",
+    ] {
+        assert!(
+            shown.stdout.contains(expected),
+            "{expected}: {}",
+            shown.render()
+        );
+    }
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use berth_tests::fixture::rootfs_arg;
 use berth_tests::{
-    privileged, run, snapshot_settings, step_binary, test_command,
+    CgroupLayout, layout_snapshot_settings, privileged, run, snapshot_settings,
+    step_binary, test_command,
 };
 use step08_oci::cgroup::{self, Cgroup, CgroupPath, Layout};
 
@@ -61,6 +62,15 @@ fn layouts_and_plans_for_both_versions() {
     snapshot_settings().bind(|| insta::assert_snapshot!("step06_plans", text));
 }
 
+/// Where a container sees `controller`'s files of its own cgroup: its
+/// controller's tree on v1, the one tree on v2.
+fn controller_dir(controller: &str) -> String {
+    match CgroupLayout::of_this_machine() {
+        CgroupLayout::V1 => format!("/sys/fs/cgroup/{controller}"),
+        CgroupLayout::V2 => "/sys/fs/cgroup".to_owned(),
+    }
+}
+
 /// Assert that no directory of cgroup `path` is left.
 fn assert_removed(path: &str) {
     let layout = cgroup::detect().unwrap();
@@ -104,7 +114,7 @@ fn limits_are_visible_inside_through_the_cgroup_namespace() {
     assert_removed("berth-test/limits");
     assert_eq!(shown.code, 0, "{}", shown.render());
     assert!(shown.stdout.contains(" cgroup=new"), "{}", shown.render());
-    snapshot_settings()
+    layout_snapshot_settings()
         .bind(|| insta::assert_snapshot!("step06_limits", shown.render()));
 }
 
@@ -148,10 +158,14 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
     // Only shell builtins after the bomb (a fork may fail at any time),
     // polling until the kernel has refused a fork.
-    let script = "bomb() { bomb | bomb & }; bomb 2>/dev/null; i=0; \
-                  while read key n < /sys/fs/cgroup/pids/pids.events && [ \"$n\" = 0 ] \
-                  && [ $i -lt 100000 ]; do i=$((i + 1)); done; echo \"pids.events $key $n\"; \
-                  read max < /sys/fs/cgroup/pids/pids.max; echo \"pids.max $max\"";
+    let pids = controller_dir("pids");
+    let script = format!(
+        "bomb() {{ bomb | bomb & }}; bomb 2>/dev/null; i=0; \
+         while read key n < {pids}/pids.events && [ \"$n\" = 0 ] \
+         && [ $i -lt 100000 ]; do i=$((i + 1)); done; \
+         echo \"pids.events $key $n\"; \
+         read max < {pids}/pids.max; echo \"pids.max $max\""
+    );
     let shown = run(
         &step,
         &[
@@ -164,7 +178,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
             "--",
             "sh",
             "-c",
-            script,
+            &script,
         ],
     );
     assert_removed("berth-test/bomb");
@@ -176,7 +190,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(refused > 0, "no fork was refused: {}", shown.render());
-    let mut settings = snapshot_settings();
+    let mut settings = layout_snapshot_settings();
     settings
         .add_filter(r"pids.events max \d+", "pids.events max [FORKS REFUSED]");
     settings
@@ -189,8 +203,11 @@ fn a_cpu_quota_throttles() {
         return;
     }
     let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
-    let script = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; \
-                  grep -E '^nr_(periods|throttled) ' /sys/fs/cgroup/cpu/cpu.stat";
+    let script = format!(
+        "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; \
+         grep -E '^nr_(periods|throttled) ' {}/cpu.stat",
+        controller_dir("cpu")
+    );
     let shown = run(
         &step,
         &[
@@ -204,7 +221,7 @@ fn a_cpu_quota_throttles() {
             "--",
             "sh",
             "-c",
-            script,
+            &script,
         ],
     );
     assert_removed("berth-test/cpu");
@@ -216,7 +233,7 @@ fn a_cpu_quota_throttles() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(throttled > 0, "never throttled: {}", shown.render());
-    let mut settings = snapshot_settings();
+    let mut settings = layout_snapshot_settings();
     settings.add_filter(r"nr_(periods|throttled) \d+", "nr_$1 [N]");
     settings.add_filter(
         r"used cpu \d+ us, memory peak \d+ bytes, throttled \d+",
