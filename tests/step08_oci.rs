@@ -359,7 +359,12 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
         ),
         (
             "no-mount-ns",
-            Box::new(|c| c["linux"]["namespaces"] = json!([{"type": "pid"}])),
+            Box::new(|c| {
+                // With a UTS namespace, so that the hostname passes and
+                // the missing mount namespace is what is refused.
+                c["linux"]["namespaces"] =
+                    json!([{"type": "pid"}, {"type": "uts"}]);
+            }),
         ),
         // What the runtime spec says a runtime MUST refuse.
         (

@@ -378,6 +378,7 @@ impl Channel {
         self.fd = None;
     }
 
+    // ANCHOR: keep_parent_death_signal
     /// Arm `PR_SET_PDEATHSIG` again, after a change of the effective uid or
     /// gid cleared it (`prctl(2)`), then make sure the parent did not die
     /// before that: its end of the sync socket is closed everywhere when it
@@ -403,6 +404,7 @@ impl Channel {
             Err(errno) => Err(Error::Sync(errno)),
         }
     }
+    // ANCHOR_END: keep_parent_death_signal
 
     /// The fd of the child's end, while it is open.
     pub fn fd(&self) -> Option<RawFd> {

@@ -223,6 +223,7 @@ fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
+// ANCHOR: hashing
 /// A reader that hashes what passes through it: the layer is hashed
 /// and unpacked from the same bytes, read once. Hashing a file and then
 /// unpacking it from a second `open` would let the two reads see different
@@ -242,12 +243,14 @@ impl<R: Read> Read for Hashing<R> {
         Ok(n)
     }
 }
+// ANCHOR_END: hashing
 
 /// How much a layer file may go on past the end of its tar archive (tar
 /// pads to 10 KiB records; gzip may add a few bytes): enough for any
 /// honest writer, and an end for an endless input like `/dev/zero`.
 pub const MAX_TRAILING: u64 = 1 << 20;
 
+// ANCHOR: lock
 /// Lock `file` for this process, without waiting; `false` if another
 /// process holds it. The lock goes when the last copy of the fd closes, so
 /// a killed process leaves nothing locked.
@@ -268,6 +271,7 @@ fn lock_dir(dir: &Path) -> Result<Option<File>, io::Error> {
     let file = File::open(dir)?;
     Ok(try_lock(&file)?.then_some(file))
 }
+// ANCHOR_END: lock
 
 /// Create `path` with mode 0700 (whatever the umask), or make it 0700.
 fn private_dir(path: &Path) -> Result<(), Error> {
@@ -373,6 +377,7 @@ impl Store {
     }
     // ANCHOR_END: layer
 
+    // ANCHOR: unpack_into
     /// Unpack `path` into `dir`, hashing it on the way; the hex digest.
     fn unpack_into(&self, path: &Path, dir: &Path) -> Result<String, Error> {
         let read_error = |source| Error::ReadLayer {
@@ -422,6 +427,7 @@ impl Store {
             .map(|b| format!("{b:02x}"))
             .collect())
     }
+    // ANCHOR_END: unpack_into
 
     // ANCHOR: container
     /// The writable directories for container `id` on top of `layers`

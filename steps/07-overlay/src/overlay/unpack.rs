@@ -12,7 +12,7 @@
 //! | absolute path `/etc/x`              | contained: `etc/x` in the layer       |
 //! | `..` anywhere in a path             | refused: the layer is corrupt         |
 //! | symlink `s -> /`, then `s/x`        | contained: `x` lands in the layer root|
-//! | hard link to `/etc/shadow`          | contained: must be a file of the layer|
+//! | hard link to `/etc/shadow`          | refused: must be a file of the layer  |
 //! | device node, not root               | skipped and counted                   |
 //!
 //! Whiteouts are converted on the way in (`image-spec` `layer.md` →

@@ -125,6 +125,7 @@ pub fn reexec_sealed() -> Result<(), Error> {
 }
 // ANCHOR_END: reexec_sealed
 
+// ANCHOR: undumpable
 /// In the container's first process: not dumpable until its `execve`
 /// (which makes it dumpable again), so that no other process of the
 /// container can open its `/proc/PID/exe`, `mem` or `environ`.
@@ -133,3 +134,4 @@ pub fn undumpable() -> Result<(), Error> {
     let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     Errno::result(rc).map(drop).map_err(Error::Dumpable)
 }
+// ANCHOR_END: undumpable

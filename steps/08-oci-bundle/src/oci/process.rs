@@ -11,12 +11,15 @@
 //! 1. resource limits and `oom_score_adj`, while we are still root;
 //! 2. the capability *bounding* set shrinks (needs `CAP_SETPCAP`);
 //! 3. `PR_SET_KEEPCAPS`, so that switching to a non-root uid does not empty
-//!    the permitted set; then groups, gid, uid;
+//!    the permitted set; then groups, gid, uid — and the parent-death
+//!    signal armed again, since the switch cleared it;
 //! 4. inheritable, effective, permitted, then ambient capabilities;
 //! 5. `PR_SET_NO_NEW_PRIVS`: from here no `execve` can gain privileges;
 //!    then the seccomp filter (without `no_new_privs`, it is loaded first
 //!    of all, while `CAP_SYS_ADMIN` is still there);
-//! 6. the working directory, and `execve` with the spec's environment.
+//! 6. the working directory; the `startContainer` hooks, as restricted as
+//!    the process; only stdio kept open, default signal dispositions; and
+//!    `execve` with the spec's environment.
 
 use std::convert::Infallible;
 use std::ffi::CString;

@@ -9,7 +9,6 @@
 //! rule that matches decides. The program we emit:
 //!
 //! ```text
-// ANCHOR: diagram
 //!   ld  arch                 ; not x86_64, or an x32 syscall number:
 //!   jne AUDIT_ARCH_X86_64 ──▶ ret FOREIGN    (the default action, or
 //!   ld  nr                   ;  KILL_PROCESS if the default allows, so
@@ -21,11 +20,16 @@
 //!   └─────────────────────┘
 //!   ...
 //!   ret DEFAULT
-// ANCHOR_END: diagram
 //! ```
 //!
 //! Argument values are 64 bits and BPF words 32: each comparison looks at
 //! the high word first, then the low one.
+//!
+//! A conditional jump's offsets are 8 bits: a block longer than 255
+//! instructions (a rule with 64 or more argument conditions) cannot be
+//! skipped in one jump. `Block::finish` then routes such a jump through
+//! an unconditional `ja` (32-bit offset) placed right after it, a
+//! trampoline; a program past the kernel's 4096 instructions is refused.
 //!
 //! Simplifications (named, each an error rather than a silent skip):
 //! only the native x86_64 table of syscall names is known (names of other
