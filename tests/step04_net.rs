@@ -164,7 +164,7 @@ echo "veth interfaces at the end: $(ip -o link show type veth | wc -l)""#
     before.assert_unchanged();
     assert_eq!(shown.code, 0, "{}", shown.render());
     let container_gone =
-        host::wait_for(5, || host::processes(&["sleep", "7031"]).is_empty());
+        host::wait_for(60, || host::processes(&["sleep", "7031"]).is_empty());
     assert!(container_gone, "the container outlived its step");
     for expected in [
         "veth interfaces while it runs: 1",

@@ -241,11 +241,11 @@ fn kill_9_of_the_step_ends_the_container() {
             .spawn()
             .unwrap();
         let sleeping = || !host::processes(&["sleep", seconds]).is_empty();
-        assert!(host::wait_for(10, sleeping), "the container never ran");
+        assert!(host::wait_for(60, sleeping), "the container never ran");
         // setpriv exec'd the step: its pid is the step's.
         stepper.kill().unwrap();
         stepper.wait().unwrap();
-        let ended = host::wait_for(5, || !sleeping());
+        let ended = host::wait_for(60, || !sleeping());
         for pid in host::processes(&["sleep", seconds]) {
             let _ = std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])

@@ -374,3 +374,34 @@ fn bad_input_and_failed_starts_leave_no_cgroup() {
     snapshot_settings()
         .bind(|| insta::assert_snapshot!("step06_bad_input", text));
 }
+
+#[test]
+fn cgroups_are_0755_whatever_the_umask() {
+    if !privileged("step06_cgroups::cgroups_are_0755_whatever_the_umask") {
+        return;
+    }
+    let (step, rootfs) = (step_binary("step06-cgroups"), rootfs_arg());
+    let layout = cgroup::detect().unwrap();
+    let parent = Cgroup::open(&layout, &"berth-umask".parse().unwrap());
+    for dir in parent.dirs() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    // Under umask 077 a plain mkdir(2) makes 0700 cgroups: a container
+    // root of another uid could not look into (or mount) its own cgroup.
+    let script = format!(
+        "umask 077; exec {step} --rootfs {rootfs} --cgroup berth-umask/leaf \
+         --pids 10 -- stat -c %a {}",
+        controller_dir("pids")
+    );
+    let shown = run("sh", &["-c", &script]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(shown.stdout, "755\n", "the container's own cgroup");
+    assert_removed("berth-umask/leaf");
+    for dir in parent.dirs() {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o755, "{}", dir.display());
+        std::fs::remove_dir(dir).unwrap();
+    }
+}

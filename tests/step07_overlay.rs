@@ -791,7 +791,7 @@ fn kill_9_leaves_nothing_the_next_run_does_not_remove() {
     .unwrap();
     let mut stdin = unpacking.stdin.take().unwrap();
     stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
-    assert!(berth_tests::host::wait_for(10, || count("layers/tmp") == 1));
+    assert!(berth_tests::host::wait_for(60, || count("layers/tmp") == 1));
     unpacking.kill().unwrap();
     unpacking.wait().unwrap();
     drop(stdin);
@@ -805,11 +805,11 @@ fn kill_9_leaves_nothing_the_next_run_does_not_remove() {
     .unwrap();
     let sleeping =
         || !berth_tests::host::processes(&["sleep", "31344"]).is_empty();
-    assert!(berth_tests::host::wait_for(10, sleeping), "never ran");
+    assert!(berth_tests::host::wait_for(60, sleeping), "never ran");
     running.kill().unwrap();
     running.wait().unwrap();
     assert!(
-        berth_tests::host::wait_for(5, || !sleeping()),
+        berth_tests::host::wait_for(60, || !sleeping()),
         "the container outlived the step"
     );
     // That run's start removed the half layer; its own directories are left.

@@ -289,10 +289,10 @@ fn container_dies_with_the_runtime(dir: &str, id: &str, seconds: &str) -> bool {
         .spawn()
         .unwrap();
     let sleeping = || !host::processes(&["sleep", seconds]).is_empty();
-    assert!(host::wait_for(10, sleeping), "the container never ran");
+    assert!(host::wait_for(60, sleeping), "the container never ran");
     runtime.kill().unwrap();
     runtime.wait().unwrap();
-    let died = host::wait_for(5, || !sleeping());
+    let died = host::wait_for(60, || !sleeping());
     for pid in host::processes(&["sleep", seconds]) {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
@@ -365,7 +365,7 @@ fn interrupt_during_set_up(
         .spawn()
         .unwrap();
     assert!(
-        host::wait_for(10, || fs::metadata(marker).is_ok()),
+        host::wait_for(60, || fs::metadata(marker).is_ok()),
         "the hook never ran"
     );
     let pid = runtime.id().to_string();
@@ -452,7 +452,7 @@ fn a_signal_during_set_up_undoes_it() {
     );
     for seconds in ["31340", "31341"] {
         assert!(
-            host::wait_for(5, || host::processes(&["sleep", seconds])
+            host::wait_for(60, || host::processes(&["sleep", seconds])
                 .is_empty()),
             "the hanging hook (sleep {seconds}) was left running"
         );
@@ -463,4 +463,30 @@ fn a_signal_during_set_up_undoes_it() {
         "\"[WORKSPACE]/target/test-step08/",
     );
     settings.bind(|| insta::assert_snapshot!("step08_interrupted", text));
+}
+
+#[test]
+fn a_device_node_gets_its_exact_mode_whatever_the_umask() {
+    if !privileged(
+        "step08_hardening::a_device_node_gets_its_exact_mode_whatever_the_umask",
+    ) {
+        return;
+    }
+    let dir = bundle("device-mode", |c| {
+        quiet_ambient(c);
+        c["linux"]["devices"] = json!([
+            {"path": "/dev/null2", "type": "c", "major": 1, "minor": 3,
+             "fileMode": 0o666, "uid": 0, "gid": 0}
+        ]);
+        c["process"]["args"] = json!(["stat", "-c", "%a %n", "/dev/null2"]);
+    });
+    // mknod(2) applies the caller's umask: under 077 the node would come
+    // out 0600, and only root in the container could use it.
+    let step = step_binary("step08-oci");
+    let script =
+        format!("umask 077; exec {step} run --bundle {dir} device-mode");
+    let shown = run("sh", &["-c", &script]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    assert_eq!(shown.stdout, "666 /dev/null2\n", "{}", shown.render());
+    assert_cgroup_removed("device-mode");
 }

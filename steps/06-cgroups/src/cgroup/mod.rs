@@ -672,6 +672,34 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Create the cgroup directory `dir` (its parent exists) with mode 0755,
+/// whatever the umask of whoever runs us: under `umask 077` it would be
+/// 0700, and a container whose root is another uid (a user namespace)
+/// could not even look into its own cgroup, or mount it. `Ok(false)` if it
+/// was there already (and is left as it is).
+pub(crate) fn create_dir(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`create_dir`] for `dir` and every missing directory above it.
+fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all(parent)?;
+    }
+    create_dir(dir).map(drop)
+}
+
 // ANCHOR: make_leaf
 /// Create the container's own cgroup directory `dir`. It must be new: an
 /// existing one in use (another container's) would be killed and removed
@@ -685,8 +713,8 @@ pub(crate) fn make_leaf(dir: &Path) -> Result<(), Error> {
         path: dir.to_owned(),
         source,
     };
-    match fs::create_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+    match create_dir(dir) {
+        Ok(false) => {
             let procs = read(&dir.join("cgroup.procs"))?;
             let children = fs::read_dir(dir)
                 .map_err(create_error)?
@@ -701,9 +729,9 @@ pub(crate) fn make_leaf(dir: &Path) -> Result<(), Error> {
                 path: dir.to_owned(),
                 source,
             })?;
-            fs::create_dir(dir).map_err(create_error)
+            create_dir(dir).map(drop).map_err(create_error)
         }
-        other => other.map_err(create_error),
+        other => other.map(drop).map_err(create_error),
     }
 }
 // ANCHOR_END: make_leaf
@@ -748,7 +776,7 @@ impl Cgroup {
                         source,
                     };
                     if let Some(parent) = dir.parent() {
-                        fs::create_dir_all(parent).map_err(create_error)?;
+                        create_dir_all(parent).map_err(create_error)?;
                     }
                     // On error, `cgroup` is dropped, which removes the
                     // directories made so far.

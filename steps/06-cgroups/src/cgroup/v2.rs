@@ -1,7 +1,6 @@
 //! The cgroup v2 driver: one tree, controllers enabled from the top down.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -72,10 +71,8 @@ pub(super) fn create(mount: &Path, path: &Path) -> Result<PathBuf, Error> {
         if dir == mount.join(path) {
             super::make_leaf(&dir)?;
         } else {
-            match fs::create_dir(&dir) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(Error::Create { path: dir, source }),
-                Ok(()) => {}
+            if let Err(source) = super::create_dir(&dir) {
+                return Err(Error::Create { path: dir, source });
             }
         }
     }
