@@ -42,7 +42,7 @@
 //! # Signals and exit codes
 //!
 //! The parent blocks the signals it forwards (and `SIGCHLD`) before `clone`,
-//! then [`supervise`] waits for them with `sigwait(2)`: no handlers, no
+//! then [`supervise`] waits for them with `sigwait(3)`: no handlers, no
 //! races between a handler and `waitpid`. `COMMAND` gets an empty signal
 //! mask back in [`exec`]. The step exits with `COMMAND`'s exit code, or
 //! `128 + N` when it was killed by signal `N`, as a shell reports it.
@@ -153,8 +153,8 @@ pub enum Error {
         #[source]
         source: Errno,
     },
-    /// `sigwait(2)` failed.
-    #[error("sigwait(2) failed")]
+    /// `sigwait(3)` failed.
+    #[error("sigwait(3) failed")]
     SigWait(#[source] Errno),
     /// `prctl(PR_SET_PDEATHSIG)` failed.
     #[error("prctl(PR_SET_PDEATHSIG) failed")]
@@ -657,7 +657,7 @@ pub enum Reap {
 /// Forward signals to `main` and wait for it to end; return its exit code.
 ///
 /// The caller must have blocked [`supervised_signals`] (as [`spawn`] does),
-/// so that they queue up for `sigwait(2)` instead of running handlers.
+/// so that they queue up for `sigwait(3)` instead of running handlers.
 pub fn supervise(main: Pid, reap: Reap) -> Result<u8, Error> {
     let signals = supervised_signals();
     loop {

@@ -553,6 +553,7 @@ fn apply_mount(root: BorrowedFd, spec: &Mount) -> Result<(), Error> {
 }
 // ANCHOR_END: apply_mount
 
+// ANCHOR: make_device
 fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
     let failed = |source| Error::Target {
         target: device.path.clone(),
@@ -610,6 +611,7 @@ fn make_device(root: BorrowedFd, device: &Device) -> Result<(), Error> {
         Err(errno) => Err(failed(errno)),
     }
 }
+// ANCHOR_END: make_device
 
 fn make_symlink(
     root: BorrowedFd,
