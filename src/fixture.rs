@@ -184,7 +184,10 @@ pub fn build_rootfs(dir: &Path) -> Result<(), Error> {
     if !target.exists() {
         install(Path::new(BUSYBOX), &target)?;
     }
-    let applets = run(Command::new(&target).arg("--list"))?;
+    // The list from the original, not the fresh copy: another thread of a
+    // test process may fork while the copy is open for writing, and its
+    // child would hold that fd until it execs (ETXTBSY for us).
+    let applets = run(Command::new(BUSYBOX).arg("--list"))?;
     for applet in String::from_utf8_lossy(&applets).lines() {
         let link = bin.join(applet);
         if applet == "busybox" || link.symlink_metadata().is_ok() {
