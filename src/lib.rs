@@ -115,7 +115,15 @@ pub fn world_executable(bin: &str) -> String {
         std::sync::atomic::AtomicUsize::new(0);
     let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let partial = dir.join(format!("{bin}.{}.{n}", std::process::id()));
-    std::fs::copy(&built, &partial).expect("cannot copy the binary");
+    // Copied by cp(1), not by us: a thread of ours forking while we held
+    // the copy open for writing would lend its child that fd until the
+    // child execs, and running the copy then fails with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg(&built)
+        .arg(&partial)
+        .status()
+        .expect("cannot run cp");
+    assert!(copied.success(), "cp of {} failed", built.display());
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
         .expect("cannot chmod the binary");
     std::fs::rename(&partial, &target).expect("cannot rename the binary");
