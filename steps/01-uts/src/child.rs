@@ -172,6 +172,14 @@ pub enum Error {
     /// Closing the inherited file descriptors failed.
     #[error("cannot close the inherited file descriptors")]
     CloseFds(#[source] Errno),
+    /// The child, set up, could not wait for its start ([`Channel::ready`]).
+    #[error("waiting to be started: {0}")]
+    NotStarted(String),
+    /// The child ended (or ran `COMMAND`) without saying it was set up:
+    /// [`Child::create`] on a child whose set-up never calls
+    /// [`Channel::ready`].
+    #[error("the container process ended before it was set up")]
+    NotReady,
 }
 
 /// `CLONE_NEWUTS | CLONE_NEWPID`: flags as they are spelled in `clone(2)`.
@@ -241,7 +249,11 @@ impl ExecError {
 pub enum Message {
     /// Parent → child, sync 1: the host side is ready; go on.
     Proceed,
-    /// Child → parent, sync 2: set-up failed before `COMMAND` ran.
+    /// Child → parent, sync 2 of a start in two parts (step 8's `create`
+    /// and `start`): set-up is done, and the child waits for sync 3, a
+    /// second [`Message::Proceed`], before it runs `COMMAND`.
+    Ready,
+    /// Child → parent, sync 2 (or 4): set-up failed before `COMMAND` ran.
     Failed {
         /// The exit code the child chose (see [`exit_code_of`]).
         code: u8,
@@ -254,11 +266,13 @@ pub enum Message {
 impl Message {
     const PROCEED: u8 = 1;
     const FAILED: u8 = 2;
+    const READY: u8 = 3;
 
     /// The packet for this message.
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Message::Proceed => vec![Self::PROCEED],
+            Message::Ready => vec![Self::READY],
             Message::Failed { code, message } => {
                 let mut bytes = vec![Self::FAILED, *code];
                 bytes.extend_from_slice(message.as_bytes());
@@ -271,6 +285,7 @@ impl Message {
     pub fn decode(packet: &[u8]) -> Option<Message> {
         match packet {
             [Self::PROCEED] => Some(Message::Proceed),
+            [Self::READY] => Some(Message::Ready),
             [Self::FAILED, code, message @ ..] => Some(Message::Failed {
                 code: *code,
                 message: String::from_utf8_lossy(message).into_owned(),
@@ -411,8 +426,8 @@ impl Channel {
         self.fd.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// Sync 1, child side: wait for [`Message::Proceed`].
-    fn wait_for_proceed(&mut self) -> Result<(), String> {
+    /// Sync 1 (or 3), child side: wait for [`Message::Proceed`].
+    fn wait_for_proceed(&mut self, sync: u8) -> Result<(), String> {
         let Some(fd) = &self.fd else {
             return Err("the sync socket is closed".to_owned());
         };
@@ -425,10 +440,27 @@ impl Channel {
             Ok(Some(packet)) => {
                 Err(format!("unexpected sync message {packet:?}"))
             }
-            Ok(None) => Err("the parent went away before sync 1".to_owned()),
-            Err(errno) => Err(format!("sync 1: recv: {errno}")),
+            Ok(None) => Err(format!("the parent went away before sync {sync}")),
+            Err(errno) => Err(format!("sync {sync}: recv: {errno}")),
         }
     }
+
+    // ANCHOR: ready
+    /// Syncs 2 and 3 of a start in two parts, child side: say that set-up
+    /// is done ([`Message::Ready`]), then wait until the parent says go
+    /// (a second [`Message::Proceed`]). The parent's side is
+    /// [`Child::create`], then [`Child::start`]. Step 8 calls this where
+    /// the runtime spec's `create` ends and `start` begins.
+    pub fn ready(&mut self) -> Result<(), Error> {
+        let Some(fd) = &self.fd else {
+            return Err(Error::Sync(Errno::EBADF));
+        };
+        /* sync 2: set up. */
+        send(fd, &Message::Ready).map_err(Error::Sync)?;
+        /* sync 3: wait for the go. */
+        self.wait_for_proceed(3).map_err(Error::NotStarted)
+    }
+    // ANCHOR_END: ready
 
     /// Sync 2, child side: send a failure; `false` if there is no socket.
     fn send_failure(&mut self, code: u8, message: &str) -> bool {
@@ -555,7 +587,7 @@ where
         return EXIT_SETUP_FAILED.into();
     }
     /* sync 1: wait until the parent has done its part. */
-    if let Err(problem) = channel.wait_for_proceed() {
+    if let Err(problem) = channel.wait_for_proceed(1) {
         channel.send_failure(EXIT_SETUP_FAILED, &problem);
         return EXIT_SETUP_FAILED.into();
     }
@@ -611,13 +643,18 @@ impl Child {
             Ok(Err(signal)) => Error::Interrupted { signal },
             Err(errno) => Error::Sync(errno),
         };
-        // The child exits right after a failure; make sure of it, and reap
-        // it so that no half-set-up container is left behind.
+        Err(self.abandon(failed))
+    }
+
+    /// After a failed sync: the child exits right after a failure; make
+    /// sure of it, and reap it so that no half-set-up container is left
+    /// behind. Returns `failed`.
+    fn abandon(&mut self, failed: Error) -> Error {
         self.sync = None;
         let _ = kill(self.pid, Signal::SIGKILL);
         let _ = supervise(self.pid, Reap::Main);
         let _ = self.old_mask.thread_set_mask();
-        Err(failed)
+        failed
     }
 
     /// [`Child::start`] if not done yet, then supervise the child until it
@@ -630,6 +667,35 @@ impl Child {
         result
     }
     // ANCHOR_END: wait
+
+    // ANCHOR: create
+    /// Syncs 1 and 2 of a start in two parts, parent side: let the child
+    /// set itself up, and return once it waits for its start
+    /// ([`Channel::ready`]). [`Child::start`] then sends sync 3 and waits,
+    /// as always, for the end-of-file of `exec` (or a failure). On a
+    /// failure here the child is gone, as with `start`.
+    pub fn create(&mut self) -> Result<(), Error> {
+        let Some(sync) = &self.sync else {
+            return Err(Error::Sync(Errno::EBADF));
+        };
+        let outcome = send(sync, &Message::Proceed) /* sync 1 */
+            .and_then(|()| recv_unless_interrupted(sync)) /* sync 2 */;
+        let failed = match outcome {
+            Ok(Ok(Some(packet))) => match Message::decode(&packet) {
+                // Set up; it waits at sync 3.
+                Some(Message::Ready) => return Ok(()),
+                Some(Message::Failed { code, message }) => {
+                    Error::Setup { code, message }
+                }
+                _ => Error::Malformed { len: packet.len() },
+            },
+            Ok(Ok(None)) => Error::NotReady,
+            Ok(Err(signal)) => Error::Interrupted { signal },
+            Err(errno) => Error::Sync(errno),
+        };
+        Err(self.abandon(failed))
+    }
+    // ANCHOR_END: create
 }
 
 impl Drop for Child {

@@ -28,12 +28,14 @@
 //! - [`hooks`]: running hooks with the state on stdin;
 //! - [`seccomp`]: the seccomp profile compiled to BPF;
 //! - [`devices`]: device rules as an eBPF program, for cgroup v2;
-//! - [`exe`]: the runtime's own binary out of the container's reach.
+//! - [`exe`]: the runtime's own binary out of the container's reach;
+//! - [`lifecycle`]: all of it composed, as `create`, `start` and `wait`.
 
 pub mod check;
 pub mod devices;
 pub mod exe;
 pub mod hooks;
+pub mod lifecycle;
 pub mod mounts;
 pub mod process;
 pub mod seccomp;

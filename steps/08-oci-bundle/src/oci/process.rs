@@ -13,7 +13,8 @@
 //! 3. `PR_SET_KEEPCAPS`, so that switching to a non-root uid does not empty
 //!    the permitted set; then groups, gid, uid — and the parent-death
 //!    signal armed again, since the switch cleared it;
-//! 4. inheritable, effective, permitted, then ambient capabilities;
+//! 4. inheritable, effective, permitted, then ambient capabilities; then
+//!    the wait for the start (`Channel::ready`): `create` ends here;
 //! 5. `PR_SET_NO_NEW_PRIVS`: from here no `execve` can gain privileges;
 //!    then the seccomp filter (without `no_new_privs`, it is loaded first
 //!    of all, while `CAP_SYS_ADMIN` is still there);
@@ -98,6 +99,9 @@ pub enum Error {
     /// The parent-death signal could not be re-armed after the id switch.
     #[error("after the switch to the container's user")]
     ParentDeath(#[source] crate::child::Error),
+    /// Set up, the process could not wait for its start.
+    #[error("set up, but the start never came")]
+    Gate(#[source] crate::child::Error),
     /// Preparing the `execve` failed (fds, signals).
     #[error(transparent)]
     Exec(#[from] crate::child::ExecError),
@@ -379,13 +383,16 @@ fn resolve(prepared: &Prepared) -> Result<CString, Error> {
 
 // ANCHOR: start
 /// Become the container's process, in the child, after every mount: limits,
-/// identity, capabilities, `no_new_privs`, seccomp, working directory; then
-/// `last` (the `startContainer` hooks, which so run with every restriction
-/// of the process itself), and `execve`.
+/// identity, capabilities; then wait for the start ([`Channel::ready`]:
+/// here the runtime spec's `create` ends); then `no_new_privs`, seccomp
+/// (as close to `execve` as it can be, so that a profile need not allow
+/// what the set-up does), the working directory, `last` (the
+/// `startContainer` hooks, which so run with every restriction of the
+/// process itself), and `execve`.
 pub fn start(
     prepared: &Prepared,
     setgroups_allowed: bool,
-    channel: &Channel,
+    channel: &mut Channel,
     last: impl FnOnce() -> Result<(), super::hooks::Error>,
 ) -> Result<Infallible, Error> {
     for (name, resource, soft, hard) in &prepared.rlimits {
@@ -473,6 +480,8 @@ pub fn start(
             }
         })?;
     }
+    // Created: wait here until the parent says start (syncs 2 and 3).
+    channel.ready().map_err(Error::Gate)?;
     if prepared.no_new_privileges {
         prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
         if let Some((program, flags)) = &prepared.seccomp {

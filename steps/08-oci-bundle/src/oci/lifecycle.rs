@@ -1,0 +1,305 @@
+//! One container's life, from a bundle, in the runtime spec's operations
+//! (`runtime.md`, "Lifecycle"): [`create`] sets everything up and leaves
+//! the process waiting just before its `startContainer` hooks and
+//! `execve`; [`Created::start`] lets it go; [`Running::wait`] waits for it
+//! and tears down. `step08-oci run` calls the three in a row; a runtime
+//! with separate `create` and `start` commands calls them from different
+//! processes (Part II).
+//!
+//! ```text
+//!   create                                  start          wait
+//!   ├ load, check, plan (nothing exists)    ├ sync 3 ──▶   ├ exit code
+//!   ├ cgroup, clone, maps, cgroup.add       │ seccomp,     ├ cgroup gone
+//!   ├ prestart, createRuntime hooks         │ hooks, exec  └ poststop hooks
+//!   └ sync 1 ──▶ mounts, createContainer    └ poststart
+//!       hooks, pivot, ids, caps ◀── sync 2
+//! ```
+//!
+//! The process waits at sync 3 of step 1's channel ([`Channel::ready`]),
+//! so `create` and `start` must be called by the same process here.
+//! Simplification: a runtime whose `create` exits before `start` needs a
+//! gate that outlives it (runc's exec FIFO); that is Part II's.
+//!
+//! [`Channel::ready`]: crate::child::Channel::ready
+
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::{Pid, getegid, geteuid};
+use oci_spec::runtime::{Hook, Hooks, LinuxSeccomp};
+
+use super::{Bundle, hooks, mounts, process};
+use crate::{cgroup, child, mount, net, user};
+
+/// What can go wrong in a container's life, before its process runs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The forwarded signals could not be blocked for the set-up.
+    #[error("cannot block the forwarded signals")]
+    Signals(#[source] Errno),
+    /// The bundle or its plans (see [`super::Error`]).
+    #[error(transparent)]
+    Config(#[from] super::Error),
+    /// `process` (see [`process::Error`]).
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    /// The mount plan (see [`mounts::Error`]).
+    #[error(transparent)]
+    Mounts(#[from] mounts::Error),
+    /// The loopback plan.
+    #[error(transparent)]
+    Net(#[from] net::Error),
+    /// `clone(2)` and what comes with it.
+    #[error("cannot start the container")]
+    Spawn(#[source] child::Error),
+    /// Writing the uid and gid maps.
+    #[error("cannot map the container's ids")]
+    Maps(#[source] user::Error),
+    /// The container's cgroup.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    /// A hook that must succeed failed.
+    #[error(transparent)]
+    Hook(#[from] hooks::Error),
+    /// The container process failed, or a sync with it did.
+    #[error(transparent)]
+    Child(#[from] child::Error),
+}
+
+impl Error {
+    /// The exit code to report for this error ([`child::exit_code_of`]):
+    /// `128 + N` for a signal during set-up, `126`/`127` for a process that
+    /// cannot be executed or found, else `125`. A transparent variant is
+    /// looked into directly: its `source()` is its inner error's.
+    pub fn exit_code(&self) -> u8 {
+        let inner: &(dyn std::error::Error + 'static) = match self {
+            Error::Config(e) => e,
+            Error::Process(e) => e,
+            Error::Mounts(e) => e,
+            Error::Net(e) => e,
+            Error::Cgroup(e) => e,
+            Error::Hook(e) => e,
+            Error::Child(e) => e,
+            Error::Signals(_) | Error::Spawn(_) | Error::Maps(_) => self,
+        };
+        child::exit_code_of(inner)
+    }
+}
+
+/// A container set up and waiting for its start.
+#[derive(Debug)]
+pub struct Created {
+    /// Its process (killed and reaped if dropped before [`Created::start`]).
+    child: child::Child,
+    /// Its cgroup, if it has one (removed if dropped).
+    cgroup: Option<cgroup::Cgroup>,
+    /// Its bundle.
+    bundle: Bundle,
+    /// The hooks still to run.
+    hooks: Hooks,
+}
+
+/// A container whose process runs.
+#[derive(Debug)]
+pub struct Running {
+    child: child::Child,
+    cgroup: Option<cgroup::Cgroup>,
+    bundle: Bundle,
+    hooks: Hooks,
+}
+
+/// How a container ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// Its exit code (`128 + N` when killed by signal `N`).
+    pub code: u8,
+    /// Why, when its seccomp profile may have killed it (`SIGSYS`).
+    pub explanation: Option<String>,
+}
+
+/// The hooks of a stage, `[]` when absent.
+fn list(hooks: &Option<Vec<Hook>>) -> Vec<Hook> {
+    hooks.clone().unwrap_or_default()
+}
+
+/// The state the hooks of `bundle` get on stdin.
+fn state(bundle: &Bundle, status: &str, pid: i32) -> String {
+    hooks::state(bundle.spec.version(), &bundle.id, status, pid, &bundle.dir)
+}
+
+// ANCHOR: create
+/// Set up the container `id` of the bundle at `dir`, up to the moment its
+/// process would run the `startContainer` hooks and `execve`; it waits
+/// there. `warn` gets what the config asks that cannot be granted, before
+/// anything exists.
+pub fn create(
+    dir: &Path,
+    id: &str,
+    warn: &mut dyn FnMut(String),
+) -> Result<Created, Error> {
+    // A signal during set-up waits, pending, until it can be handled with
+    // everything undone (see child::interrupted).
+    child::supervised_signals()
+        .thread_block()
+        .map_err(Error::Signals)?;
+    let bundle = super::load(dir, id)?;
+    let spec = &bundle.spec;
+    let process = spec.process().as_ref().ok_or(process::Error::NoArgs)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let prepared = process::prepare(process, seccomp)?;
+    let namespaces = super::namespaces(spec)?;
+    let ids = super::id_plan(spec, &namespaces, geteuid(), getegid())?;
+    let cgroup_plan = super::cgroup_plan(spec, id)?;
+    // Without root, a cgroup only where limits are asked (see step 6).
+    let asked = cgroup_plan.resources.any() || cgroup_plan.spec_device_rules;
+    let cgroup = if geteuid().is_root() || asked {
+        Some(super::create_cgroup(&cgroup_plan)?)
+    } else {
+        None
+    };
+    let view = mounts::CgroupView {
+        layout: &cgroup_plan.layout,
+        bind: (!namespaces.new_cgroup && cgroup.is_some())
+            .then(|| cgroup_plan.path.as_path()),
+    };
+    let plan = mounts::plan(spec, &bundle.dir, &view)?;
+    let loopback = net::Plan {
+        host: vec![],
+        container: vec![net::ContainerOp::LinkUp {
+            link: "lo".parse()?,
+        }],
+    };
+    let all_hooks = spec.hooks().clone().unwrap_or_default();
+    // The config is valid: what it asks that cannot be granted.
+    for warning in &prepared.warnings {
+        warn(warning.clone());
+    }
+    // Joining a PID namespace is the parent's doing: it decides where its
+    // *next* child is born, and the child cannot change its own.
+    let joined_pid =
+        super::PidNamespace::enter(namespaces.join_pid.as_deref())?;
+    let mut child = child::spawn(namespaces.clone, |channel| {
+        // In the child: PID 1 of the new PID namespace, if there is one.
+        // Until its execve, its /proc/1/exe is ours: hidden (oci::exe).
+        super::exe::undumpable()?;
+        super::join(&namespaces.join)?;
+        if let Some(ids) = &ids {
+            user::become_root(ids, channel)?;
+        }
+        if namespaces.new_cgroup {
+            cgroup::enter_namespace()?;
+        }
+        super::set_names(spec)?;
+        if namespaces.new_net {
+            net::configure(&loopback)?;
+        }
+        // Our pid as the host sees it: /proc is still the host's here.
+        let pid = super::host_pid();
+        // Every mount but the pivot, then the createContainer hooks: in the
+        // container's namespaces, their paths still resolved in the host's.
+        let mounts =
+            plan.strip_suffix(&[mount::Op::PivotRoot]).unwrap_or(&plan);
+        mount::enter(&bundle.rootfs, mounts)?;
+        hooks::run(
+            "createContainer",
+            &list(all_hooks.create_container()),
+            &state(&bundle, "creating", pid),
+        )?;
+        mount::pivot(&bundle.rootfs)?;
+        super::mounts::after_pivot(spec)?;
+        let setgroups = !ids.as_ref().is_some_and(|ids| ids.deny_setgroups);
+        // process::start waits for the start once the process is set up;
+        // startContainer runs after that, with the process's own user,
+        // capabilities, no_new_privs and seccomp.
+        let start_hooks = list(all_hooks.start_container());
+        let start_state = state(&bundle, "created", pid);
+        let last = || hooks::run("startContainer", &start_hooks, &start_state);
+        match process::start(&prepared, setgroups, channel, last)? {}
+    })
+    .map_err(Error::Spawn)?;
+    drop(joined_pid);
+    // In the parent, while the child waits at sync 1.
+    let pid = child.pid().as_raw();
+    if let Some(ids) = &ids {
+        user::write_maps(ids, child.pid()).map_err(Error::Maps)?;
+    }
+    if let Some(cgroup) = &cgroup {
+        cgroup.add(child.pid())?;
+    }
+    // runtime.md's order: the deprecated prestart hooks, then createRuntime.
+    for (stage, hooks) in [
+        ("prestart", all_hooks.prestart()),
+        ("createRuntime", all_hooks.create_runtime()),
+    ] {
+        hooks::run(stage, &list(hooks), &state(&bundle, "creating", pid))?;
+    }
+    // Syncs 1 and 2: the child sets itself up, then waits.
+    child.create()?;
+    Ok(Created {
+        child,
+        cgroup,
+        bundle,
+        hooks: all_hooks,
+    })
+}
+// ANCHOR_END: create
+
+impl Created {
+    /// The container process, as the host sees it.
+    pub fn pid(&self) -> Pid {
+        self.child.pid()
+    }
+
+    // ANCHOR: start
+    /// Let the process go (sync 3): seccomp, `startContainer` hooks,
+    /// `execve`. Then the `poststart` hooks, whose failures are only
+    /// warnings (`warn`): the process runs.
+    pub fn start(
+        mut self,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<Running, Error> {
+        self.child.start()?;
+        let pid = self.child.pid().as_raw();
+        let poststart = list(self.hooks.poststart());
+        let running = state(&self.bundle, "running", pid);
+        for failure in hooks::run_all("poststart", &poststart, &running) {
+            warn(failure.to_string());
+        }
+        Ok(Running {
+            child: self.child,
+            cgroup: self.cgroup,
+            bundle: self.bundle,
+            hooks: self.hooks,
+        })
+    }
+    // ANCHOR_END: start
+}
+
+impl Running {
+    // ANCHOR: wait
+    /// Supervise the process until it ends (signals forwarded, orphans
+    /// reaped), remove the cgroup, run the `poststop` hooks (failures are
+    /// warnings).
+    pub fn wait(self, warn: &mut dyn FnMut(String)) -> Result<Exit, Error> {
+        let code = self.child.wait()?;
+        let seccomp = self
+            .bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref());
+        let explanation = seccomp.and_then(|profile: &LinuxSeccomp| {
+            super::seccomp::explain_exit(profile, code)
+        });
+        if let Some(cgroup) = self.cgroup {
+            cgroup.destroy()?;
+        }
+        let poststop = list(self.hooks.poststop());
+        let stopped = state(&self.bundle, "stopped", 0);
+        for failure in hooks::run_all("poststop", &poststop, &stopped) {
+            warn(failure.to_string());
+        }
+        Ok(Exit { code, explanation })
+    }
+    // ANCHOR_END: wait
+}
