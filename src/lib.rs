@@ -314,21 +314,11 @@ pub fn snapshot_settings() -> insta::Settings {
 /// `xfs`, `tmpfs` for a checkout on tmpfs...), shown as `[HOST FS]`.
 pub fn host_fs_filter(settings: &mut insta::Settings, mountpoints: &[&str]) {
     let alternatives: Vec<String> =
-        mountpoints.iter().map(|m| regex_escape(m)).collect();
+        mountpoints.iter().map(|m| regex::escape(m)).collect();
     settings.add_filter(
         &format!(r"(?m)^  ({}) \S+ ", alternatives.join("|")),
         "  $1 [HOST FS] ",
     );
-}
-
-/// `text` with the characters a regex treats specially escaped.
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let special = r"\.+*?()|[]{}^$#&-~".contains(c);
-            special.then_some('\\').into_iter().chain([c])
-        })
-        .collect()
 }
 
 /// The cgroup layout this machine runs, for snapshots whose content

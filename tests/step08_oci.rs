@@ -586,3 +586,30 @@ fn hooks_run_at_their_stages_with_the_state_on_stdin() {
     let text = format!("{}\n{order}", shown.render());
     snapshot_settings().bind(|| insta::assert_snapshot!("step08_hooks", text));
 }
+
+#[test]
+fn a_process_not_found_exits_127_and_one_not_executable_126() {
+    if !privileged(
+        "step08_oci::a_process_not_found_exits_127_and_one_not_executable_126",
+    ) {
+        return;
+    }
+    let step = step_binary("step08-oci");
+    let mut text = String::new();
+    for (id, args, code) in [
+        ("exit-127", json!(["no-such-program"]), 127),
+        ("exit-126", json!(["/etc/hostname"]), 126),
+    ] {
+        let dir = bundle(id, |c| {
+            c["process"]["args"] = args;
+            c["process"]["capabilities"]["ambient"] = json!([]);
+        });
+        let shown = run(&step, &["run", "--bundle", &dir, id]);
+        assert_eq!(shown.code, code, "{}", shown.render());
+        assert_eq!(shown.stderr.lines().count(), 1, "{}", shown.render());
+        assert_cgroup_removed(id);
+        text.push_str(&shown.render());
+        text.push('\n');
+    }
+    snapshot_settings().bind(|| insta::assert_snapshot!("step08_exec", text));
+}

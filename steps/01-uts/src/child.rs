@@ -136,6 +136,10 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
+    /// The child sent a message where it must not (`Ready` to a one-part
+    /// start, `Proceed` at all).
+    #[error("the container sent a sync message out of order")]
+    OutOfOrder,
     /// The child reported a failure before `COMMAND` could run.
     #[error("{message}")]
     Setup {
@@ -411,8 +415,9 @@ impl Channel {
             fd.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
-        // After sync 1 the parent sends nothing more: anything readable is
-        // the end-of-file of a dead parent.
+        // Between sync 1 and the child's Ready (or exec) the parent sends
+        // nothing: anything readable is the end-of-file of a dead parent.
+        // (Step 8 calls this before Channel::ready, as it must.)
         match nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO) {
             Ok(0) => Ok(()),
             Ok(_) => Err(Error::ParentGone),
@@ -623,22 +628,36 @@ impl Child {
         if self.started {
             return Ok(());
         }
+        /* sync 1 (3 after create), then sync 2 (4) */
+        match self.proceed()? {
+            // End-of-file: exec closed the child's end; COMMAND runs.
+            None => {
+                self.started = true;
+                Ok(())
+            }
+            Some(Message::Ready | Message::Proceed) => {
+                Err(self.abandon(Error::OutOfOrder))
+            }
+            Some(Message::Failed { code, message }) => {
+                Err(self.abandon(Error::Setup { code, message }))
+            }
+        }
+    }
+
+    /// Send [`Message::Proceed`] and return the child's answer: a message,
+    /// or `None` for end-of-file. A failure to sync, a malformed answer or
+    /// a forwarded signal abandons the child.
+    fn proceed(&mut self) -> Result<Option<Message>, Error> {
         let Some(sync) = &self.sync else {
             return Err(Error::Sync(Errno::EBADF));
         };
-        let outcome = send(sync, &Message::Proceed) /* sync 1 */
-            .and_then(|()| recv_unless_interrupted(sync)) /* sync 2 */;
-        let failed = match outcome {
-            // End-of-file: exec closed the child's end; COMMAND runs.
-            Ok(Ok(None)) => {
-                self.started = true;
-                return Ok(());
-            }
+        let failed = match send(sync, &Message::Proceed)
+            .and_then(|()| recv_unless_interrupted(sync))
+        {
+            Ok(Ok(None)) => return Ok(None),
             Ok(Ok(Some(packet))) => match Message::decode(&packet) {
-                Some(Message::Failed { code, message }) => {
-                    Error::Setup { code, message }
-                }
-                _ => Error::Malformed { len: packet.len() },
+                Some(message) => return Ok(Some(message)),
+                None => Error::Malformed { len: packet.len() },
             },
             Ok(Err(signal)) => Error::Interrupted { signal },
             Err(errno) => Error::Sync(errno),
@@ -675,23 +694,15 @@ impl Child {
     /// as always, for the end-of-file of `exec` (or a failure). On a
     /// failure here the child is gone, as with `start`.
     pub fn create(&mut self) -> Result<(), Error> {
-        let Some(sync) = &self.sync else {
-            return Err(Error::Sync(Errno::EBADF));
-        };
-        let outcome = send(sync, &Message::Proceed) /* sync 1 */
-            .and_then(|()| recv_unless_interrupted(sync)) /* sync 2 */;
-        let failed = match outcome {
-            Ok(Ok(Some(packet))) => match Message::decode(&packet) {
-                // Set up; it waits at sync 3.
-                Some(Message::Ready) => return Ok(()),
-                Some(Message::Failed { code, message }) => {
-                    Error::Setup { code, message }
-                }
-                _ => Error::Malformed { len: packet.len() },
-            },
-            Ok(Ok(None)) => Error::NotReady,
-            Ok(Err(signal)) => Error::Interrupted { signal },
-            Err(errno) => Error::Sync(errno),
+        /* sync 1, then sync 2 */
+        let failed = match self.proceed()? {
+            // Set up; it waits at sync 3.
+            Some(Message::Ready) => return Ok(()),
+            Some(Message::Failed { code, message }) => {
+                Error::Setup { code, message }
+            }
+            Some(Message::Proceed) => Error::OutOfOrder,
+            None => Error::NotReady,
         };
         Err(self.abandon(failed))
     }
@@ -906,12 +917,43 @@ pub fn reset_signal_dispositions() -> Result<(), Errno> {
     Ok(())
 }
 
-/// The exit code for an error: the one an [`ExecError`] or a child's
-/// [`Error::Setup`] carries, anywhere in its chain of causes, else
-/// [`EXIT_SETUP_FAILED`].
+/// An error that says which exit code it stands for, and reads exactly as
+/// the error it wraps (its message, then that error's causes).
+///
+/// [`exit_code_of`] walks an error's causes, but a `#[error(transparent)]`
+/// variant of an enum hands over its inner error's *causes*, never the
+/// inner error itself: an [`ExecError`] inside one is not seen. A caller
+/// that knows the code (step 8's `process::Error::exit_code`) says it with
+/// this wrapper instead.
+#[derive(Debug)]
+pub struct WithExitCode {
+    /// The exit code: 126, 127, `128 + N`, or 125.
+    pub code: u8,
+    /// The error.
+    pub error: BoxError,
+}
+
+impl std::fmt::Display for WithExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl StdError for WithExitCode {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.error.source()
+    }
+}
+
+/// The exit code for an error: the one a [`WithExitCode`], an
+/// [`ExecError`] or a child's [`Error::Setup`] carries, anywhere in its
+/// chain of causes, else [`EXIT_SETUP_FAILED`].
 pub fn exit_code_of(error: &(dyn StdError + 'static)) -> u8 {
     let mut cause = Some(error);
     while let Some(error) = cause {
+        if let Some(coded) = error.downcast_ref::<WithExitCode>() {
+            return coded.code;
+        }
         if let Some(exec) = error.downcast_ref::<ExecError>() {
             return exec.exit_code();
         }

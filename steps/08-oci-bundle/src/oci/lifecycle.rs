@@ -99,14 +99,9 @@ pub struct Created {
     hooks: Hooks,
 }
 
-/// A container whose process runs.
+/// A container whose process runs: what it was when created, started.
 #[derive(Debug)]
-pub struct Running {
-    child: child::Child,
-    cgroup: Option<cgroup::Cgroup>,
-    bundle: Bundle,
-    hooks: Hooks,
-}
+pub struct Running(Created);
 
 /// How a container ended.
 #[derive(Debug)]
@@ -214,7 +209,14 @@ pub fn create(
         let start_hooks = list(all_hooks.start_container());
         let start_state = state(&bundle, "created", pid);
         let last = || hooks::run("startContainer", &start_hooks, &start_state);
-        match process::start(&prepared, setgroups, channel, last)? {}
+        // The exit code travels with the error (127: not found, ...).
+        match process::start(&prepared, setgroups, channel, last) {
+            Ok(never) => match never {},
+            Err(error) => Err(Box::new(child::WithExitCode {
+                code: error.exit_code(),
+                error: error.into(),
+            })),
+        }
     })
     .map_err(Error::Spawn)?;
     drop(joined_pid);
@@ -265,12 +267,7 @@ impl Created {
         for failure in hooks::run_all("poststart", &poststart, &running) {
             warn(failure.to_string());
         }
-        Ok(Running {
-            child: self.child,
-            cgroup: self.cgroup,
-            bundle: self.bundle,
-            hooks: self.hooks,
-        })
+        Ok(Running(self))
     }
     // ANCHOR_END: start
 }
@@ -281,8 +278,9 @@ impl Running {
     /// reaped), remove the cgroup, run the `poststop` hooks (failures are
     /// warnings).
     pub fn wait(self, warn: &mut dyn FnMut(String)) -> Result<Exit, Error> {
-        let code = self.child.wait()?;
-        let seccomp = self
+        let Running(container) = self;
+        let code = container.child.wait()?;
+        let seccomp = container
             .bundle
             .spec
             .linux()
@@ -291,11 +289,11 @@ impl Running {
         let explanation = seccomp.and_then(|profile: &LinuxSeccomp| {
             super::seccomp::explain_exit(profile, code)
         });
-        if let Some(cgroup) = self.cgroup {
+        if let Some(cgroup) = container.cgroup {
             cgroup.destroy()?;
         }
-        let poststop = list(self.hooks.poststop());
-        let stopped = state(&self.bundle, "stopped", 0);
+        let poststop = list(container.hooks.poststop());
+        let stopped = state(&container.bundle, "stopped", 0);
         for failure in hooks::run_all("poststop", &poststop, &stopped) {
             warn(failure.to_string());
         }

@@ -382,6 +382,19 @@ fn resolve(prepared: &Prepared) -> Result<CString, Error> {
 }
 
 // ANCHOR: start
+impl Error {
+    /// The exit code a shell would use: 127 for a program not found, 126
+    /// for one that cannot be executed, `128 + N` for a signal during the
+    /// `startContainer` hooks, else 125 ([`crate::child::exit_code_of`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::NotFound { .. } => crate::child::EXIT_NOT_FOUND,
+            Error::Exec(exec) => exec.exit_code(),
+            _ => crate::child::exit_code_of(self),
+        }
+    }
+}
+
 /// Become the container's process, in the child, after every mount: limits,
 /// identity, capabilities; then wait for the start ([`Channel::ready`]:
 /// here the runtime spec's `create` ends); then `no_new_privs`, seccomp
@@ -495,10 +508,10 @@ pub fn start(
     // Only stdio crosses; every signal as a fresh process has it.
     crate::child::prepare_exec(3)?;
     execve(&program, &prepared.argv, &prepared.env).map_err(|source| {
-        Error::Syscall {
-            what: format!("execute {program:?}"),
+        Error::Exec(crate::child::ExecError::Exec {
+            program: program.to_string_lossy().into_owned(),
             source,
-        }
+        })
     })
 }
 // ANCHOR_END: start
