@@ -33,4 +33,6 @@
 //!   - networking on step 4's bridge, plus outbound NAT and port
 //!     publishing.
 
+pub mod runtime;
+
 pub use step08_oci::*;

@@ -707,6 +707,28 @@ impl Child {
         Err(self.abandon(failed))
     }
     // ANCHOR_END: create
+
+    /// Sync 3 of a start in two parts when the process will be started by
+    /// someone else (the runtime's `start` command, through step 8's exec
+    /// FIFO): tell it to stop depending on us, wait until it has closed
+    /// its end of the channel, and let it go — it is not killed when this
+    /// value is dropped, and not reaped by us. Returns its pid.
+    pub fn detach(mut self) -> Result<Pid, Error> {
+        /* sync 3, then the end-of-file of the detached child */
+        match self.proceed()? {
+            None => {
+                self.sync = None;
+                let _ = self.old_mask.thread_set_mask();
+                Ok(self.pid)
+            }
+            Some(Message::Failed { code, message }) => {
+                Err(self.abandon(Error::Setup { code, message }))
+            }
+            Some(Message::Ready | Message::Proceed) => {
+                Err(self.abandon(Error::OutOfOrder))
+            }
+        }
+    }
 }
 
 impl Drop for Child {

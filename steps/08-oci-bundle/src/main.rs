@@ -35,7 +35,9 @@ fn run(bundle: &std::path::Path, id: &str) -> Result<u8, lifecycle::Error> {
     let mut warn = |warning: String| {
         eprintln!("{}: warning: {warning}", env!("CARGO_BIN_NAME"));
     };
-    let created = lifecycle::create(bundle, id, &mut warn)?;
+    let bundle = oci::load(bundle, id)?;
+    let options = lifecycle::Options::default();
+    let created = lifecycle::create(bundle, &options, &mut warn)?;
     let running = created.start(&mut warn)?;
     let exit = running.wait(&mut warn)?;
     if let Some(why) = exit.explanation {

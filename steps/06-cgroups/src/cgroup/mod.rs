@@ -833,6 +833,12 @@ impl Cgroup {
             })
     }
 
+    /// Leave the cgroup in place: the container outlives this process (the
+    /// runtime's `create`), and a later command removes it.
+    pub fn keep(mut self) {
+        self.destroyed = true;
+    }
+
     /// Every directory of the cgroup.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(|(dir, _)| dir.as_path())

@@ -124,13 +124,18 @@ fn run_one(stage: &'static str, hook: &Hook, state: &str) -> Result<(), Error> {
         }
         command.env_clear().stdin(Stdio::piped());
         // SAFETY: between fork and exec only async-signal-safe calls run:
-        // sigaction(2) and sigprocmask(2). A hook starts as a fresh process
-        // would: default dispositions, nothing blocked (we block the
-        // forwarded signals, and Rust ignores SIGPIPE).
+        // sigaction(2), sigprocmask(2) and prctl(2). A hook starts as a
+        // fresh process would: default dispositions, nothing blocked (we
+        // block the forwarded signals, and Rust ignores SIGPIPE). And it
+        // dies with the runtime that waits for it: a runtime killed during
+        // a hook must not leave the hook running on its own.
         unsafe {
             command.pre_exec(|| {
                 crate::child::reset_signal_dispositions()?;
                 nix::sys::signal::SigSet::empty().thread_set_mask()?;
+                nix::sys::prctl::set_pdeathsig(
+                    nix::sys::signal::Signal::SIGKILL,
+                )?;
                 Ok(())
             });
         }

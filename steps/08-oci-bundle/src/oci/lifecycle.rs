@@ -16,18 +16,20 @@
 //! ```
 //!
 //! The process waits at sync 3 of step 1's channel ([`Channel::ready`]),
-//! so `create` and `start` must be called by the same process here.
-//! Simplification: a runtime whose `create` exits before `start` needs a
-//! gate that outlives it (runc's exec FIFO); that is Part II's.
+//! so `create` and `start` are called by the same process — unless
+//! [`Options::exec_fifo`] names a state directory: then
+//! [`Created::detach`] lets the caller exit, and the process waits at the
+//! exec FIFO ([`super::exec_fifo`]) until a runtime's `start` command opens it.
 //!
 //! [`Channel::ready`]: crate::child::Channel::ready
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::unistd::{Pid, getegid, geteuid};
 use oci_spec::runtime::{Hook, Hooks, LinuxSeccomp};
 
+use super::exec_fifo::Gate;
 use super::{Bundle, hooks, mounts, process};
 use crate::{cgroup, child, mount, net, user};
 
@@ -86,6 +88,16 @@ impl Error {
     }
 }
 
+/// What differs between callers of [`create`].
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// The container's state directory, holding an exec FIFO made by
+    /// [`super::exec_fifo::make`]: the process waits there for its start, and the
+    /// container can be [`Created::detach`]ed. `None`: it waits for
+    /// [`Created::start`] in this process.
+    pub exec_fifo: Option<PathBuf>,
+}
+
 /// A container set up and waiting for its start.
 #[derive(Debug)]
 pub struct Created {
@@ -123,13 +135,13 @@ fn state(bundle: &Bundle, status: &str, pid: i32) -> String {
 }
 
 // ANCHOR: create
-/// Set up the container `id` of the bundle at `dir`, up to the moment its
-/// process would run the `startContainer` hooks and `execve`; it waits
-/// there. `warn` gets what the config asks that cannot be granted, before
-/// anything exists.
+/// Set up the container of `bundle` ([`super::load`]), up to the moment
+/// its process would run the `startContainer` hooks and `execve`; it waits
+/// there (see [`Options`]). `warn` gets what the config asks that cannot
+/// be granted, before anything exists.
 pub fn create(
-    dir: &Path,
-    id: &str,
+    bundle: Bundle,
+    options: &Options,
     warn: &mut dyn FnMut(String),
 ) -> Result<Created, Error> {
     // A signal during set-up waits, pending, until it can be handled with
@@ -137,7 +149,7 @@ pub fn create(
     child::supervised_signals()
         .thread_block()
         .map_err(Error::Signals)?;
-    let bundle = super::load(dir, id)?;
+    let id = bundle.id.as_str();
     let spec = &bundle.spec;
     let process = spec.process().as_ref().ok_or(process::Error::NoArgs)?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
@@ -177,6 +189,8 @@ pub fn create(
         // In the child: PID 1 of the new PID namespace, if there is one.
         // Until its execve, its /proc/1/exe is ours: hidden (oci::exe).
         super::exe::undumpable()?;
+        // The state directory, while our credentials are still the host's.
+        let gate = Gate::open(options.exec_fifo.as_deref())?;
         super::join(&namespaces.join)?;
         if let Some(ids) = &ids {
             user::become_root(ids, channel)?;
@@ -210,7 +224,7 @@ pub fn create(
         let start_state = state(&bundle, "created", pid);
         let last = || hooks::run("startContainer", &start_hooks, &start_state);
         // The exit code travels with the error (127: not found, ...).
-        match process::start(&prepared, setgroups, channel, last) {
+        match process::start(&prepared, setgroups, channel, gate, last) {
             Ok(never) => match never {},
             Err(error) => Err(Box::new(child::WithExitCode {
                 code: error.exit_code(),
@@ -251,6 +265,25 @@ impl Created {
     pub fn pid(&self) -> Pid {
         self.child.pid()
     }
+
+    /// Its bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    // ANCHOR: detach
+    /// Let this process exit with the container created and waiting at its
+    /// exec FIFO ([`Options::exec_fifo`]), its cgroup kept: from here a
+    /// runtime's commands find it through its state directory. Returns its
+    /// pid.
+    pub fn detach(self) -> Result<Pid, Error> {
+        let pid = self.child.detach()?;
+        if let Some(cgroup) = self.cgroup {
+            cgroup.keep();
+        }
+        Ok(pid)
+    }
+    // ANCHOR_END: detach
 
     // ANCHOR: start
     /// Let the process go (sync 3): seccomp, `startContainer` hooks,

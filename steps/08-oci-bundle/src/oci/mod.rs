@@ -29,11 +29,14 @@
 //! - [`seccomp`]: the seccomp profile compiled to BPF;
 //! - [`devices`]: device rules as an eBPF program, for cgroup v2;
 //! - [`exe`]: the runtime's own binary out of the container's reach;
-//! - [`lifecycle`]: all of it composed, as `create`, `start` and `wait`.
+//! - [`lifecycle`]: all of it composed, as `create`, `start` and `wait`;
+//! - [`exec_fifo`]: where a created container waits when `create` and
+//!   `start` are separate commands (a runtime's, Part II).
 
 pub mod check;
 pub mod devices;
 pub mod exe;
+pub mod exec_fifo;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mounts;
@@ -56,7 +59,8 @@ use crate::user;
 pub enum Error {
     /// The container id has characters runc would refuse.
     #[error(
-        "invalid container id {0:?}: use letters, digits, '_', '-' and '.'"
+        "invalid container id {0:?}: use 1 to 255 letters, digits, '_', \
+         '-' and '.' (no leading '.')"
     )]
     Id(String),
     /// The bundle or its `config.json` cannot be read.
@@ -144,14 +148,23 @@ pub struct Bundle {
     pub rootfs: PathBuf,
 }
 
+/// Refuse an id that is empty, too long for a file name (255 bytes), has
+/// anything but letters, digits, `_`, `-` and `.`, or starts with `.`: a
+/// runtime makes a directory of it, so `..` or `a/b` must never pass.
+pub fn check_id(id: &str) -> Result<(), Error> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    let fits = !id.is_empty() && id.len() <= 255;
+    if !fits || !id.chars().all(valid) || id.starts_with('.') {
+        return Err(Error::Id(id.to_owned()));
+    }
+    Ok(())
+}
+
 // ANCHOR: load
 /// Read bundle `dir` for container `id`: parse `config.json` twice (JSON,
 /// then typed) to [`check`] it, and find the rootfs.
 pub fn load(dir: &Path, id: &str) -> Result<Bundle, Error> {
-    let valid = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
-    if id.is_empty() || !id.chars().all(valid) || id.starts_with('.') {
-        return Err(Error::Id(id.to_owned()));
-    }
+    check_id(id)?;
     let dir = dir.canonicalize().map_err(|source| Error::Read {
         path: dir.to_owned(),
         source,
@@ -437,18 +450,24 @@ const ALLOWED_DEVICES: [&str; 10] = [
     "c 136:* rwm",
 ];
 
+/// The container's cgroup, relative to each hierarchy's root:
+/// `linux.cgroupsPath`, or the id.
+pub fn cgroup_path(spec: &Spec, id: &str) -> Result<CgroupPath, Error> {
+    let linux = spec.linux().as_ref();
+    let path_text = linux
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.display().to_string().trim_start_matches('/').to_owned())
+        .unwrap_or_else(|| id.to_owned());
+    CgroupPath::parse_field(&path_text, "linux.cgroupsPath")
+        .map_err(Error::CgroupsPath)
+}
+
 // ANCHOR: cgroup_plan
 /// `linux.resources` and `linux.cgroupsPath` in step 6's terms.
 pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
     let layout = full_layout()?;
     let linux = spec.linux().clone().unwrap_or_default();
-    let path_text = linux
-        .cgroups_path()
-        .as_ref()
-        .map(|p| p.display().to_string().trim_start_matches('/').to_owned())
-        .unwrap_or_else(|| id.to_owned());
-    let path = CgroupPath::parse_field(&path_text, "linux.cgroupsPath")
-        .map_err(Error::CgroupsPath)?;
+    let path = cgroup_path(spec, id)?;
     let resources_spec = linux.resources().clone().unwrap_or_default();
     let mut resources = Resources::default();
     if let Some(memory) = resources_spec.memory() {

@@ -13,14 +13,16 @@
 //! 3. `PR_SET_KEEPCAPS`, so that switching to a non-root uid does not empty
 //!    the permitted set; then groups, gid, uid — and the parent-death
 //!    signal armed again, since the switch cleared it;
-//! 4. inheritable, effective, permitted, then ambient capabilities; then
-//!    the wait for the start (`Channel::ready`): `create` ends here;
+//! 4. inheritable, effective, permitted, then ambient capabilities; the
+//!    working directory and the program looked up in `PATH`, so that a
+//!    wrong `cwd` or a missing program fails `create`; then the wait for
+//!    the start ([`super::exec_fifo::Gate`]): `create` ends here;
 //! 5. `PR_SET_NO_NEW_PRIVS`: from here no `execve` can gain privileges;
 //!    then the seccomp filter (without `no_new_privs`, it is loaded first
 //!    of all, while `CAP_SYS_ADMIN` is still there);
-//! 6. the working directory; the `startContainer` hooks, as restricted as
-//!    the process; only stdio kept open, default signal dispositions; and
-//!    `execve` with the spec's environment.
+//! 6. the `startContainer` hooks, as restricted as the process; only
+//!    stdio kept open, default signal dispositions; and `execve` with the
+//!    spec's environment.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -101,7 +103,7 @@ pub enum Error {
     ParentDeath(#[source] crate::child::Error),
     /// Set up, the process could not wait for its start.
     #[error("set up, but the start never came")]
-    Gate(#[source] crate::child::Error),
+    Gate(#[source] super::exec_fifo::Error),
     /// Preparing the `execve` failed (fds, signals).
     #[error(transparent)]
     Exec(#[from] crate::child::ExecError),
@@ -396,16 +398,17 @@ impl Error {
 }
 
 /// Become the container's process, in the child, after every mount: limits,
-/// identity, capabilities; then wait for the start ([`Channel::ready`]:
-/// here the runtime spec's `create` ends); then `no_new_privs`, seccomp
-/// (as close to `execve` as it can be, so that a profile need not allow
-/// what the set-up does), the working directory, `last` (the
+/// identity, capabilities, the working directory and the program found;
+/// then wait for the start at `gate` (here the runtime spec's `create`
+/// ends); then `no_new_privs`, seccomp (as close to `execve` as it can
+/// be, so that a profile need not allow what the set-up does), `last` (the
 /// `startContainer` hooks, which so run with every restriction of the
 /// process itself), and `execve`.
 pub fn start(
     prepared: &Prepared,
     setgroups_allowed: bool,
     channel: &mut Channel,
+    gate: super::exec_fifo::Gate,
     last: impl FnOnce() -> Result<(), super::hooks::Error>,
 ) -> Result<Infallible, Error> {
     for (name, resource, soft, hard) in &prepared.rlimits {
@@ -493,18 +496,19 @@ pub fn start(
             }
         })?;
     }
-    // Created: wait here until the parent says start (syncs 2 and 3).
-    channel.ready().map_err(Error::Gate)?;
+    // What can fail in the container's view fails now, at create.
+    chdir(&prepared.cwd).map_err(syscall("change to process.cwd"))?;
+    let program = resolve(prepared)?;
+    // Created: wait here until the start (syncs 2 and 3, or the FIFO).
+    gate.pass(channel).map_err(Error::Gate)?;
     if prepared.no_new_privileges {
         prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
         if let Some((program, flags)) = &prepared.seccomp {
             super::seccomp::install(program, *flags)?;
         }
     }
-    chdir(&prepared.cwd).map_err(syscall("change to process.cwd"))?;
     // startContainer: in the container, as restricted as the process.
     last()?;
-    let program = resolve(prepared)?;
     // Only stdio crosses; every signal as a fresh process has it.
     crate::child::prepare_exec(3)?;
     execve(&program, &prepared.argv, &prepared.env).map_err(|source| {

@@ -1,0 +1,242 @@
+//! runc's command line: the global flags containerd, dockerd (through
+//! containerd) and podman (through conmon) pass, and one subcommand per
+//! operation. Options may come before or after the container id.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use super::Error;
+use super::lifecycle::{self, CreateOptions, ListFormat, Runtime};
+use super::log::{Format, Log};
+
+/// An OCI runtime with runc's command line (berth).
+#[derive(Debug, Parser)]
+#[command(name = "berth-runtime", disable_version_flag = true)]
+pub struct Cli {
+    /// Where containers' state is kept [default: /run/berth-runtime, or
+    /// $XDG_RUNTIME_DIR/berth-runtime when not root]
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Write warnings and errors to FILE (default: stderr)
+    #[arg(long, global = true, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// The log's format
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: Format,
+    /// Log progress too
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Manage cgroups through systemd (refused where systemd is absent)
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility: rootless is detected
+    #[arg(long, global = true, value_name = "true|false|auto")]
+    rootless: Option<String>,
+    /// Print the version and the runtime spec's
+    #[arg(long, short = 'v')]
+    version: bool,
+    /// The command
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The options `create` and `run` share.
+#[derive(Debug, clap::Args)]
+struct Setup {
+    /// The bundle directory (config.json and the rootfs)
+    #[arg(long, short, value_name = "DIR", default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container process's pid to FILE
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// A unix socket to send the pty's master to (process.terminal)
+    #[arg(long, value_name = "SOCK")]
+    console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (pivot_root is always used)
+    #[arg(long)]
+    no_pivot: bool,
+    /// Accepted for runc compatibility (no session keyring is made)
+    #[arg(long)]
+    no_new_keyring: bool,
+    /// Pass N more fds (3, 4, …) to the container process
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
+    /// The container id
+    id: String,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set a container up; its process waits for `start`
+    Create(Setup),
+    /// Run a created container's process
+    Start {
+        /// The container id
+        id: String,
+    },
+    /// Print a container's state as JSON
+    State {
+        /// The container id
+        id: String,
+    },
+    /// Send a signal to a container's process
+    Kill {
+        /// Send it to every process of the container
+        #[arg(long, short)]
+        all: bool,
+        /// The container id
+        id: String,
+        /// A name (KILL, SIGKILL) or a number
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Remove a stopped container (--force: any container)
+    Delete {
+        /// Kill it first if it runs
+        #[arg(long, short)]
+        force: bool,
+        /// The container id
+        id: String,
+    },
+    /// Create and start a container (in the foreground unless --detach)
+    Run {
+        /// Return once it runs
+        #[arg(long, short)]
+        detach: bool,
+        #[command(flatten)]
+        setup: Setup,
+    },
+    /// List the containers
+    List {
+        /// table or json
+        #[arg(long, short, value_enum, default_value = "table")]
+        format: ListFormat,
+        /// Print the ids only
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Freeze every process of a container
+    Pause {
+        /// The container id
+        id: String,
+    },
+    /// Thaw a paused container
+    Resume {
+        /// The container id
+        id: String,
+    },
+}
+
+/// What `--version` prints (runc's form).
+pub fn version() -> String {
+    format!(
+        "berth-runtime version {}\nspec: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        oci_spec::runtime::VERSION
+    )
+}
+
+/// `--root`'s default for the user running us.
+fn default_root() -> PathBuf {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        return PathBuf::from("/run/berth-runtime");
+    }
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{euid}")));
+    runtime_dir.join("berth-runtime")
+}
+
+impl Setup {
+    /// The options of step 8's create, refusing what is not built yet.
+    fn options(&self) -> Result<CreateOptions, Error> {
+        if self.console_socket.is_some() {
+            return Err(Error::Unsupported("--console-socket"));
+        }
+        if self.preserve_fds > 0 {
+            return Err(Error::Unsupported("--preserve-fds"));
+        }
+        Ok(CreateOptions {
+            bundle: self.bundle.clone(),
+            pid_file: self.pid_file.clone(),
+        })
+    }
+}
+
+/// Run the command; its output to stdout, the exit code returned.
+fn dispatch(runtime: &mut Runtime, command: Command) -> Result<u8, Error> {
+    let print = |text: String| {
+        print!("{text}");
+        0
+    };
+    match command {
+        Command::Create(setup) => {
+            lifecycle::create(runtime, &setup.id, &setup.options()?).map(|()| 0)
+        }
+        Command::Start { id } => lifecycle::start(runtime, &id).map(|()| 0),
+        Command::State { id } => {
+            lifecycle::state(runtime, &id).map(|s| print(format!("{s}\n")))
+        }
+        Command::Kill { all, id, signal } => {
+            let signal = lifecycle::parse_signal(&signal)?;
+            lifecycle::kill(runtime, &id, signal, all).map(|()| 0)
+        }
+        Command::Delete { force, id } => {
+            lifecycle::delete(runtime, &id, force).map(|()| 0)
+        }
+        Command::Run { detach, setup } => {
+            lifecycle::run(runtime, &setup.id, &setup.options()?, detach)
+        }
+        Command::List { format, quiet } => {
+            lifecycle::list(runtime, format, quiet).map(print)
+        }
+        Command::Pause { id } => lifecycle::pause(runtime, &id).map(|()| 0),
+        Command::Resume { id } => lifecycle::resume(runtime, &id).map(|()| 0),
+    }
+}
+
+/// `berth-runtime`'s `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        print!("{}", version());
+        return ExitCode::SUCCESS;
+    }
+    let mut log = match Log::open(cli.log.as_deref(), cli.log_format, cli.debug)
+    {
+        Ok(log) => log,
+        Err(error) => {
+            let mut stderr = Log::stderr();
+            stderr.error(&step08_oci::child::error_chain(&error));
+            return ExitCode::from(1);
+        }
+    };
+    let Some(command) = cli.command else {
+        log.error("no command given (try --help)");
+        return ExitCode::from(1);
+    };
+    // A command that makes a container process runs from a sealed copy of
+    // this binary, out of the container's reach (step 8, oci::exe).
+    if matches!(command, Command::Create(_) | Command::Run { .. })
+        && let Err(error) = step08_oci::oci::exe::reexec_sealed()
+    {
+        log.error(&step08_oci::child::error_chain(&error));
+        return ExitCode::from(1);
+    }
+    let mut runtime = Runtime {
+        root: cli.root.unwrap_or_else(default_root),
+        log,
+        systemd_cgroup: cli.systemd_cgroup,
+    };
+    match dispatch(&mut runtime, command) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            runtime.log.error(&step08_oci::child::error_chain(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

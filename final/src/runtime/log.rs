@@ -1,0 +1,226 @@
+//! The runtime's log: warnings, errors and (with `--debug`) progress, in
+//! runc's two formats, to `--log FILE` or to stderr.
+//!
+//! containerd and podman pass `--log FILE --log-format json` and, when a
+//! command fails, show the last `"level":"error"` record of that file to
+//! the user; so an error goes to the log *and*, as one readable line, to
+//! stderr. Nothing of ours is ever written to stdout, which belongs to the
+//! command's output (`state`, `list`) or to the container.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The format of log records (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `time="…" level=warning msg="…"`, as logrus writes text.
+    Text,
+    /// One JSON object per line: `{"level":…,"msg":…,"time":…}`.
+    Json,
+}
+
+/// How serious a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Progress, shown with `--debug` only.
+    Debug,
+    /// Something asked for that cannot be granted; the command goes on.
+    Warning,
+    /// The command failed.
+    Error,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// The log file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the log file {path}")]
+pub struct Error {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Where records go.
+#[derive(Debug)]
+pub struct Log {
+    format: Format,
+    /// `--log FILE`, opened for appending; `None`: stderr.
+    file: Option<File>,
+    debug: bool,
+}
+
+/// The name errors and warnings on stderr begin with.
+pub const PROGRAM: &str = "berth-runtime";
+
+impl Log {
+    /// Open the log of `--log`, `--log-format` and `--debug`.
+    pub fn open(
+        path: Option<&Path>,
+        format: Format,
+        debug: bool,
+    ) -> Result<Log, Error> {
+        let file = match path {
+            None => None,
+            Some(path) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| Error {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+            ),
+        };
+        Ok(Log {
+            format,
+            file,
+            debug,
+        })
+    }
+
+    /// A log to stderr in text form (before the flags are known).
+    pub fn stderr() -> Log {
+        Log {
+            format: Format::Text,
+            file: None,
+            debug: false,
+        }
+    }
+
+    /// Record `message` at `level`.
+    pub fn record(&mut self, level: Level, message: &str) {
+        if level == Level::Debug && !self.debug {
+            return;
+        }
+        let line = match (&self.file, self.format) {
+            // stderr, read by a person: one plain line.
+            (None, Format::Text) => match level {
+                Level::Error => format!("{PROGRAM}: {message}\n"),
+                _ => format!("{PROGRAM}: {}: {message}\n", level.as_str()),
+            },
+            (_, Format::Text) => format!(
+                "time=\"{}\" level={} msg={}\n",
+                rfc3339(SystemTime::now()),
+                level.as_str(),
+                quote(message)
+            ),
+            (_, Format::Json) => format!(
+                "{}\n",
+                serde_json::json!({
+                    "level": level.as_str(),
+                    "msg": message,
+                    "time": rfc3339(SystemTime::now()),
+                })
+            ),
+        };
+        // A log that cannot be written has nowhere to say so.
+        match &mut self.file {
+            Some(file) => {
+                let _ = file.write_all(line.as_bytes());
+                if level == Level::Error {
+                    let _ = writeln!(std::io::stderr(), "{PROGRAM}: {message}");
+                }
+            }
+            None => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+
+    /// Record a warning.
+    pub fn warn(&mut self, message: &str) {
+        self.record(Level::Warning, message);
+    }
+
+    /// Record an error.
+    pub fn error(&mut self, message: &str) {
+        self.record(Level::Error, message);
+    }
+
+    /// Record progress (with `--debug`).
+    pub fn debug(&mut self, message: &str) {
+        self.record(Level::Debug, message);
+    }
+}
+
+/// `text` as a double-quoted string with `"` and `\` escaped (logrus).
+fn quote(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            '\n' => quoted.push_str("\\n"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// `time` in RFC 3339 form, UTC, with nanoseconds:
+/// `2026-12-04T14:05:06.123456789Z` (what runc prints for `created`).
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_nanos()
+    )
+}
+
+/// The proleptic Gregorian date of `days` since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, public-domain date algorithms).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn dates_across_leap_years_and_centuries() {
+        let at = |secs| rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(at(1_796_397_906), "2026-12-04T14:05:06.000000000Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59.000000000Z");
+    }
+
+    #[test]
+    fn text_records_quote_like_logrus() {
+        assert_eq!(quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
+}

@@ -1,0 +1,408 @@
+//! berth-runtime's lifecycle as a client sees it: runc's commands, one
+//! process each, with the container's state kept under `--root` between
+//! them. The status is observed, the commands refuse what the status does
+//! not allow, and nothing is left behind — not even by a `create` killed
+//! halfway.
+
+mod oci;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::{Transcript, privileged, snapshot_settings, step_binary};
+use oci::{assert_cgroup_removed, bundle};
+use serde_json::{Value, json};
+
+/// A runtime root of its own for one test, emptied first.
+fn root(name: &str) -> String {
+    let dir = format!("target/test-runtime/{name}");
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A bundle whose process runs `script` with busybox's `sh`.
+fn sh_bundle(
+    name: &str,
+    script: &str,
+    edit: impl FnOnce(&mut Value),
+) -> String {
+    bundle(name, |c| {
+        c["process"]["args"] = json!(["sh", "-c", script]);
+        edit(c)
+    })
+}
+
+/// Run `berth-runtime --root ROOT args...` to its end. Its stdout and
+/// stderr go to files, not pipes: the container process inherits them
+/// (as under runc), and a pipe would stay open as long as it runs.
+fn runtime(root: &str, args: &[&str]) -> Transcript {
+    let program = step_binary("berth-runtime");
+    let out_dir = PathBuf::from(format!("{root}.out"));
+    fs::create_dir_all(&out_dir).unwrap();
+    let stdout = out_dir.join("stdout");
+    let stderr = out_dir.join("stderr");
+    let mut full = vec!["--root", root];
+    full.extend_from_slice(args);
+    let status = berth_tests::test_command(&program, &full)
+        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()))
+        .status()
+        .expect("cannot run berth-runtime");
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Transcript {
+        command_line: std::iter::once(program.as_str())
+            .chain(full.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" "),
+        stdout: fs::read_to_string(&stdout).unwrap(),
+        stderr: fs::read_to_string(&stderr).unwrap(),
+        code,
+    }
+}
+
+/// The container's state, parsed.
+fn state(root: &str, id: &str) -> Value {
+    let shown = runtime(root, &["state", id]);
+    assert_eq!(shown.code, 0, "{}", shown.render());
+    serde_json::from_str(&shown.stdout).unwrap()
+}
+
+/// Wait (up to 10 s) until `id` reads `status`.
+fn wait_for(root: &str, id: &str, status: &str) {
+    let start = Instant::now();
+    while state(root, id)["status"] != status {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{id} never became {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Settings for a lifecycle transcript: pids, times and the checkout's
+/// absolute path vary.
+fn settings() -> insta::Settings {
+    let mut settings = snapshot_settings();
+    settings.add_filter(r#""pid": [1-9][0-9]*"#, r#""pid": [PID]"#);
+    settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", "[TIME]");
+    let here = fs::canonicalize(".").unwrap().display().to_string();
+    settings.add_filter(&regex_escape(&here), "[CHECKOUT]");
+    // list's table: its columns are as wide as the paths in them.
+    settings.add_filter(r"(?m)^(\S+) +[1-9][0-9]* ", "$1 [PID] ");
+    settings.add_filter(r"(\S) {2,}", "$1 ");
+    settings
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+/// Every command's transcript, one after the other.
+fn transcript(steps: &[Transcript]) -> String {
+    steps.iter().map(Transcript::render).collect()
+}
+
+#[test]
+fn create_start_kill_delete_with_the_status_observed_at_each_step() {
+    if !privileged("runtime_lifecycle::create_start_kill_delete") {
+        return;
+    }
+    let root = root("lifecycle");
+    let dir = sh_bundle("runtime-lifecycle", "sleep 1000", |_| {});
+    let mut steps = vec![runtime(&root, &["create", "--bundle", &dir, "c1"])];
+    steps.push(runtime(&root, &["state", "c1"]));
+    steps.push(runtime(&root, &["list"]));
+    steps.push(runtime(&root, &["start", "c1"]));
+    steps.push(runtime(&root, &["state", "c1"]));
+    steps.push(runtime(&root, &["kill", "c1", "KILL"]));
+    wait_for(&root, "c1", "stopped");
+    steps.push(runtime(&root, &["state", "c1"]));
+    steps.push(runtime(&root, &["kill", "c1"]));
+    steps.push(runtime(&root, &["delete", "c1"]));
+    steps.push(runtime(&root, &["state", "c1"]));
+    steps.push(runtime(&root, &["list", "--format", "json"]));
+    assert_cgroup_removed("runtime-lifecycle");
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "{root} not empty");
+    settings().bind(|| {
+        insta::assert_snapshot!("runtime_lifecycle", transcript(&steps))
+    });
+}
+
+#[test]
+fn the_state_directory_is_closed_to_others_and_the_fifo_marks_created() {
+    if !privileged("runtime_lifecycle::state_directory_modes") {
+        return;
+    }
+    let root = root("modes");
+    let dir = sh_bundle("runtime-modes", "sleep 1000", |_| {});
+    let created = runtime(&root, &["create", "--bundle", &dir, "m1"]);
+    assert_eq!(created.code, 0, "{}", created.render());
+    let mode = |path: &str| {
+        let meta = fs::symlink_metadata(Path::new(&root).join(path)).unwrap();
+        format!("{path} {:o}", meta.permissions().mode() & 0o7777)
+    };
+    let modes = ["", "m1", "m1/state.json", "m1/config.json", "m1/exec.fifo"]
+        .map(mode)
+        .join("\n");
+    assert_eq!(
+        modes,
+        " 700\nm1 711\nm1/state.json 600\nm1/config.json 600\nm1/exec.fifo 622"
+    );
+    let fifo = Path::new(&root).join("m1/exec.fifo");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    let started = runtime(&root, &["start", "m1"]);
+    assert_eq!(started.code, 0, "{}", started.render());
+    assert!(!fifo.exists(), "start must remove the exec fifo");
+    assert_eq!(state(&root, "m1")["status"], "running");
+    let deleted = runtime(&root, &["delete", "--force", "m1"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.render());
+}
+
+/// The recorded process of `id`.
+fn recorded_pid(root: &str, id: &str) -> i32 {
+    let text = fs::read_to_string(format!("{root}/{id}/state.json")).unwrap();
+    let record: Value = serde_json::from_str(&text).unwrap();
+    record["process"]["pid"].as_i64().unwrap() as i32
+}
+
+#[test]
+fn a_process_killed_from_outside_or_a_reused_pid_reads_stopped() {
+    if !privileged("runtime_lifecycle::status_is_observed") {
+        return;
+    }
+    let root = root("observed");
+    let dir = sh_bundle("runtime-observed", "sleep 1000", |_| {});
+    for id in ["o1", "o2"] {
+        let run = runtime(&root, &["run", "--detach", "--bundle", &dir, id]);
+        assert_eq!(run.code, 0, "{}", run.render());
+        assert_eq!(state(&root, id)["status"], "running");
+        // Only one container may use the bundle's cgroup path at a time.
+        if id == "o1" {
+            // Killed behind the runtime's back: nothing recorded changes.
+            let pid = recorded_pid(&root, id);
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            wait_for(&root, id, "stopped");
+            assert_eq!(state(&root, id)["pid"], 0);
+        } else {
+            // The same pid, but another process: its start time differs.
+            let path = format!("{root}/{id}/state.json");
+            let mut record: Value =
+                serde_json::from_str(&fs::read_to_string(&path).unwrap())
+                    .unwrap();
+            let start = record["process"]["start_time"].as_u64().unwrap();
+            record["process"]["start_time"] = json!(start + 1);
+            fs::write(&path, record.to_string()).unwrap();
+            assert_eq!(state(&root, id)["status"], "stopped");
+            // And so kill refuses it: the signal would hit a stranger.
+            let kill = runtime(&root, &["kill", id, "KILL"]);
+            assert_ne!(kill.code, 0, "{}", kill.render());
+            // The real process is still there; put the record back.
+            record["process"]["start_time"] = json!(start);
+            fs::write(&path, record.to_string()).unwrap();
+            assert_eq!(state(&root, id)["status"], "running");
+        }
+        let deleted = runtime(&root, &["delete", "--force", id]);
+        assert_eq!(deleted.code, 0, "{}", deleted.render());
+    }
+    assert_cgroup_removed("runtime-observed");
+}
+
+#[test]
+fn commands_the_status_does_not_allow_fail_with_one_line() {
+    if !privileged("runtime_lifecycle::refusals") {
+        return;
+    }
+    let root = root("refusals");
+    let dir = sh_bundle("runtime-refusals", "sleep 1000", |_| {});
+    let long = "a".repeat(256);
+    let steps = vec![
+        runtime(&root, &["create", "--bundle", &dir, "../escape"]),
+        runtime(&root, &["create", "--bundle", &dir, ".hidden"]),
+        runtime(&root, &["create", "--bundle", &dir, &long]),
+        runtime(&root, &["state", "nothing-here"]),
+        runtime(&root, &["create", "--bundle", &dir, "r1"]),
+        runtime(&root, &["create", "--bundle", &dir, "r1"]),
+        runtime(&root, &["pause", "r1"]),
+        runtime(&root, &["start", "r1"]),
+        runtime(&root, &["start", "r1"]),
+        runtime(&root, &["kill", "r1", "SIGNOPE"]),
+        runtime(&root, &["delete", "r1"]),
+        runtime(&root, &["pause", "r1"]),
+        runtime(&root, &["state", "r1"]),
+        runtime(&root, &["resume", "r1"]),
+        runtime(&root, &["kill", "r1", "9"]),
+    ];
+    wait_for(&root, "r1", "stopped");
+    let mut steps = steps;
+    steps.push(runtime(&root, &["resume", "r1"]));
+    steps.push(runtime(&root, &["delete", "r1"]));
+    steps.push(runtime(
+        &root,
+        &["--systemd-cgroup", "create", "--bundle", &dir, "r2"],
+    ));
+    assert!(!Path::new(&root).join("r2").exists());
+    assert_cgroup_removed("runtime-refusals");
+    let mut settings = settings();
+    settings.add_filter(&long, "[256 x a]");
+    settings.bind(|| {
+        insta::assert_snapshot!("runtime_refusals", transcript(&steps))
+    });
+}
+
+#[test]
+fn run_in_the_foreground_returns_the_exit_code_and_leaves_nothing() {
+    if !privileged("runtime_lifecycle::run_foreground") {
+        return;
+    }
+    let root = root("foreground");
+    let dir = sh_bundle("runtime-foreground", "echo hello; exit 3", |_| {});
+    let pid_file = format!("{root}.pid");
+    let run = runtime(
+        &root,
+        &["run", "--pid-file", &pid_file, "--bundle", &dir, "f1"],
+    );
+    assert_eq!(run.code, 3, "{}", run.render());
+    assert_eq!(run.stdout, "hello\n");
+    assert!(
+        fs::read_to_string(&pid_file)
+            .unwrap()
+            .parse::<i32>()
+            .is_ok()
+    );
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "{root} not empty");
+    assert_cgroup_removed("runtime-foreground");
+}
+
+#[test]
+fn hooks_run_in_the_commands_of_their_stages() {
+    if !privileged("runtime_lifecycle::hooks") {
+        return;
+    }
+    let root = root("hooks");
+    let log = fs::canonicalize("target")
+        .unwrap()
+        .join("test-runtime/hooks.log");
+    let _ = fs::remove_file(&log);
+    // Each hook appends its stage, the command that ran it (our parent's
+    // command line) and the status it was given.
+    let hook = |stage: &str| {
+        let line = format!(
+            "printf '%s %s %s\\n' {stage} \"$(tr '\\0' ' ' </proc/$PPID/cmdline \
+             | sed 's/.*--root [^ ]* \\([a-z]*\\).*/\\1/')\" \
+             \"$(sed 's/.*\"status\":\"\\([a-z]*\\)\".*/\\1/')\" >> {}",
+            log.display()
+        );
+        json!({"path": "/bin/sh", "args": ["sh", "-c", line]})
+    };
+    let dir = sh_bundle("runtime-hooks", "sleep 1000", |c| {
+        c["hooks"] = json!({
+            "createRuntime": [hook("createRuntime")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        });
+    });
+    for args in [
+        vec!["create", "--bundle", &dir, "h1"],
+        vec!["start", "h1"],
+        vec!["kill", "h1", "KILL"],
+    ] {
+        let done = runtime(&root, &args);
+        assert_eq!(done.code, 0, "{}", done.render());
+    }
+    wait_for(&root, "h1", "stopped");
+    let deleted = runtime(&root, &["delete", "h1"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.render());
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "createRuntime create creating\npoststart start running\n\
+         poststop delete stopped\n"
+    );
+}
+
+#[test]
+fn pause_and_resume_freeze_and_thaw_the_cgroup() {
+    if !privileged("runtime_lifecycle::pause_resume") {
+        return;
+    }
+    let root = root("pause");
+    let dir = sh_bundle("runtime-pause", "sleep 1000", |_| {});
+    let run = runtime(&root, &["run", "-d", "--bundle", &dir, "p1"]);
+    assert_eq!(run.code, 0, "{}", run.render());
+    assert_eq!(runtime(&root, &["pause", "p1"]).code, 0);
+    assert_eq!(state(&root, "p1")["status"], "paused");
+    assert_eq!(runtime(&root, &["resume", "p1"]).code, 0);
+    assert_eq!(state(&root, "p1")["status"], "running");
+    // A paused container killed with --force is thawed so that it can die.
+    assert_eq!(runtime(&root, &["pause", "p1"]).code, 0);
+    let deleted = runtime(&root, &["delete", "--force", "p1"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.render());
+    assert_cgroup_removed("runtime-pause");
+}
+
+#[test]
+fn a_create_killed_halfway_leaves_only_what_delete_removes() {
+    if !privileged("runtime_lifecycle::create_killed") {
+        return;
+    }
+    let root = root("killed");
+    let marker = fs::canonicalize("target")
+        .unwrap()
+        .join("test-runtime/killed-hook-ran");
+    let _ = fs::remove_file(&marker);
+    // createRuntime runs while the process waits at sync 1, in its cgroup.
+    let dir = sh_bundle("runtime-killed", "sleep 1000", |c| {
+        c["hooks"] = json!({"createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo $$ > {}; exec sleep 1000", marker.display())],
+        }]});
+    });
+    let program = step_binary("berth-runtime");
+    let mut create = Command::new(&program)
+        .args(["--root", &root, "create", "--bundle", &dir, "k1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while fs::read_to_string(&marker).map_or(true, |t| !t.ends_with('\n')) {
+        assert!(start.elapsed() < Duration::from_secs(10), "hook never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(state(&root, "k1")["status"], "creating");
+    create.kill().unwrap();
+    create.wait().unwrap();
+    assert_eq!(state(&root, "k1")["status"], "stopped");
+    let deleted = runtime(&root, &["delete", "k1"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.render());
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "{root} not empty");
+    assert_cgroup_removed("runtime-killed");
+    // The hook died with the runtime that ran it.
+    let hook = fs::read_to_string(&marker).unwrap().trim().to_owned();
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{hook}")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "hook {hook} lives"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
