@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use super::Error;
+use super::exec::ExecOptions;
 use super::lifecycle::{self, CreateOptions, ListFormat, Runtime};
 use super::log::{Format, Log};
 
@@ -67,6 +68,70 @@ struct Setup {
     id: String,
 }
 
+/// `exec`'s options.
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// The process as runtime-spec JSON (`-` for stdin); the command is
+    /// then not given
+    #[arg(long, short, value_name = "FILE")]
+    process: Option<PathBuf>,
+    /// Allocate a terminal (needs --console-socket)
+    #[arg(long, short)]
+    tty: bool,
+    /// A unix socket to send the pty's master to
+    #[arg(long, value_name = "SOCK")]
+    console_socket: Option<PathBuf>,
+    /// Return once the process runs
+    #[arg(long, short)]
+    detach: bool,
+    /// Write the process's pid to FILE
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Set an environment variable
+    #[arg(long, short, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The working directory in the container
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// The user, as UID[:GID]
+    #[arg(long, short, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Add a capability
+    #[arg(long, short, value_name = "CAP")]
+    cap: Vec<String>,
+    /// Set no_new_privs
+    #[arg(long)]
+    no_new_privs: bool,
+    /// Pass N more fds (3, 4, …) to the process
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
+    /// The container id
+    id: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl ExecArgs {
+    fn options(self) -> (String, ExecOptions) {
+        let options = ExecOptions {
+            process: self.process,
+            args: self.command,
+            env: self.env,
+            cwd: self.cwd,
+            user: self.user,
+            caps: self.cap,
+            no_new_privs: self.no_new_privs,
+            tty: self.tty,
+            console_socket: self.console_socket,
+            preserve_fds: self.preserve_fds,
+            pid_file: self.pid_file,
+            detach: self.detach,
+        };
+        (self.id, options)
+    }
+}
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -118,6 +183,8 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run a process in a running container
+    Exec(ExecArgs),
     /// Freeze every process of a container
     Pause {
         /// The container id
@@ -152,18 +219,14 @@ fn default_root() -> PathBuf {
 }
 
 impl Setup {
-    /// The options of step 8's create, refusing what is not built yet.
-    fn options(&self) -> Result<CreateOptions, Error> {
-        if self.console_socket.is_some() {
-            return Err(Error::Unsupported("--console-socket"));
-        }
-        if self.preserve_fds > 0 {
-            return Err(Error::Unsupported("--preserve-fds"));
-        }
-        Ok(CreateOptions {
+    /// The options of step 8's create.
+    fn options(&self) -> CreateOptions {
+        CreateOptions {
             bundle: self.bundle.clone(),
             pid_file: self.pid_file.clone(),
-        })
+            console_socket: self.console_socket.clone(),
+            preserve_fds: self.preserve_fds,
+        }
     }
 }
 
@@ -175,7 +238,7 @@ fn dispatch(runtime: &mut Runtime, command: Command) -> Result<u8, Error> {
     };
     match command {
         Command::Create(setup) => {
-            lifecycle::create(runtime, &setup.id, &setup.options()?).map(|()| 0)
+            lifecycle::create(runtime, &setup.id, &setup.options()).map(|()| 0)
         }
         Command::Start { id } => lifecycle::start(runtime, &id).map(|()| 0),
         Command::State { id } => {
@@ -189,10 +252,14 @@ fn dispatch(runtime: &mut Runtime, command: Command) -> Result<u8, Error> {
             lifecycle::delete(runtime, &id, force).map(|()| 0)
         }
         Command::Run { detach, setup } => {
-            lifecycle::run(runtime, &setup.id, &setup.options()?, detach)
+            lifecycle::run(runtime, &setup.id, &setup.options(), detach)
         }
         Command::List { format, quiet } => {
             lifecycle::list(runtime, format, quiet).map(print)
+        }
+        Command::Exec(args) => {
+            let (id, options) = args.options();
+            super::exec::exec(runtime, &id, &options)
         }
         Command::Pause { id } => lifecycle::pause(runtime, &id).map(|()| 0),
         Command::Resume { id } => lifecycle::resume(runtime, &id).map(|()| 0),
@@ -221,8 +288,10 @@ pub fn main() -> ExitCode {
     };
     // A command that makes a container process runs from a sealed copy of
     // this binary, out of the container's reach (step 8, oci::exe).
-    if matches!(command, Command::Create(_) | Command::Run { .. })
-        && let Err(error) = step08_oci::oci::exe::reexec_sealed()
+    if matches!(
+        command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    ) && let Err(error) = step08_oci::oci::exe::reexec_sealed()
     {
         log.error(&step08_oci::child::error_chain(&error));
         return ExitCode::from(1);

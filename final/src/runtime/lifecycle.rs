@@ -39,6 +39,10 @@ pub struct CreateOptions {
     pub bundle: PathBuf,
     /// `--pid-file`: the container process's pid is written there.
     pub pid_file: Option<PathBuf>,
+    /// `--console-socket`: where the master of its terminal goes.
+    pub console_socket: Option<PathBuf>,
+    /// `--preserve-fds`: fds 3, 4, … the process gets.
+    pub preserve_fds: u32,
 }
 
 /// Removes a new container's directory unless [`Removal::disarm`]ed: a
@@ -68,7 +72,7 @@ fn owner(uid: nix::unistd::Uid) -> String {
 }
 
 /// Write `pid` to `path` as runc does (a temporary file renamed).
-fn write_pid_file(path: &Path, pid: Pid) -> Result<(), Error> {
+pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<(), Error> {
     let path = std::path::absolute(path).map_err(|source| Error::PidFile {
         path: path.to_owned(),
         source,
@@ -122,6 +126,8 @@ fn set_up(
     }
     let options_of_step8 = oci_lifecycle::Options {
         exec_fifo: fifo.then(|| dir.clone()),
+        console_socket: options.console_socket.clone(),
+        preserve_fds: options.preserve_fds,
     };
     let log = &mut runtime.log;
     let created =
@@ -301,7 +307,25 @@ pub fn delete(
     id: &str,
     force: bool,
 ) -> Result<(), Error> {
-    let container = Container::load_locked(&runtime.root, id)?;
+    let container = match Container::load_locked(&runtime.root, id) {
+        // Nothing to delete is what --force asks for (containerd's shim
+        // deletes again when it cleans up). A directory without a state
+        // file is what a runtime killed before writing it leaves.
+        Err(state::Error::NotFound(_)) if force => {
+            let dir = state::dir_of(&runtime.root, id)?;
+            return match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::State(state::Error::Io {
+                        what: "cannot remove",
+                        path: dir,
+                        source: e,
+                    }))
+                }
+                _ => Ok(()),
+            };
+        }
+        other => other?,
+    };
     let status = container.status();
     if !status.can_delete() && !force {
         return Err(refuse(&container, "delete", status));

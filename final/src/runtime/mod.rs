@@ -5,6 +5,7 @@
 //!
 //! - [`cli`]: the command line (runc's flags and commands) and `main`;
 //! - [`lifecycle`]: the operations, one function per command;
+//! - [`exec`]: a process more in a running container;
 //! - [`state`]: the state directory, the observed [`state::Status`], the
 //!   per-container lock;
 //! - [`log`]: warnings and errors in runc's text and JSON formats.
@@ -13,6 +14,7 @@
 //! process that forks must not have other threads holding locks.
 
 pub mod cli;
+pub mod exec;
 pub mod lifecycle;
 pub mod log;
 pub mod state;
@@ -94,9 +96,9 @@ pub enum Error {
     /// The log file.
     #[error(transparent)]
     Log(#[from] log::Error),
-    /// A flag this runtime does not implement yet.
-    #[error("{0} is not supported yet")]
-    Unsupported(&'static str),
+    /// A bad `exec` option.
+    #[error(transparent)]
+    ExecOption(#[from] exec::OptionError),
 }
 
 impl Error {

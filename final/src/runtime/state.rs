@@ -151,6 +151,14 @@ impl Status {
         }
     }
 
+    /// `exec` needs the container's namespaces, alive and not frozen.
+    pub fn can_exec(self) -> bool {
+        match self {
+            Status::Created | Status::Running => true,
+            Status::Creating | Status::Paused | Status::Stopped => false,
+        }
+    }
+
     /// `resume` thaws a paused one.
     pub fn can_resume(self) -> bool {
         match self {

@@ -516,6 +516,20 @@ pub fn spawn<F>(flags: CloneFlags, setup: F) -> Result<Child, Error>
 where
     F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
 {
+    spawn_keeping(flags, &[], setup)
+}
+
+/// [`spawn`], with the fds in `keep` left open in the child (every other
+/// fd from 3 on is closed): a runtime's `--preserve-fds`, or its console
+/// socket.
+pub fn spawn_keeping<F>(
+    flags: CloneFlags,
+    keep: &[RawFd],
+    setup: F,
+) -> Result<Child, Error>
+where
+    F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
+{
     let old_mask = supervised_signals()
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(Error::BlockSignals)?;
@@ -538,7 +552,7 @@ where
     let mut stack = vec![0u8; STACK_SIZE];
     let parent_fd = parent_end.as_raw_fd();
     let callback =
-        Box::new(|| child_main(setup.take(), &mut channel, parent_fd));
+        Box::new(|| child_main(setup.take(), &mut channel, parent_fd, keep));
     // SAFETY: no CLONE_VM, so the child runs on its own copy of `stack` and
     // of every other page; it is fork(2) with namespace flags. We are
     // single-threaded here (no other thread holds a lock the child could
@@ -564,6 +578,7 @@ fn child_main<F>(
     setup: Option<F>,
     channel: &mut Channel,
     parent_end: RawFd,
+    keep: &[RawFd],
 ) -> isize
 where
     F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
@@ -576,7 +591,9 @@ where
     };
     // Nothing the caller left open may reach the container: an fd on a
     // host directory is a way out of any rootfs (see the module docs).
-    if let Err(error) = close_inherited_fds(channel.fd()) {
+    let mut kept: Vec<RawFd> = keep.to_vec();
+    kept.extend(channel.fd());
+    if let Err(error) = close_inherited_fds(&kept) {
         channel.send_failure(EXIT_SETUP_FAILED, &error_chain(&error));
         return EXIT_SETUP_FAILED.into();
     }
@@ -846,8 +863,12 @@ pub fn exec(command: &[OsString]) -> Result<Infallible, ExecError> {
 /// its default disposition (an ignored signal stays ignored across
 /// `execve`, and Rust's runtime ignores `SIGPIPE`), and an empty mask.
 pub fn prepare_exec(first_kept_closed: RawFd) -> Result<(), ExecError> {
-    close_range(first_kept_closed, libc::CLOSE_RANGE_CLOEXEC as libc::c_int)
-        .map_err(ExecError::Fds)?;
+    close_range(
+        first_kept_closed,
+        RawFd::MAX,
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+    )
+    .map_err(ExecError::Fds)?;
     reset_signal_dispositions().map_err(ExecError::SignalMask)?;
     SigSet::empty()
         .thread_set_mask()
@@ -855,17 +876,21 @@ pub fn prepare_exec(first_kept_closed: RawFd) -> Result<(), ExecError> {
 }
 // ANCHOR_END: prepare_exec
 
-/// `close_range(2)` from `first` to the last fd, with `flags` (`0`: close;
+/// `close_range(2)` from `first` to `last`, with `flags` (`0`: close;
 /// `CLOSE_RANGE_CLOEXEC`: only mark). Before Linux 5.9/5.11 there is no
 /// such call, and the fds in `/proc/self/fd` are handled one by one.
-fn close_range(first: RawFd, flags: libc::c_int) -> Result<(), Errno> {
-    if first < 0 {
+fn close_range(
+    first: RawFd,
+    last: RawFd,
+    flags: libc::c_int,
+) -> Result<(), Errno> {
+    if first < 0 || last < first {
         return Ok(());
     }
     // SAFETY: close_range(2) takes integers only; closing fds this process
     // does not use any more is what the caller asks for.
     let rc = unsafe {
-        libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, flags)
+        libc::syscall(libc::SYS_close_range, first as u32, last as u32, flags)
     };
     match Errno::result(rc) {
         Ok(_) => Ok(()),
@@ -875,7 +900,7 @@ fn close_range(first: RawFd, flags: libc::c_int) -> Result<(), Errno> {
                     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
                 })?
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|fd| *fd >= first)
+                .filter(|fd| (first..=last).contains(fd))
                 .collect();
             for fd in fds {
                 if flags == 0 {
@@ -892,21 +917,22 @@ fn close_range(first: RawFd, flags: libc::c_int) -> Result<(), Errno> {
 }
 
 // ANCHOR: close_inherited_fds
-/// Close every fd from 3 on except `keep` (the sync socket): what the
-/// caller of the step left open must not reach the container. Called first
-/// thing in the child, so that no process of the container, not even one
-/// that stays our code (step 2's init), holds an inherited fd.
-pub fn close_inherited_fds(keep: Option<RawFd>) -> Result<(), Error> {
-    match keep {
-        Some(keep) if keep >= 3 => {
-            for fd in 3..keep {
-                // Below the sync socket: usually nothing, closed one by one.
-                let _ = nix::unistd::close(fd);
-            }
-            close_range(keep + 1, 0).map_err(Error::CloseFds)
-        }
-        _ => close_range(3, 0).map_err(Error::CloseFds),
+/// Close every fd from 3 on except those in `keep` (the sync socket, and
+/// what a runtime passes on deliberately): what the caller of the step
+/// left open must not reach the container. Called first thing in the
+/// child, so that no process of the container, not even one that stays
+/// our code (step 2's init), holds an inherited fd.
+pub fn close_inherited_fds(keep: &[RawFd]) -> Result<(), Error> {
+    let mut keep: Vec<RawFd> =
+        keep.iter().copied().filter(|fd| *fd >= 3).collect();
+    keep.sort_unstable();
+    let mut first = 3;
+    for fd in keep {
+        // The gap below each kept fd, then everything above the last.
+        close_range(first, fd - 1, 0).map_err(Error::CloseFds)?;
+        first = first.max(fd + 1);
     }
+    close_range(first, RawFd::MAX, 0).map_err(Error::CloseFds)
 }
 // ANCHOR_END: close_inherited_fds
 

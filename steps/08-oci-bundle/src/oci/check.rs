@@ -7,7 +7,7 @@
 //!   twice — as plain JSON and as a typed `Spec` — and every key of the
 //!   first that the second does not give back is reported;
 //! - **known but not implemented** ([`UNSUPPORTED`]): AppArmor, SELinux,
-//!   a terminal, … Ignoring one of them would run the
+//!   Intel RDT, … Ignoring one of them would run the
 //!   container *less* isolated than its author asked, so it is an error
 //!   naming the field, never a silent skip.
 //!
@@ -20,15 +20,7 @@ use serde_json::Value;
 // ANCHOR: unsupported
 /// Fields this runtime knows but does not implement, with the reason.
 /// `[]` walks every element of an array.
-pub const UNSUPPORTED: [(&str, &str); 36] = [
-    (
-        "process.terminal",
-        "a terminal needs a console socket (the runtime in Part II)",
-    ),
-    (
-        "process.consoleSize",
-        "a terminal needs a console socket (the runtime in Part II)",
-    ),
+pub const UNSUPPORTED: [(&str, &str); 34] = [
     ("process.apparmorProfile", "AppArmor is not implemented"),
     ("process.selinuxLabel", "SELinux is not implemented"),
     ("process.ioPriority", "I/O priorities are not implemented"),

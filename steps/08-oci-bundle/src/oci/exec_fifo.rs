@@ -105,6 +105,9 @@ pub enum Error {
 pub enum Gate {
     /// At sync 3 of the channel: the parent that created it starts it.
     Channel,
+    /// At sync 3, after which it no longer dies with its parent: a
+    /// runtime's `exec --detach`, which exits once the process runs.
+    Detached,
     /// At the exec FIFO of this state directory (opened `O_PATH` before
     /// the process changed its ids): a later `start` command starts it.
     ExecFifo(OwnedFd),
@@ -157,8 +160,13 @@ impl Gate {
     pub fn pass(self, channel: &mut Channel) -> Result<(), Error> {
         /* syncs 2 and 3 */
         channel.ready()?;
-        let Gate::ExecFifo(dir) = self else {
-            return Ok(());
+        let dir = match self {
+            Gate::Channel => return Ok(()),
+            Gate::Detached => {
+                return nix::sys::prctl::set_pdeathsig(None)
+                    .map_err(Error::Detach);
+            }
+            Gate::ExecFifo(dir) => dir,
         };
         nix::sys::prctl::set_pdeathsig(None).map_err(Error::Detach)?;
         channel.close();

@@ -23,11 +23,13 @@
 //!
 //! [`Channel::ready`]: crate::child::Channel::ready
 
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
+use nix::sched::CloneFlags;
 use nix::unistd::{Pid, getegid, geteuid};
-use oci_spec::runtime::{Hook, Hooks, LinuxSeccomp};
+use oci_spec::runtime::{Hook, Hooks, LinuxSeccomp, Spec};
 
 use super::exec_fifo::Gate;
 use super::{Bundle, hooks, mounts, process};
@@ -63,6 +65,9 @@ pub enum Error {
     /// A hook that must succeed failed.
     #[error(transparent)]
     Hook(#[from] hooks::Error),
+    /// `process.terminal` and the console socket.
+    #[error(transparent)]
+    Console(#[from] super::console::Error),
     /// The container process failed, or a sync with it did.
     #[error(transparent)]
     Child(#[from] child::Error),
@@ -82,6 +87,7 @@ impl Error {
             Error::Cgroup(e) => e,
             Error::Hook(e) => e,
             Error::Child(e) => e,
+            Error::Console(e) => e,
             Error::Signals(_) | Error::Spawn(_) | Error::Maps(_) => self,
         };
         child::exit_code_of(inner)
@@ -96,6 +102,12 @@ pub struct Options {
     /// container can be [`Created::detach`]ed. `None`: it waits for
     /// [`Created::start`] in this process.
     pub exec_fifo: Option<PathBuf>,
+    /// A unix socket to send the master of the process's terminal to
+    /// (`process.terminal`, see [`super::console`]).
+    pub console_socket: Option<PathBuf>,
+    /// How many fds from 3 on the process gets (runc's `--preserve-fds`);
+    /// every other one is closed.
+    pub preserve_fds: u32,
 }
 
 /// A container set up and waiting for its start.
@@ -122,6 +134,35 @@ pub struct Exit {
     pub code: u8,
     /// Why, when its seccomp profile may have killed it (`SIGSYS`).
     pub explanation: Option<String>,
+}
+
+/// The console socket, connected, if `process.terminal` asks for one; a
+/// terminal without a socket, or a socket without a terminal, is refused.
+fn terminal(
+    process: &oci_spec::runtime::Process,
+    options: &Options,
+) -> Result<Option<OwnedFd>, super::console::Error> {
+    match (process.terminal().unwrap_or(false), &options.console_socket) {
+        (true, Some(path)) => super::console::connect(path).map(Some),
+        (false, None) => Ok(None),
+        (true, None) => Err(super::console::Error::NoSocket),
+        (false, Some(_)) => Err(super::console::Error::NoTerminal),
+    }
+}
+
+/// `process.consoleSize` as (rows, columns).
+fn console_size(process: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
+    process.console_size().as_ref().map(|size| {
+        let clamp = |n: u64| n.min(u64::from(u16::MAX)) as u16;
+        (clamp(size.height()), clamp(size.width()))
+    })
+}
+
+/// The fds the container process keeps: `3..3 + preserve_fds` and the
+/// console socket.
+fn kept_fds(options: &Options, console: Option<&OwnedFd>) -> Vec<RawFd> {
+    let preserved = 3..3 + options.preserve_fds.min(65_536) as RawFd;
+    preserved.chain(console.map(AsRawFd::as_raw_fd)).collect()
 }
 
 /// The hooks of a stage, `[]` when absent.
@@ -153,7 +194,10 @@ pub fn create(
     let spec = &bundle.spec;
     let process = spec.process().as_ref().ok_or(process::Error::NoArgs)?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    let prepared = process::prepare(process, seccomp)?;
+    let mut prepared = process::prepare(process, seccomp)?;
+    prepared.preserve_fds = options.preserve_fds;
+    let console = terminal(process, options)?;
+    let size = console_size(process);
     let namespaces = super::namespaces(spec)?;
     let ids = super::id_plan(spec, &namespaces, geteuid(), getegid())?;
     let cgroup_plan = super::cgroup_plan(spec, id)?;
@@ -185,7 +229,8 @@ pub fn create(
     // *next* child is born, and the child cannot change its own.
     let joined_pid =
         super::PidNamespace::enter(namespaces.join_pid.as_deref())?;
-    let mut child = child::spawn(namespaces.clone, |channel| {
+    let keep = kept_fds(options, console.as_ref());
+    let mut child = child::spawn_keeping(namespaces.clone, &keep, |channel| {
         // In the child: PID 1 of the new PID namespace, if there is one.
         // Until its execve, its /proc/1/exe is ours: hidden (oci::exe).
         super::exe::undumpable()?;
@@ -216,6 +261,9 @@ pub fn create(
         )?;
         mount::pivot(&bundle.rootfs)?;
         super::mounts::after_pivot(spec)?;
+        if let Some(socket) = &console {
+            super::console::set_up(socket, size)?;
+        }
         let setgroups = !ids.as_ref().is_some_and(|ids| ids.deny_setgroups);
         // process::start waits for the start once the process is set up;
         // startContainer runs after that, with the process's own user,
@@ -333,4 +381,125 @@ impl Running {
         Ok(Exit { code, explanation })
     }
     // ANCHOR_END: wait
+}
+
+/// A process started in a running container ([`exec`]), until it runs.
+#[derive(Debug)]
+pub struct Exec {
+    child: child::Child,
+}
+
+/// The namespaces of the container `spec` describes, as `setns(2)` flags
+/// for a pidfd of its process: every type it lists, new or joined.
+fn namespace_flags(spec: &Spec) -> CloneFlags {
+    let list = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    list.iter()
+        .map(|ns| super::flag(ns.typ()))
+        .fold(CloneFlags::empty(), |all, flag| all | flag)
+}
+
+/// Whether `setgroups(2)` is allowed in the user namespace of the process
+/// `pidfd` names: not where its `setgroups` file says `deny` (step 5).
+/// Read from the host's `/proc`, never the container's, which the
+/// container controls: a forged `deny` would make us skip dropping the
+/// runtime's own supplementary groups.
+fn setgroups_allowed(pidfd: BorrowedFd<'_>) -> bool {
+    let fdinfo = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+    let pid = std::fs::read_to_string(fdinfo).ok().and_then(|info| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .map(|p| p.trim().to_owned())
+    });
+    let setting = pid.and_then(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/setgroups")).ok()
+    });
+    setting.is_none_or(|text| text.trim() != "deny")
+}
+
+// ANCHOR: exec
+/// Start `process` inside the running container `spec` describes, whose
+/// first process `target` is a pidfd of: the same namespaces (joined in
+/// one `setns(2)` call on the pidfd, so a pid reused meanwhile cannot
+/// redirect it), the same cgroup, the same seccomp profile, and the
+/// process's own identity, capabilities and limits (`process::start`).
+/// Returns once the process waits at sync 3; `detached`: it will not die
+/// with us once started.
+pub fn exec(
+    spec: &Spec,
+    target: BorrowedFd<'_>,
+    cgroup: Option<&cgroup::Cgroup>,
+    process: &oci_spec::runtime::Process,
+    options: &Options,
+    detached: bool,
+    warn: &mut dyn FnMut(String),
+) -> Result<Exec, Error> {
+    child::supervised_signals()
+        .thread_block()
+        .map_err(Error::Signals)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let mut prepared = process::prepare(process, seccomp)?;
+    prepared.preserve_fds = options.preserve_fds;
+    let console = terminal(process, options)?;
+    let size = console_size(process);
+    for warning in &prepared.warnings {
+        warn(warning.clone());
+    }
+    let flags = namespace_flags(spec);
+    let setgroups = setgroups_allowed(target);
+    // The next child is born in the container's PID namespace.
+    let joined_pid = super::PidNamespace::enter_of(target, flags)?;
+    let mut keep = kept_fds(options, console.as_ref());
+    keep.push(target.as_raw_fd());
+    let child = child::spawn_keeping(CloneFlags::empty(), &keep, |channel| {
+        super::exe::undumpable()?;
+        let gate = if detached {
+            Gate::Detached
+        } else {
+            Gate::Channel
+        };
+        // Every namespace at once, user first as the kernel orders them.
+        nix::sched::setns(target, flags & !CloneFlags::CLONE_NEWPID)
+            .map_err(|source| super::Error::JoinTarget { source })?;
+        if let Some(socket) = &console {
+            super::console::set_up(socket, size)?;
+        }
+        match process::start(&prepared, setgroups, channel, gate, || Ok(())) {
+            Ok(never) => match never {},
+            Err(error) => Err(Box::new(child::WithExitCode {
+                code: error.exit_code(),
+                error: error.into(),
+            })),
+        }
+    })
+    .map_err(Error::Spawn)?;
+    drop(joined_pid);
+    let mut exec = Exec { child };
+    if let Some(cgroup) = cgroup {
+        cgroup.add(exec.child.pid())?;
+    }
+    /* syncs 1 and 2 */
+    exec.child.create()?;
+    Ok(exec)
+}
+// ANCHOR_END: exec
+
+impl Exec {
+    /// The process, as the host sees it.
+    pub fn pid(&self) -> Pid {
+        self.child.pid()
+    }
+
+    /// Let it run and leave it (`exec --detach`); returns once it runs.
+    pub fn detach(self) -> Result<Pid, Error> {
+        Ok(self.child.detach()?)
+    }
+
+    /// Let it run, and supervise it to its end: its exit code.
+    pub fn wait(self) -> Result<u8, Error> {
+        Ok(self.child.wait()?)
+    }
 }

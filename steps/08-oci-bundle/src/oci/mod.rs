@@ -30,10 +30,12 @@
 //! - [`devices`]: device rules as an eBPF program, for cgroup v2;
 //! - [`exe`]: the runtime's own binary out of the container's reach;
 //! - [`lifecycle`]: all of it composed, as `create`, `start` and `wait`;
+//! - [`console`]: `process.terminal`, a pty handed over a unix socket;
 //! - [`exec_fifo`]: where a created container waits when `create` and
 //!   `start` are separate commands (a runtime's, Part II).
 
 pub mod check;
+pub mod console;
 pub mod devices;
 pub mod exe;
 pub mod exec_fifo;
@@ -108,6 +110,13 @@ pub enum Error {
     Join {
         /// The namespace file.
         path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: Errno,
+    },
+    /// Joining a running container's namespaces through its pidfd.
+    #[error("cannot join the container's namespaces")]
+    JoinTarget {
         /// The kernel's answer.
         #[source]
         source: Errno,
@@ -221,7 +230,7 @@ pub struct Namespaces {
 }
 
 /// The `clone(2)` flag of a namespace type.
-fn flag(typ: LinuxNamespaceType) -> CloneFlags {
+pub fn flag(typ: LinuxNamespaceType) -> CloneFlags {
     match typ {
         LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
         LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
@@ -315,6 +324,29 @@ impl PidNamespace {
                 }
             })?;
         join(&[(CloneFlags::CLONE_NEWPID, path.to_owned())])?;
+        Ok(PidNamespace { own: Some(own) })
+    }
+}
+
+impl PidNamespace {
+    /// Join the PID namespace of the process `pidfd` names for the next
+    /// child, if `flags` lists one (an `exec` into a running container).
+    pub fn enter_of(
+        pidfd: std::os::fd::BorrowedFd<'_>,
+        flags: CloneFlags,
+    ) -> Result<PidNamespace, Error> {
+        if !flags.contains(CloneFlags::CLONE_NEWPID) {
+            return Ok(PidNamespace { own: None });
+        }
+        let own =
+            fs::File::open("/proc/self/ns/pid_for_children").map_err(|e| {
+                Error::Join {
+                    path: "/proc/self/ns/pid_for_children".into(),
+                    source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                }
+            })?;
+        setns(pidfd, CloneFlags::CLONE_NEWPID)
+            .map_err(|source| Error::JoinTarget { source })?;
         Ok(PidNamespace { own: Some(own) })
     }
 }

@@ -172,6 +172,8 @@ pub struct Prepared {
     /// What the runtime should warn about (it cannot grant everything
     /// asked); printed by the caller, in the parent.
     pub warnings: Vec<String>,
+    /// How many fds from 3 on cross `execve` (runc's `--preserve-fds`).
+    pub preserve_fds: u32,
 }
 
 /// `PATH` when the spec's environment has none.
@@ -331,6 +333,7 @@ pub fn prepare(
         rlimits,
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         warnings,
+        preserve_fds: 0,
         oom_score_adj: process.oom_score_adj(),
         seccomp: match seccomp {
             Some(profile) => Some((
@@ -509,8 +512,14 @@ pub fn start(
     }
     // startContainer: in the container, as restricted as the process.
     last()?;
-    // Only stdio crosses; every signal as a fresh process has it.
-    crate::child::prepare_exec(3)?;
+    // Only stdio (and the preserved fds) cross; every signal as a fresh
+    // process has it.
+    let first_closed = 3 + prepared.preserve_fds.min(65_536) as i32;
+    for fd in 3..first_closed {
+        // SAFETY: F_SETFD on an fd number only changes its flags.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    crate::child::prepare_exec(first_closed)?;
     execve(&program, &prepared.argv, &prepared.env).map_err(|source| {
         Error::Exec(crate::child::ExecError::Exec {
             program: program.to_string_lossy().into_owned(),
