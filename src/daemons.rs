@@ -17,10 +17,9 @@ fn digest(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// An OCI image layout, as a tar, of the directory `rootfs` as one
-/// uncompressed layer, with `Cmd ["sh"]`: what `ctr images import`,
-/// `docker load` and `podman load` take.
-pub fn oci_archive(rootfs: &Path) -> Vec<u8> {
+/// The blobs of an image of the directory `rootfs` as one uncompressed
+/// layer, with `Cmd ["sh"]`: (layer, its digest, config, its digest).
+fn image_blobs(rootfs: &Path) -> (Vec<u8>, String, Vec<u8>, String) {
     let mut layer = tar::Builder::new(Vec::new());
     layer.follow_symlinks(false);
     layer
@@ -37,6 +36,26 @@ pub fn oci_archive(rootfs: &Path) -> Vec<u8> {
     .to_string()
     .into_bytes();
     let config_digest = digest(&config);
+    (layer, layer_digest, config, config_digest)
+}
+
+/// A tar of `files` (name, content).
+fn tar_of(files: &[(String, &[u8])]) -> Vec<u8> {
+    let mut out = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        out.append_data(&mut header, name, *bytes).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+/// An OCI image layout, as a tar, of the directory `rootfs` as one
+/// uncompressed layer: what `ctr images import` takes.
+pub fn oci_archive(rootfs: &Path) -> Vec<u8> {
+    let (layer, layer_digest, config, config_digest) = image_blobs(rootfs);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -65,25 +84,41 @@ pub fn oci_archive(rootfs: &Path) -> Vec<u8> {
     })
     .to_string()
     .into_bytes();
-    let mut out = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, bytes: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        out.append_data(&mut header, name, bytes).unwrap();
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json", &index);
-    for (d, bytes) in [
-        (&layer_digest, &layer),
-        (&config_digest, &config),
-        (&manifest_digest, &manifest),
-    ] {
-        let hex = d.trim_start_matches("sha256:");
-        add(&format!("blobs/sha256/{hex}"), bytes);
-    }
-    out.into_inner().unwrap()
+    let blob =
+        |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    tar_of(&[
+        (
+            "oci-layout".to_owned(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        ),
+        ("index.json".to_owned(), &index),
+        (blob(&layer_digest), &layer),
+        (blob(&config_digest), &config),
+        (blob(&manifest_digest), &manifest),
+    ])
+}
+
+/// A docker-archive (`docker save`'s format) of the directory `rootfs`,
+/// tagged `tag`: what `docker load` (before Docker 25) and `podman load`
+/// take.
+pub fn docker_archive(rootfs: &Path, tag: &str) -> Vec<u8> {
+    let (layer, layer_digest, config, config_digest) = image_blobs(rootfs);
+    let layer_hex = layer_digest.trim_start_matches("sha256:");
+    let config_name =
+        format!("{}.json", config_digest.trim_start_matches("sha256:"));
+    let layer_name = format!("{layer_hex}/layer.tar");
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": [layer_name],
+    }])
+    .to_string()
+    .into_bytes();
+    tar_of(&[
+        (layer_name.clone(), &layer),
+        (config_name.clone(), &config),
+        ("manifest.json".to_owned(), &manifest),
+    ])
 }
 
 /// containerd, started for one test on sockets and directories of its
@@ -235,15 +270,223 @@ impl Drop for Containerd {
         let _ = self.child.wait();
         cleanup(&self.dir);
         let _ = fs::remove_dir_all(self.runtime_root());
-        // The namespace's parent cgroup, in every hierarchy (empty now).
-        let hierarchies = fs::read_dir("/sys/fs/cgroup")
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_else(|_| Vec::new());
-        for dir in hierarchies
-            .iter()
-            .chain(std::iter::once(&PathBuf::from("/sys/fs/cgroup")))
-        {
-            let _ = fs::remove_dir(dir.join(&self.namespace));
+        remove_parent_cgroup(&self.namespace);
+    }
+}
+
+/// Remove the (empty) cgroup `name` at the top of every hierarchy: the
+/// parent a daemon puts its containers under.
+fn remove_parent_cgroup(name: &str) {
+    let hierarchies: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    for dir in hierarchies
+        .iter()
+        .chain(std::iter::once(&PathBuf::from("/sys/fs/cgroup")))
+    {
+        remove_empty_tree(&dir.join(name));
+    }
+}
+
+/// `rmdir` every directory of `dir`'s tree, deepest first (a cgroup
+/// directory goes only when it has no process and no child).
+fn remove_empty_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_tree(&entry.path());
+            }
         }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Wait until `ready` says yes (20 s at most), else panic with `log`.
+fn wait_ready(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not start: {}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// dockerd (with the containerd it starts itself), for one test: data,
+/// exec root and socket under `/tmp/berth-dockerd-NAME`, no bridge and no
+/// iptables rules (nothing of the host's network is touched), and
+/// berth-runtime added as runtime `berth`. Stopped and cleaned when
+/// dropped.
+pub struct Dockerd {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Dockerd {
+    /// Start it with `runtime` as runtime `berth`, and wait until it
+    /// answers.
+    pub fn start(name: &str, runtime: &Path) -> Dockerd {
+        let dir = PathBuf::from(format!("/tmp/berth-dockerd-{name}"));
+        cleanup(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let log = fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("d.sock").display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .arg("--add-runtime")
+            .arg(format!("berth={}", runtime.display()))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("dockerd is needed (scripts/setup installs docker.io)");
+        let dockerd = Dockerd { dir, child };
+        let log = dockerd.dir.join("dockerd.log");
+        wait_ready("dockerd", &log, || {
+            dockerd
+                .docker(&["version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        dockerd
+    }
+
+    /// `docker` against this dockerd.
+    pub fn docker(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("docker");
+        command
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.join("d.sock").display()),
+            )
+            .env("DOCKER_CONFIG", self.dir.join("client"))
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// The same `docker` as one shell command line (for script(1)).
+    pub fn docker_line(&self) -> String {
+        format!(
+            "env DOCKER_HOST=unix://{} DOCKER_CONFIG={} docker",
+            self.dir.join("d.sock").display(),
+            self.dir.join("client").display()
+        )
+    }
+
+    /// Load the test rootfs as image `berth.test/busybox:latest`.
+    pub fn load_rootfs(&self, rootfs: &Path) -> &'static str {
+        let tag = "berth.test/busybox:latest";
+        let mut load = self
+            .docker(&["load"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        load.stdin
+            .take()
+            .unwrap()
+            .write_all(&docker_archive(rootfs, tag))
+            .unwrap();
+        assert!(load.wait().unwrap().success(), "docker load failed");
+        tag
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let listed = self.docker(&["ps", "-aq"]).output();
+        let ids =
+            listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        for id in ids.unwrap_or_default().lines() {
+            let _ = self.docker(&["rm", "-f", id]).output();
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none()
+            && start.elapsed() < Duration::from_secs(15)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        cleanup(&self.dir);
+        remove_parent_cgroup("docker");
+    }
+}
+
+/// podman, with storage of its own under `/tmp/berth-podman-NAME`,
+/// cgroupfs, events in a file, berth-runtime as its OCI runtime. Its
+/// containers and storage are removed when dropped.
+pub struct Podman {
+    dir: PathBuf,
+    runtime: PathBuf,
+}
+
+impl Podman {
+    /// Podman's storage for one test, with `runtime` as its OCI runtime.
+    pub fn new(name: &str, runtime: &Path) -> Podman {
+        let dir = PathBuf::from(format!("/tmp/berth-podman-{name}"));
+        cleanup(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Podman {
+            dir,
+            runtime: runtime.to_owned(),
+        }
+    }
+
+    /// The global flags.
+    fn globals(&self) -> Vec<String> {
+        vec![
+            format!("--root={}", self.dir.join("root").display()),
+            format!("--runroot={}", self.dir.join("run").display()),
+            "--cgroup-manager=cgroupfs".to_owned(),
+            "--events-backend=file".to_owned(),
+            "--storage-driver=overlay".to_owned(),
+            format!("--runtime={}", self.runtime.display()),
+        ]
+    }
+
+    /// `podman` with the test's storage and runtime.
+    pub fn podman(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("podman");
+        command.args(self.globals()).args(args).stdin(Stdio::null());
+        command
+    }
+
+    /// The same `podman` as one shell command line (for script(1)).
+    pub fn podman_line(&self) -> String {
+        format!("podman {}", self.globals().join(" "))
+    }
+
+    /// Load the test rootfs as image `berth.test/busybox:latest`.
+    pub fn load_rootfs(&self, rootfs: &Path) -> &'static str {
+        let tag = "berth.test/busybox:latest";
+        let archive = self.dir.join("image.tar");
+        fs::write(&archive, docker_archive(rootfs, tag)).unwrap();
+        let loaded = self
+            .podman(&["load", "-q", "-i", archive.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(loaded.status.success(), "podman load failed: {loaded:?}");
+        tag
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-fa"]).output();
+        cleanup(&self.dir);
+        remove_parent_cgroup("libpod_parent");
     }
 }

@@ -11,6 +11,7 @@ use super::Error;
 use super::exec::ExecOptions;
 use super::lifecycle::{self, CreateOptions, ListFormat, Runtime};
 use super::log::{Format, Log};
+use super::resources::{self, Limits, PsFormat};
 
 /// An OCI runtime with runc's command line (berth).
 #[derive(Debug, Parser)]
@@ -132,6 +133,34 @@ impl ExecArgs {
     }
 }
 
+/// `update`'s options (runc's names).
+#[derive(Debug, clap::Args)]
+struct UpdateArgs {
+    /// linux.resources as JSON (`-` for stdin); the flags are then ignored
+    #[arg(long, short, value_name = "FILE")]
+    resources: Option<String>,
+    /// Memory limit (bytes, or 64m, 1g…)
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Memory + swap limit (-1: unlimited swap)
+    #[arg(long, value_name = "SIZE")]
+    memory_swap: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(long, value_name = "N")]
+    cpu_shares: Option<u64>,
+    /// CFS period in µs
+    #[arg(long, value_name = "US")]
+    cpu_period: Option<u64>,
+    /// CFS quota in µs per period
+    #[arg(long, value_name = "US", allow_negative_numbers = true)]
+    cpu_quota: Option<i64>,
+    /// Most processes
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
+    /// The container id
+    id: String,
+}
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -185,6 +214,19 @@ enum Command {
     },
     /// Run a process in a running container
     Exec(ExecArgs),
+    /// List a container's processes
+    Ps {
+        /// table (ps's own) or json (pids)
+        #[arg(long, short, value_enum, default_value = "table")]
+        format: PsFormat,
+        /// The container id
+        id: String,
+        /// Options for ps(1) (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change a running container's limits
+    Update(UpdateArgs),
     /// Freeze every process of a container
     Pause {
         /// The container id
@@ -260,6 +302,27 @@ fn dispatch(runtime: &mut Runtime, command: Command) -> Result<u8, Error> {
         Command::Exec(args) => {
             let (id, options) = args.options();
             super::exec::exec(runtime, &id, &options)
+        }
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => resources::ps(runtime, &id, format, &ps_args).map(print),
+        Command::Update(args) => {
+            let given = args
+                .resources
+                .as_deref()
+                .map(resources::read_resources)
+                .transpose()?;
+            let limits = Limits {
+                memory: args.memory,
+                memory_swap: args.memory_swap,
+                cpu_shares: args.cpu_shares,
+                cpu_period: args.cpu_period,
+                cpu_quota: args.cpu_quota,
+                pids_limit: args.pids_limit,
+            };
+            resources::update(runtime, &args.id, given, &limits).map(|()| 0)
         }
         Command::Pause { id } => lifecycle::pause(runtime, &id).map(|()| 0),
         Command::Resume { id } => lifecycle::resume(runtime, &id).map(|()| 0),

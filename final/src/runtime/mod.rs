@@ -6,6 +6,7 @@
 //! - [`cli`]: the command line (runc's flags and commands) and `main`;
 //! - [`lifecycle`]: the operations, one function per command;
 //! - [`exec`]: a process more in a running container;
+//! - [`resources`]: its processes (`ps`) and live limits (`update`);
 //! - [`state`]: the state directory, the observed [`state::Status`], the
 //!   per-container lock;
 //! - [`log`]: warnings and errors in runc's text and JSON formats.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod exec;
 pub mod lifecycle;
 pub mod log;
+pub mod resources;
 pub mod state;
 
 use nix::errno::Errno;
@@ -96,6 +98,9 @@ pub enum Error {
     /// The log file.
     #[error(transparent)]
     Log(#[from] log::Error),
+    /// `ps` or `update`.
+    #[error(transparent)]
+    Resources(#[from] resources::ResourcesError),
     /// A bad `exec` option.
     #[error(transparent)]
     ExecOption(#[from] exec::OptionError),

@@ -263,12 +263,20 @@ fn lookup<'v>(
     }
 }
 
-/// Whether a value says anything: not null, false, empty or zero-length.
+/// Whether a value says anything: not null, false, empty or zero-length,
+/// nor an object of such values (dockerd writes `"blockIO": {"weight":
+/// 0}` and `"disableOOMKiller": false` for containers that ask for
+/// neither). A weight of 0 is "no weight", as in runc: the kernel's
+/// smallest is 1 (v2) or 10 (v1).
 fn is_set(value: &Value) -> bool {
     match value {
         Value::Null | Value::Bool(false) => false,
         Value::Array(items) => !items.is_empty(),
-        Value::Object(fields) => !fields.is_empty(),
+        Value::Object(fields) => fields.iter().any(|(key, value)| {
+            let no_weight = key.to_ascii_lowercase().ends_with("weight")
+                && value.as_u64() == Some(0);
+            !no_weight && is_set(value)
+        }),
         Value::String(text) => !text.is_empty(),
         _ => true,
     }

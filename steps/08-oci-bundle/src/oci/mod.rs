@@ -494,6 +494,31 @@ pub fn cgroup_path(spec: &Spec, id: &str) -> Result<CgroupPath, Error> {
         .map_err(Error::CgroupsPath)
 }
 
+/// `linux.resources`' memory, CPU and pids limits in step 6's terms; a
+/// zero asks for nothing (as dockerd writes `"shares": 0`).
+pub fn resources_of(spec: &oci_spec::runtime::LinuxResources) -> Resources {
+    let mut resources = Resources::default();
+    if let Some(memory) = spec.memory() {
+        resources.memory = memory.limit().filter(|l| *l > 0).map(|l| l as u64);
+        if resources.memory.is_some() {
+            resources.memory_swap =
+                memory.swap().map(|s| (s > 0).then_some(s as u64));
+        }
+    }
+    if let Some(cpu) = spec.cpu() {
+        resources.cpu_quota = cpu.quota().filter(|q| *q > 0).map(|q| q as u64);
+        resources.cpu_period = cpu
+            .period()
+            .filter(|p| *p > 0)
+            .or(resources.cpu_quota.map(|_| cgroup::DEFAULT_CPU_PERIOD));
+        resources.cpu_shares = cpu.shares().filter(|s| *s != 0);
+    }
+    if let Some(pids) = spec.pids() {
+        resources.pids = (pids.limit() > 0).then_some(pids.limit() as u64);
+    }
+    resources
+}
+
 // ANCHOR: cgroup_plan
 /// `linux.resources` and `linux.cgroupsPath` in step 6's terms.
 pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
@@ -501,24 +526,7 @@ pub fn cgroup_plan(spec: &Spec, id: &str) -> Result<CgroupPlan, Error> {
     let linux = spec.linux().clone().unwrap_or_default();
     let path = cgroup_path(spec, id)?;
     let resources_spec = linux.resources().clone().unwrap_or_default();
-    let mut resources = Resources::default();
-    if let Some(memory) = resources_spec.memory() {
-        resources.memory = memory.limit().filter(|l| *l > 0).map(|l| l as u64);
-        if resources.memory.is_some() {
-            resources.memory_swap =
-                memory.swap().map(|s| (s > 0).then_some(s as u64));
-        }
-    }
-    if let Some(cpu) = resources_spec.cpu() {
-        resources.cpu_quota = cpu.quota().filter(|q| *q > 0).map(|q| q as u64);
-        resources.cpu_period = cpu
-            .period()
-            .or(resources.cpu_quota.map(|_| cgroup::DEFAULT_CPU_PERIOD));
-        resources.cpu_shares = cpu.shares().filter(|s| *s != 0);
-    }
-    if let Some(pids) = resources_spec.pids() {
-        resources.pids = (pids.limit() > 0).then_some(pids.limit() as u64);
-    }
+    let resources = resources_of(&resources_spec);
     // ANCHOR: default_deny
     // Deny every device first, whatever the spec says: a spec without
     // rules must not mean "every device", or a device node planted in the
