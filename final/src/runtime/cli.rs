@@ -33,8 +33,9 @@ pub struct Cli {
     /// Manage cgroups through systemd (refused where systemd is absent)
     #[arg(long, global = true)]
     systemd_cgroup: bool,
-    /// Accepted for runc compatibility: rootless is detected
-    #[arg(long, global = true, value_name = "true|false|auto")]
+    /// Accepted for runc compatibility: rootless is detected (before the
+    /// command only, as in runc: `spec --rootless` is another flag)
+    #[arg(long, value_name = "true|false|auto")]
     rootless: Option<String>,
     /// Print the version and the runtime spec's
     #[arg(long, short = 'v')]
@@ -227,6 +228,28 @@ enum Command {
     },
     /// Change a running container's limits
     Update(UpdateArgs),
+    /// Print a container's resource use as JSON events
+    Events {
+        /// Print one stats event and exit
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events (5s, 500ms, 1m)
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        /// The container id
+        id: String,
+    },
+    /// Write a starting config.json
+    Spec {
+        /// Where to write it
+        #[arg(long, short, value_name = "DIR", default_value = ".")]
+        bundle: PathBuf,
+        /// A config for a container run by an ordinary user
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Print what this runtime implements (runtime-spec features.md)
+    Features,
     /// Freeze every process of a container
     Pause {
         /// The container id
@@ -323,6 +346,18 @@ fn dispatch(runtime: &mut Runtime, command: Command) -> Result<u8, Error> {
                 pids_limit: args.pids_limit,
             };
             resources::update(runtime, &args.id, given, &limits).map(|()| 0)
+        }
+        Command::Spec { bundle, rootless } => {
+            super::about::spec(&bundle, rootless).map(|()| 0)
+        }
+        Command::Features => Ok(print(super::about::features())),
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            let interval = resources::parse_interval(&interval)?;
+            resources::events(runtime, &id, stats, interval).map(|()| 0)
         }
         Command::Pause { id } => lifecycle::pause(runtime, &id).map(|()| 0),
         Command::Resume { id } => lifecycle::resume(runtime, &id).map(|()| 0),

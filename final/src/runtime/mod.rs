@@ -9,11 +9,13 @@
 //! - [`resources`]: its processes (`ps`) and live limits (`update`);
 //! - [`state`]: the state directory, the observed [`state::Status`], the
 //!   per-container lock;
+//! - [`about`]: `spec` and `features`;
 //! - [`log`]: warnings and errors in runc's text and JSON formats.
 //!
 //! Single-threaded, no async runtime: the runtime `clone(2)`s, and a
 //! process that forks must not have other threads holding locks.
 
+pub mod about;
 pub mod cli;
 pub mod exec;
 pub mod lifecycle;
@@ -98,6 +100,9 @@ pub enum Error {
     /// The log file.
     #[error(transparent)]
     Log(#[from] log::Error),
+    /// `spec`.
+    #[error(transparent)]
+    Spec(#[from] about::SpecError),
     /// `ps` or `update`.
     #[error(transparent)]
     Resources(#[from] resources::ResourcesError),

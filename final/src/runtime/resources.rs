@@ -1,6 +1,7 @@
 //! What a running container holds and may hold, through its cgroup:
 //! [`ps`] (its processes: `docker top` asks for them), [`update`] (new
-//! limits on a live container: `docker update`).
+//! limits on a live container: `docker update`), [`events`] (what it
+//! uses, as runc's JSON events).
 
 use std::process::Command;
 
@@ -258,3 +259,83 @@ pub fn update(
     Ok(())
 }
 // ANCHOR_END: update
+
+/// `--interval` as Go writes durations (`5s`, `500ms`, `1m`).
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, Error> {
+    let bad = |message: &str| ResourcesError::Flag {
+        flag: "interval",
+        value: text.to_owned(),
+        message: message.to_owned(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| bad("a unit is needed: ms, s or m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad("not a number"))?;
+    let millis = match unit {
+        "ms" => number,
+        "s" => number.saturating_mul(1000),
+        "m" => number.saturating_mul(60_000),
+        _ => return Err(bad("a unit is needed: ms, s or m").into()),
+    };
+    if millis == 0 {
+        return Err(bad("must be above zero").into());
+    }
+    Ok(std::time::Duration::from_millis(millis))
+}
+
+/// One `stats` event in runc's shape, from the cgroup's accounting: the
+/// fields step 6 reads, in runc's units (CPU time in nanoseconds).
+fn stats_event(id: &str, stats: &cgroup::Stats) -> serde_json::Value {
+    serde_json::json!({
+        "type": "stats",
+        "id": id,
+        "data": {
+            "cpu": {
+                "usage": {"total": stats.cpu_usec.saturating_mul(1000)},
+                "throttling": {"throttledPeriods": stats.throttled_periods},
+            },
+            "memory": {"usage": {"max": stats.memory_peak}},
+            "pids": {"current": stats.pids},
+        },
+    })
+}
+
+// ANCHOR: events
+/// `events`: with `stats_once`, one `stats` event; else one every
+/// `interval`, and an `oom` event whenever the OOM killer strikes, until
+/// the container stops. Each event is a JSON line on stdout.
+pub fn events(
+    runtime: &Runtime,
+    id: &str,
+    stats_once: bool,
+    interval: std::time::Duration,
+) -> Result<(), Error> {
+    use std::io::Write;
+    let container = Container::load(&runtime.root, id)?;
+    let cgroup = container.cgroup()?;
+    let mut out = std::io::stdout().lock();
+    let mut ooms = None;
+    loop {
+        let status = container.status();
+        if !status.can_kill() {
+            return Err(Error::NotRunning(id.to_owned()));
+        }
+        let stats = cgroup.stats();
+        let event = stats_event(id, &stats);
+        if let Some(before) = ooms
+            && stats.oom_kills > before
+        {
+            let oom = serde_json::json!({"type": "oom", "id": id});
+            let _ = writeln!(out, "{oom}");
+        }
+        ooms = Some(stats.oom_kills);
+        let _ = writeln!(out, "{event}");
+        let _ = out.flush();
+        if stats_once {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}
+// ANCHOR_END: events

@@ -136,6 +136,12 @@ fn action(
 }
 // ANCHOR_END: action
 
+/// Whether this runtime can load a rule with `action` (a runtime's
+/// `features`: told by the code that compiles it, not by a list).
+pub fn supports_action(a: LinuxSeccompAction) -> bool {
+    action(a, None).is_ok()
+}
+
 /// A jump target inside one rule's block.
 #[derive(Debug, Clone, Copy)]
 enum Target {

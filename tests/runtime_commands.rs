@@ -1,0 +1,370 @@
+//! berth-runtime's other commands, each as a client uses it: exec (with
+//! every flag, and `--process`), a terminal through `--console-socket`,
+//! `--preserve-fds`, ps, update, events, spec and features.
+
+mod oci;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use berth_tests::{privileged, snapshot_settings, step_binary};
+use oci::bundle;
+use serde_json::{Value, json};
+
+/// `berth-runtime --root ROOT args...`, stdio to files (the container
+/// inherits them), returning (exit code, stdout, stderr).
+fn runtime(root: &str, args: &[&str]) -> (i32, String, String) {
+    runtime_with(root, args, |_| {})
+}
+
+/// [`runtime`], with `edit` applied to the command first.
+fn runtime_with(
+    root: &str,
+    args: &[&str],
+    edit: impl FnOnce(&mut Command),
+) -> (i32, String, String) {
+    let out = format!("{root}.out");
+    fs::create_dir_all(&out).unwrap();
+    let (stdout, stderr) = (format!("{out}/stdout"), format!("{out}/stderr"));
+    let mut command =
+        berth_tests::test_command(&step_binary("berth-runtime"), &[]);
+    command
+        .args(["--root", root])
+        .args(args)
+        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()));
+    edit(&mut command);
+    let status = command.status().expect("cannot run berth-runtime");
+    (
+        status.code().unwrap_or(-1),
+        fs::read_to_string(&stdout).unwrap(),
+        fs::read_to_string(&stderr).unwrap(),
+    )
+}
+
+/// A fresh runtime root.
+fn root(name: &str) -> String {
+    let dir = format!("target/test-runtime/{name}");
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A detached container `id` of a bundle that sleeps, running.
+fn running(root: &str, name: &str, id: &str, edit: impl FnOnce(&mut Value)) {
+    let dir = bundle(name, |c| {
+        c["process"]["args"] = json!(["sh", "-c", "sleep 1000"]);
+        edit(c)
+    });
+    let (code, _, err) = runtime(root, &["run", "-d", "--bundle", &dir, id]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn exec_runs_in_the_containers_namespaces_with_its_flags() {
+    if !privileged("runtime_commands::exec") {
+        return;
+    }
+    let root = root("exec");
+    running(&root, "runtime-exec", "x1", |c| {
+        c["hostname"] = json!("inside");
+        c["process"]["env"] = json!(["PATH=/bin", "MOOD=calm"]);
+    });
+    // The container's view: its hostname, PID 1, its environment.
+    let (code, out, err) = runtime(
+        &root,
+        &[
+            "exec",
+            "x1",
+            "sh",
+            "-c",
+            "hostname; cat /proc/1/comm; echo $MOOD",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "inside\nsleep\ncalm\n"), "{err}");
+    // Flags after the id belong to the command; before it, to exec.
+    let (code, out, err) = runtime(
+        &root,
+        &[
+            "exec",
+            "-e",
+            "MOOD=merry",
+            "--cwd",
+            "/etc",
+            "-u",
+            "1000:1000",
+            "x1",
+            "sh",
+            "-c",
+            "echo $MOOD; pwd; id -u; id -g; exit 9",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (9, "merry\n/etc\n1000\n1000\n"),
+        "{err}"
+    );
+    // --cap adds to the sets the container's process has.
+    let caps = |extra: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(extra);
+        args.extend(["x1", "grep", "CapEff", "/proc/self/status"]);
+        runtime(&root, &args).1
+    };
+    assert_ne!(caps(&[]), caps(&["--cap", "CAP_SYS_ADMIN"]));
+    // --process: a runtime-spec process object, as containerd writes it.
+    let process = format!("{root}.process.json");
+    fs::write(
+        &process,
+        json!({"args": ["sh", "-c", "echo from $WHO"], "cwd": "/",
+               "env": ["WHO=a file"], "user": {"uid": 0, "gid": 0}})
+        .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) =
+        runtime(&root, &["exec", "--process", &process, "x1"]);
+    assert_eq!((code, out.as_str()), (0, "from a file\n"), "{err}");
+    // --detach returns at once; the pid file names the process.
+    let pid_file = format!("{root}.exec.pid");
+    let (code, _, err) = runtime(
+        &root,
+        &["exec", "-d", "--pid-file", &pid_file, "x1", "sleep", "1000"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let pid: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let (_, listed, _) = runtime(&root, &["ps", "--format", "json", "x1"]);
+    let pids: Vec<i32> = serde_json::from_str(&listed).unwrap();
+    assert!(pids.contains(&pid), "{pid} not in {pids:?}");
+    // A program that is not there: 127, as a shell says.
+    let (code, _, err) = runtime(&root, &["exec", "x1", "no-such-program"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("no-such-program"), "{err}");
+    let (code, _, _) = runtime(&root, &["delete", "--force", "x1"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = runtime(&root, &["exec", "x1", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+/// Receive one fd over `stream` (SCM_RIGHTS), as containerd's console
+/// socket does.
+fn receive_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut name = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let message = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    for cmsg in message.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel installed this fd for us just now.
+            return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd received");
+}
+
+#[test]
+fn a_terminal_goes_to_the_console_socket_and_is_the_process_stdio() {
+    if !privileged("runtime_commands::console_socket") {
+        return;
+    }
+    let root = root("console");
+    let dir = bundle("runtime-console", |c| {
+        c["process"]["terminal"] = json!(true);
+        c["process"]["consoleSize"] = json!({"height": 33, "width": 101});
+        c["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "tty; stty size; test -t 1 && echo out is a tty"
+        ]);
+    });
+    let socket = fs::canonicalize("target")
+        .unwrap()
+        .join("test-runtime/console.sock");
+    let _ = fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        receive_fd(&stream)
+    });
+    let sock = socket.to_str().unwrap();
+    let (code, _, err) = runtime(
+        &root,
+        &["create", "--console-socket", sock, "--bundle", &dir, "t1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let master = receiver.join().unwrap();
+    let (code, _, err) = runtime(&root, &["start", "t1"]);
+    assert_eq!(code, 0, "{err}");
+    let mut master = fs::File::from(master);
+    let mut shown = Vec::new();
+    // Until the slave's last holder exits: EIO on a pty master.
+    let _ = master.read_to_end(&mut shown);
+    let shown = String::from_utf8_lossy(&shown).replace('\r', "");
+    assert_eq!(shown, "/dev/pts/0\n33 101\nout is a tty\n");
+    let (code, _, err) = runtime(&root, &["delete", "--force", "t1"]);
+    assert_eq!(code, 0, "{err}");
+    // A terminal without a socket, and a socket without a terminal.
+    let (code, _, err) = runtime(&root, &["create", "--bundle", &dir, "t2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no console socket was given"), "{err}");
+    assert!(!Path::new(&root).join("t2").exists());
+}
+
+#[test]
+fn preserve_fds_passes_exactly_the_fds_asked_for() {
+    if !privileged("runtime_commands::preserve_fds") {
+        return;
+    }
+    let root = root("preserve");
+    let dir = bundle("runtime-preserve", |c| {
+        c["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "echo through fd 3 >&3; ls /proc/self/fd | sort -n | tr '\\n' ' '"
+        ]);
+    });
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let (_, spare) = nix::unistd::pipe().unwrap();
+    let (w, s) = (write_end.as_raw_fd(), spare.as_raw_fd());
+    let (code, out, err) = runtime_with(
+        &root,
+        &["run", "--preserve-fds", "1", "--bundle", &dir, "p1"],
+        |command| {
+            // SAFETY: dup2 between fork and exec: async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    // fd 3: the pipe, passed on; fd 4: a spare one, not.
+                    if libc::dup2(w, 3) < 0 || libc::dup2(s, 4) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    drop(write_end);
+    assert_eq!(code, 0, "{err}");
+    // 0-2, 3, and the fd ls opened /proc/self/fd with: nothing else.
+    assert_eq!(out, "0 1 2 3 4 ");
+    let mut through = String::new();
+    fs::File::from(read_end)
+        .read_to_string(&mut through)
+        .unwrap();
+    assert_eq!(through, "through fd 3\n");
+}
+
+#[test]
+fn ps_update_and_events_see_the_containers_cgroup() {
+    if !privileged("runtime_commands::ps_update_events") {
+        return;
+    }
+    let root = root("cgroup-commands");
+    running(&root, "runtime-cgroup-commands", "c1", |_| {});
+    let (code, out, err) = runtime(&root, &["ps", "c1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("UID") && out.contains("sleep 1000"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, out, err) = runtime(&root, &["ps", "c1", "-o", "pid,comm"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("sleep\n"), "{out}");
+    // update, with flags and with --resources on stdin.
+    let (code, _, err) =
+        runtime(&root, &["update", "--pids-limit", "42", "c1"]);
+    assert_eq!(code, 0, "{err}");
+    let pids_max = |root: &str| {
+        let script = "cat /sys/fs/cgroup/pids.max 2>/dev/null \
+                      || cat /sys/fs/cgroup/pids/pids.max";
+        runtime(root, &["exec", "c1", "sh", "-c", script]).1
+    };
+    assert_eq!(pids_max(&root), "42\n");
+    let resources = json!({"pids": {"limit": 43}}).to_string();
+    let (code, _, err) =
+        runtime_with(&root, &["update", "--resources", "-", "c1"], |c| {
+            c.stdin(Stdio::from(file_with(&resources)));
+        });
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(pids_max(&root), "43\n");
+    let (code, _, err) = runtime(&root, &["update", "--memory", "lots", "c1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--memory \"lots\""), "{err}");
+    // events --stats: one JSON line in runc's shape.
+    let (code, out, err) = runtime(&root, &["events", "--stats", "c1"]);
+    assert_eq!(code, 0, "{err}");
+    let event: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(event["type"], "stats");
+    assert_eq!(event["id"], "c1");
+    assert_eq!(event["data"]["pids"]["current"], 1);
+    assert!(event["data"]["cpu"]["usage"]["total"].as_u64().unwrap() > 0);
+    let (code, _, _) = runtime(&root, &["delete", "--force", "c1"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = runtime(&root, &["ps", "c1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+/// A file holding `text`, opened for reading (its path unlinked).
+fn file_with(text: &str) -> fs::File {
+    let path = format!("target/test-runtime/stdin-{}", std::process::id());
+    fs::create_dir_all("target/test-runtime").unwrap();
+    fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let file = fs::File::open(&path).unwrap();
+    fs::remove_file(&path).unwrap();
+    file
+}
+
+#[test]
+fn spec_writes_a_config_that_runs_and_never_overwrites_one() {
+    if !privileged("runtime_commands::spec") {
+        return;
+    }
+    let root = root("spec");
+    let dir = bundle("runtime-spec", |_| {});
+    fs::remove_file(format!("{dir}/config.json")).unwrap();
+    let (code, _, err) = runtime(&root, &["spec", "--bundle", &dir]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = runtime(&root, &["spec", "--bundle", &dir]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exists; remove it first"), "{err}");
+    let path = format!("{dir}/config.json");
+    let mut config: Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(config["process"]["terminal"], true);
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!(["hostname"]);
+    fs::write(&path, config.to_string()).unwrap();
+    let (code, out, err) = runtime(&root, &["run", "--bundle", &dir, "s1"]);
+    // No warning either: what it asks, berth-runtime grants.
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "berth\n", ""));
+}
+
+#[test]
+fn features_say_what_the_code_does() {
+    let (code, out, err) = runtime(&root("features"), &["features"]);
+    assert_eq!(code, 0, "{err}");
+    let features: Value = serde_json::from_str(&out).unwrap();
+    // Every mount option claimed is one step 8 turns into a flag.
+    for option in features["mountOptions"].as_array().unwrap() {
+        let words = vec![option.as_str().unwrap().to_owned()];
+        let parsed = step08_oci::oci::mounts::parse_options(&words);
+        assert!(parsed.data.is_empty(), "{option} is passed as data");
+    }
+    snapshot_settings()
+        .bind(|| insta::assert_snapshot!("runtime_features", out));
+}
