@@ -93,6 +93,9 @@ fn settings() -> insta::Settings {
     settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", "[TIME]");
     let here = fs::canonicalize(".").unwrap().display().to_string();
     settings.add_filter(&regex_escape(&here), "[CHECKOUT]");
+    // The creator's user name: "root" where /etc/passwd says so.
+    settings.add_filter(r#""owner": "[^"]*""#, r#""owner": "[OWNER]""#);
+    settings.add_filter(r"(?m)(\[TIME\] +)\S+$", "${1}[OWNER]");
     // list's table: its columns are as wide as the paths in them.
     settings.add_filter(r"(?m)^(\S+) +[1-9][0-9]* ", "$1 [PID] ");
     settings.add_filter(r"(\S) {2,}", "$1 ");

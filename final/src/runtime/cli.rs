@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::os::fd::AsFd;
+
 use clap::{Parser, Subcommand};
 
 use super::Error;
@@ -40,6 +42,19 @@ pub struct Cli {
     /// Print the version and the runtime spec's
     #[arg(long, short = 'v')]
     version: bool,
+    /// Trace every kernel operation, naming the step of the book that
+    /// teaches it (also BERTH_TRACE=text|json; BERTH_TRACE_FILE=PATH
+    /// appends the trace to a file instead of stderr)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "text",
+        value_name = "FORMAT"
+    )]
+    trace: Option<Format>,
     /// The command
     #[command(subcommand)]
     command: Option<Command>,
@@ -364,6 +379,62 @@ fn dispatch(runtime: &mut Runtime, command: Command) -> Result<u8, Error> {
     }
 }
 
+/// The trace could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// `BERTH_TRACE` is not a format.
+    #[error("BERTH_TRACE={0:?}: expected text, json or 1")]
+    Format(String),
+    /// `BERTH_TRACE_FILE` cannot be opened.
+    #[error("BERTH_TRACE_FILE={path}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+// ANCHOR: trace
+/// Turn the trace on if `--trace` or `BERTH_TRACE` asks: to
+/// `BERTH_TRACE_FILE` (appended) if set, else to stderr.
+fn start_trace(flag: Option<Format>) -> Result<(), TraceError> {
+    let format = match (flag, std::env::var("BERTH_TRACE")) {
+        (Some(format), _) => format,
+        (None, Err(_)) => return Ok(()),
+        (None, Ok(value)) => match value.as_str() {
+            "" | "0" => return Ok(()),
+            "1" | "text" => Format::Text,
+            "json" => Format::Json,
+            _ => return Err(TraceError::Format(value)),
+        },
+    };
+    let sink: std::os::fd::OwnedFd = match std::env::var_os("BERTH_TRACE_FILE")
+    {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|source| TraceError::File { path, source })?
+                .into()
+        }
+        // A close-on-exec copy of stderr: written to by our code only, the
+        // container's process loses it at its execve.
+        None => std::io::stderr().as_fd().try_clone_to_owned().map_err(
+            |source| TraceError::File {
+                path: PathBuf::from("/dev/stderr"),
+                source,
+            },
+        )?,
+    };
+    step08_oci::trace::enable(sink, format == Format::Json);
+    Ok(())
+}
+// ANCHOR_END: trace
+
 /// `berth-runtime`'s `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -391,6 +462,10 @@ pub fn main() -> ExitCode {
         Command::Create(_) | Command::Run { .. } | Command::Exec(_)
     ) && let Err(error) = step08_oci::oci::exe::reexec_sealed()
     {
+        log.error(&step08_oci::child::error_chain(&error));
+        return ExitCode::from(1);
+    }
+    if let Err(error) = start_trace(cli.trace) {
         log.error(&step08_oci::child::error_chain(&error));
         return ExitCode::from(1);
     }

@@ -45,6 +45,11 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
 }
 
+/// A trace event of the runtime itself (the book's chapter 9).
+fn trace(what: impl std::fmt::Display) {
+    step08_oci::trace::event(9, what);
+}
+
 /// Removes a new container's directory unless [`Removal::disarm`]ed: a
 /// `create` that fails leaves no state behind.
 struct Removal(Option<PathBuf>);
@@ -95,6 +100,7 @@ fn set_up(
         return Err(Error::NoSystemd);
     }
     let (dir, lock) = Container::make_dir(&runtime.root, id)?;
+    trace(format_args!("mkdir {} (state), flock", dir.display()));
     let removal = Removal(Some(dir.clone()));
     let bundle = oci::load(&options.bundle, id)?;
     let config = serde_json::to_vec(&bundle.spec).map_err(|e| {
@@ -122,6 +128,7 @@ fn set_up(
     };
     let mut container = Container::new(dir.clone(), record, lock)?;
     if fifo {
+        trace(format_args!("mkfifo {}/exec.fifo", dir.display()));
         exec_fifo::make(&dir)?;
     }
     let options_of_step8 = oci_lifecycle::Options {
@@ -191,6 +198,7 @@ pub fn start(runtime: &mut Runtime, id: &str) -> Result<(), Error> {
     }
     let process = container.record.process.ok_or(Error::NoProcess)?;
     let pidfd = process.pidfd().map_err(|_| Error::NoProcess)?;
+    trace("open exec.fifo, read: the process goes on to execve");
     exec_fifo::release(&container.dir, pidfd.as_fd())?;
     let spec = container.spec()?;
     let poststart = spec
@@ -263,6 +271,10 @@ pub fn kill(
             }
         }
     }
+    trace(format_args!(
+        "pidfd_send_signal(pidfd of {}, {signal})",
+        process.pid
+    ));
     match process.pidfd() {
         Ok(pidfd) => exec_fifo::signal(pidfd.as_fd(), signal as i32)
             .or_else(|e| if all { Ok(()) } else { Err(e) })
@@ -357,6 +369,7 @@ pub fn delete(
             runtime.log.warn(&step08_oci::child::error_chain(&failure));
         }
     }
+    trace(format_args!("rm -r {}", container.dir.display()));
     container.remove()?;
     Ok(())
 }

@@ -106,6 +106,9 @@ pub enum Error {
     /// `ps` or `update`.
     #[error(transparent)]
     Resources(#[from] resources::ResourcesError),
+    /// `--trace` or `BERTH_TRACE`.
+    #[error(transparent)]
+    Trace(#[from] cli::TraceError),
     /// A bad `exec` option.
     #[error(transparent)]
     ExecOption(#[from] exec::OptionError),

@@ -553,6 +553,7 @@ where
     let parent_fd = parent_end.as_raw_fd();
     let callback =
         Box::new(|| child_main(setup.take(), &mut channel, parent_fd, keep));
+    crate::trace::event(1, format_args!("clone({})", flag_names(flags)));
     // SAFETY: no CLONE_VM, so the child runs on its own copy of `stack` and
     // of every other page; it is fork(2) with namespace flags. We are
     // single-threaded here (no other thread holds a lock the child could
@@ -593,6 +594,7 @@ where
     // host directory is a way out of any rootfs (see the module docs).
     let mut kept: Vec<RawFd> = keep.to_vec();
     kept.extend(channel.fd());
+    kept.extend(crate::trace::fd());
     if let Err(error) = close_inherited_fds(&kept) {
         channel.send_failure(EXIT_SETUP_FAILED, &error_chain(&error));
         return EXIT_SETUP_FAILED.into();

@@ -18,6 +18,10 @@
 //!   adds two modules.
 //! - [`uts`]: the UTS namespace (`uts_namespaces(7)`): a validated
 //!   [`uts::Hostname`] and [`uts::set_hostname`].
+//! - [`trace`]: off unless a runtime turns it on (Part II): each kernel
+//!   operation of every step, one line each, naming the step that
+//!   teaches it. The steps call [`trace::event`] where they act.
 
 pub mod child;
+pub mod trace;
 pub mod uts;

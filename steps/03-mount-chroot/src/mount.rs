@@ -346,6 +346,7 @@ pub fn make_private() -> Result<(), Error> {
 pub fn enter(rootfs: &Path, plan: &[Op]) -> Result<(), Error> {
     let mut root: Option<OwnedFd> = None;
     for op in plan {
+        crate::trace::event(3, op);
         match op {
             Op::MakePrivate => make_private()?,
             Op::BindRootfs => {
@@ -379,6 +380,7 @@ pub fn enter(rootfs: &Path, plan: &[Op]) -> Result<(), Error> {
 /// without its [`Op::PivotRoot`] and has work to do in between (step 8's
 /// `createContainer` hooks).
 pub fn pivot(rootfs: &Path) -> Result<(), Error> {
+    crate::trace::event(3, &Op::PivotRoot);
     let root = open_rootfs(rootfs)?;
     pivot_into(root.as_fd(), rootfs)
 }
@@ -698,15 +700,22 @@ impl fmt::Display for Op {
                 display(link.as_os_str()),
                 display(target.as_os_str())
             ),
-            Op::Device(d) => write!(
-                f,
-                "mknod        {} {:?} {}:{} {:o}",
-                display(d.path.as_os_str()),
-                d.kind,
-                d.major,
-                d.minor,
-                d.mode
-            ),
+            Op::Device(d) => {
+                let kind = match d.kind {
+                    k if k == nix::sys::stat::SFlag::S_IFCHR => "c",
+                    k if k == nix::sys::stat::SFlag::S_IFBLK => "b",
+                    k if k == nix::sys::stat::SFlag::S_IFIFO => "p",
+                    _ => "?",
+                };
+                write!(
+                    f,
+                    "mknod        {} {kind} {}:{} {:o}",
+                    display(d.path.as_os_str()),
+                    d.major,
+                    d.minor,
+                    d.mode
+                )
+            }
             Op::PivotRoot => {
                 write!(f, "pivot_root   into ROOTFS, detach the old root")
             }

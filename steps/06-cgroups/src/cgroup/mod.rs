@@ -758,6 +758,10 @@ impl Cgroup {
     /// Create the cgroup `path` (directories, and on v2 the controllers
     /// enabled down to it). Nothing is in it yet.
     pub fn create(layout: &Layout, path: &CgroupPath) -> Result<Cgroup, Error> {
+        crate::trace::event(
+            6,
+            format_args!("mkdir cgroup {}", path.as_path().display()),
+        );
         let mut cgroup = Cgroup {
             layout: layout.clone(),
             dirs: Vec::new(),
@@ -848,6 +852,7 @@ impl Cgroup {
     /// Write a plan's control files.
     pub fn apply(&self, writes: &[Write]) -> Result<(), Error> {
         for w in writes {
+            crate::trace::event(6, format_args!("write {w}"));
             write(&self.file(w.controller, w.file)?, &w.value)?;
         }
         Ok(())
@@ -856,6 +861,10 @@ impl Cgroup {
     /// Move process `pid` (and so its future children) into the cgroup.
     pub fn add(&self, pid: Pid) -> Result<(), Error> {
         for dir in self.dirs() {
+            crate::trace::event(
+                6,
+                format_args!("write {pid} > {}/cgroup.procs", dir.display()),
+            );
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
@@ -943,6 +952,12 @@ impl Cgroup {
     }
 
     fn kill_and_remove(&self) -> Result<(), Error> {
+        if let Some(dir) = self.dirs().next() {
+            crate::trace::event(
+                6,
+                format_args!("kill and rmdir {}", dir.display()),
+            );
+        }
         let kill_file = self.dirs().next().map(|d| d.join("cgroup.kill"));
         let killed_at_once = matches!(self.layout, Layout::Unified { .. })
             && kill_file.is_some_and(|f| f.exists() && write(&f, "1").is_ok());
@@ -1009,6 +1024,7 @@ pub const NAMESPACE_FLAG: CloneFlags = CloneFlags::CLONE_NEWCGROUP;
 /// cgroup the root of its view. Not done by `clone(2)`, whose child would
 /// have the *parent's* cgroup as its root.
 pub fn enter_namespace() -> Result<(), Error> {
+    crate::trace::event(6, "unshare(CLONE_NEWCGROUP)");
     unshare(NAMESPACE_FLAG).map_err(Error::Namespace)
 }
 // ANCHOR_END: enter_namespace

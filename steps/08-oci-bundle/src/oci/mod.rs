@@ -370,6 +370,14 @@ pub fn join(namespaces: &[(CloneFlags, PathBuf)]) -> Result<(), Error> {
         let file = fs::File::open(path).map_err(|e| {
             failed(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
         })?;
+        crate::trace::event(
+            8,
+            format_args!(
+                "setns({}, {})",
+                path.display(),
+                crate::child::flag_names(*flag)
+            ),
+        );
         setns(file, *flag).map_err(failed)?;
     }
     Ok(())

@@ -423,6 +423,10 @@ fn read_only(path: &Path) -> Result<(), Error> {
 /// (runc's order, so that the mount tables compare equal), and a read-only
 /// root last.
 pub fn after_pivot(spec: &Spec) -> Result<(), Error> {
+    crate::trace::event(
+        8,
+        "after the pivot: sysctls, maskedPaths, readonlyPaths, rootfs ro",
+    );
     for spec_mount in spec.mounts().as_deref().unwrap_or_default() {
         let options =
             parse_options(spec_mount.options().as_deref().unwrap_or_default());
