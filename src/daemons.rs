@@ -490,3 +490,57 @@ impl Drop for Podman {
         remove_parent_cgroup("libpod_parent");
     }
 }
+
+/// A wrapper around the runtime that records every command line a client
+/// runs it with (one line each, appended), then runs it: how the book
+/// shows what containerd, dockerd and podman really pass.
+pub struct ArgvLog {
+    dir: PathBuf,
+}
+
+impl ArgvLog {
+    /// A wrapper of `runtime` under `/tmp/berth-argv-NAME`.
+    pub fn new(name: &str, runtime: &Path) -> ArgvLog {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = PathBuf::from(format!("/tmp/berth-argv-{name}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >>{}/argv.log\nexec {} \"$@\"\n",
+            dir.display(),
+            runtime.display()
+        );
+        let wrapper = dir.join("berth-runtime");
+        fs::write(&wrapper, script).unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
+            .unwrap();
+        ArgvLog { dir }
+    }
+
+    /// The wrapper, to give the client as its runtime.
+    pub fn runtime(&self) -> PathBuf {
+        self.dir.join("berth-runtime")
+    }
+
+    /// The command lines recorded, each made the same from run to run by
+    /// `normalize`, in the order each first appeared (a client polls
+    /// `state` as often as it likes: only the first of a kind counts).
+    pub fn distinct(&self, normalize: impl Fn(&str) -> String) -> String {
+        let log =
+            fs::read_to_string(self.dir.join("argv.log")).unwrap_or_default();
+        let mut seen: Vec<String> = Vec::new();
+        for line in log.lines() {
+            let line = normalize(line);
+            if !seen.contains(&line) {
+                seen.push(line);
+            }
+        }
+        seen.join("\n") + "\n"
+    }
+}
+
+impl Drop for ArgvLog {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -8,7 +8,7 @@ use std::fs;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use berth_tests::daemons::Containerd;
+use berth_tests::daemons::{ArgvLog, Containerd};
 use berth_tests::fixture::rootfs;
 use berth_tests::{privileged, step_binary, workspace_root};
 
@@ -64,7 +64,9 @@ fn containerd_runs_tasks_through_berth_runtime() {
     if !privileged("runtime_containerd::containerd_runs_tasks") {
         return;
     }
-    let runtime = workspace_root().join(step_binary("berth-runtime"));
+    let built = workspace_root().join(step_binary("berth-runtime"));
+    let argv = ArgvLog::new("containerd", &built);
+    let runtime = argv.runtime();
     let runtime = runtime.to_str().unwrap();
     let containerd = Containerd::start("tasks");
     let image = containerd.import_rootfs(rootfs());
@@ -165,4 +167,28 @@ fn containerd_runs_tasks_through_berth_runtime() {
         "state left under {}",
         containerd.runtime_root().display()
     );
+    let calls = argv.distinct(|line| normalize(line, &containerd));
+    drop(containerd);
+    berth_tests::snapshot_settings()
+        .bind(|| insta::assert_snapshot!("runtime_argv_containerd", calls));
+}
+
+/// A command line containerd's shim ran, with what varies from run to
+/// run replaced: its directories, exec ids, pids, temporary files.
+fn normalize(line: &str, containerd: &Containerd) -> String {
+    let state = containerd.address();
+    let dir = state.parent().unwrap().display().to_string();
+    let line = line.replace(&dir, "[CONTAINERD]");
+    let bundle = format!(
+        "[CONTAINERD]/state/io.containerd.runtime.v2.task/{}/",
+        containerd.namespace
+    );
+    let line = line.replace(&bundle, "[TASKS]/");
+    let ids = regex::Regex::new(r"\bt\d\b").unwrap();
+    let line = ids.replace_all(&line, "ID");
+    let line = line.replace("e1.pid", "EXEC.pid");
+    let temporary = regex::Regex::new(r"/tmp/[A-Za-z0-9_.-]+/").unwrap();
+    let line = temporary.replace_all(&line, "[TMP]/");
+    let numbered = regex::Regex::new(r"(runc-process|pty)\d+").unwrap();
+    numbered.replace_all(&line, "$1[N]").into_owned()
 }

@@ -7,7 +7,7 @@
 use std::borrow::BorrowMut;
 use std::process::{Command, Output, Stdio};
 
-use berth_tests::daemons::{Dockerd, Podman};
+use berth_tests::daemons::{ArgvLog, Dockerd, Podman};
 use berth_tests::fixture::rootfs;
 use berth_tests::{privileged, step_binary, workspace_root};
 
@@ -53,7 +53,8 @@ fn dockerd_runs_containers_through_berth_runtime() {
     if !privileged("runtime_docker::dockerd_runs_containers") {
         return;
     }
-    let dockerd = Dockerd::start("runtime", &runtime());
+    let argv = ArgvLog::new("dockerd", &runtime());
+    let dockerd = Dockerd::start("runtime", &argv.runtime());
     let image = dockerd.load_rootfs(rootfs());
 
     let (code, out, err) = ran(dockerd
@@ -124,6 +125,27 @@ fn dockerd_runs_containers_through_berth_runtime() {
         out.contains("/dev/pts/0") && out.contains("tty in"),
         "{out}"
     );
+    drop(dockerd);
+    let calls =
+        argv.distinct(|line| normalize(line, "/tmp/berth-dockerd-runtime"));
+    berth_tests::snapshot_settings()
+        .bind(|| insta::assert_snapshot!("runtime_argv_dockerd", calls));
+}
+
+/// A command line a client ran, with what varies from run to run
+/// replaced: the daemon's directory, container and exec ids (hex),
+/// temporary files.
+fn normalize(line: &str, dir: &str) -> String {
+    let line = line.replace(dir, "[DAEMON]");
+    let hex = regex::Regex::new(r"[0-9a-f]{64}").unwrap();
+    let line = hex.replace_all(&line, "ID");
+    let temporary = regex::Regex::new(r"/tmp/[A-Za-z0-9_.-]+/").unwrap();
+    let line = temporary.replace_all(&line, "[TMP]/");
+    let numbered =
+        regex::Regex::new(r"(runc-process|exec-process-)\d+").unwrap();
+    let line = numbered.replace_all(&line, "${1}[N]");
+    let socket = regex::Regex::new(r"/tmp/conmon-term\.\w+").unwrap();
+    socket.replace_all(&line, "[TMP]/conmon-term").into_owned()
 }
 
 /// podman's flags for this machine: its default rlimits exceed the hard
@@ -141,7 +163,8 @@ fn podman_runs_containers_through_berth_runtime() {
     if !privileged("runtime_docker::podman_runs_containers") {
         return;
     }
-    let podman = Podman::new("runtime", &runtime());
+    let argv = ArgvLog::new("podman", &runtime());
+    let podman = Podman::new("runtime", &argv.runtime());
     let image = podman.load_rootfs(rootfs());
 
     let (code, out, err) = ran(podman
@@ -190,4 +213,9 @@ fn podman_runs_containers_through_berth_runtime() {
         out.contains("/dev/pts/0") && out.contains("tty in"),
         "{out}"
     );
+    drop(podman);
+    let calls =
+        argv.distinct(|line| normalize(line, "/tmp/berth-podman-runtime"));
+    berth_tests::snapshot_settings()
+        .bind(|| insta::assert_snapshot!("runtime_argv_podman", calls));
 }
