@@ -193,6 +193,19 @@ impl Containerd {
         command
     }
 
+    /// The config.json containerd wrote for the task `id`.
+    pub fn bundle_config(&self, id: &str) -> serde_json::Value {
+        let path = self
+            .dir
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id)
+            .join("config.json");
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
     /// The runtime root containerd's runc shim gives the runtime for this
     /// namespace (`--root`).
     pub fn runtime_root(&self) -> PathBuf {
@@ -380,6 +393,23 @@ impl Dockerd {
             self.dir.join("d.sock").display(),
             self.dir.join("client").display()
         )
+    }
+
+    /// The config.json dockerd wrote for the running container `name`.
+    pub fn bundle_config(&self, name: &str) -> serde_json::Value {
+        let inspect = self
+            .docker(&["inspect", "-f", "{{.Id}}", name])
+            .output()
+            .unwrap();
+        let id = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+        let path = self
+            .dir
+            .join("exec/containerd/daemon/io.containerd.runtime.v2.task/moby")
+            .join(&id)
+            .join("config.json");
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
     }
 
     /// Load the test rootfs as image `berth.test/busybox:latest`.

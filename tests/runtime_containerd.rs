@@ -8,6 +8,8 @@ use std::fs;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+mod oci;
+
 use berth_tests::daemons::{ArgvLog, Containerd};
 use berth_tests::fixture::rootfs;
 use berth_tests::{privileged, step_binary, workspace_root};
@@ -139,6 +141,21 @@ fn containerd_runs_tasks_through_berth_runtime() {
     assert_eq!(code, 137, "{err}");
     assert_no_cgroup(&ns, "t3");
 
+    // containerd's default seccomp profile (ctr run --seccomp), captured
+    // from the config.json of a task, then checked against runc below.
+    let (code, _, err) = ran(containerd
+        .ctr(&["run", "-d", "--seccomp", "--runc-binary", runtime, image])
+        .args(["t6", "sleep", "1000"])
+        .output());
+    assert_eq!(code, 0, "{err}");
+    let config = containerd.bundle_config("t6");
+    for args in [
+        &["task", "kill", "-s", "KILL", "t6"][..],
+        &["task", "rm", "-f", "t6"],
+        &["container", "rm", "t6"],
+    ] {
+        let _ = ran(containerd.ctr(args).output());
+    }
     // containerd's default seccomp profile is loaded (filter mode, 2).
     let (code, out, err) = ran(containerd
         .ctr(&["run", "--rm", "--seccomp", "--runc-binary", runtime, image])
@@ -169,6 +186,10 @@ fn containerd_runs_tasks_through_berth_runtime() {
     );
     let calls = argv.distinct(|line| normalize(line, &containerd));
     drop(containerd);
+    let verdicts = oci::seccomp_differential("containerd-default", &config);
+    berth_tests::snapshot_settings().bind(|| {
+        insta::assert_snapshot!("runtime_seccomp_containerd", verdicts)
+    });
     berth_tests::snapshot_settings()
         .bind(|| insta::assert_snapshot!("runtime_argv_containerd", calls));
 }

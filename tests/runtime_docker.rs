@@ -7,6 +7,8 @@
 use std::borrow::BorrowMut;
 use std::process::{Command, Output, Stdio};
 
+mod oci;
+
 use berth_tests::daemons::{ArgvLog, Dockerd, Podman};
 use berth_tests::fixture::rootfs;
 use berth_tests::{privileged, step_binary, workspace_root};
@@ -74,6 +76,9 @@ fn dockerd_runs_containers_through_berth_runtime() {
         "cat /proc/1/comm; exit 4",
     ]));
     assert_eq!((code, out.as_str()), (4, "sh\n"), "{err}");
+    // dockerd's default seccomp profile and capabilities, from the
+    // config.json it wrote for d1 (checked against runc below).
+    let config = dockerd.bundle_config("d1");
     // docker top: containerd's shim asks `ps --format json`.
     let (code, out, err) = ran(dockerd.docker(&["top", "d1"]));
     assert_eq!(code, 0, "{err}");
@@ -126,6 +131,10 @@ fn dockerd_runs_containers_through_berth_runtime() {
         "{out}"
     );
     drop(dockerd);
+    // dockerd's default profile, under runc and under berth-runtime.
+    let verdicts = oci::seccomp_differential("docker-default", &config);
+    berth_tests::snapshot_settings()
+        .bind(|| insta::assert_snapshot!("runtime_seccomp_docker", verdicts));
     let calls =
         argv.distinct(|line| normalize(line, "/tmp/berth-dockerd-runtime"));
     berth_tests::snapshot_settings()

@@ -115,6 +115,7 @@ fn run() -> std::ffi::c_int {
             "network" => network(),
             "cgroup" => cgroup(),
             "chroot-escape" => chroot_escape(),
+            "syscalls" => syscalls(),
             other => {
                 eprintln!("probe: unknown section {other:?}");
                 return 1;
@@ -124,6 +125,159 @@ fn run() -> std::ffi::c_int {
     }
     let _ = io::stdout().write_all(out.as_bytes());
     0
+}
+
+/// The system calls a seccomp profile decides about, each tried with
+/// arguments that do nothing (or fail) whatever is allowed: `(name,
+/// number, arguments)`. Argument-conditioned rules of the common default
+/// profiles are covered: `clone` and `unshare` with namespace flags,
+/// `personality` with and without a known persona, `socket` families.
+const SYSCALLS: &[(&str, libc::c_long, [libc::c_long; 5])] = &[
+    ("acct", libc::SYS_acct, [0; 5]),
+    ("add_key", libc::SYS_add_key, [0; 5]),
+    ("bpf", libc::SYS_bpf, [-1, 0, 0, 0, 0]),
+    ("chroot", libc::SYS_chroot, [0; 5]),
+    ("clock_settime", libc::SYS_clock_settime, [0, 0, 0, 0, 0]),
+    (
+        "clone(CLONE_NEWNS)",
+        libc::SYS_clone,
+        [0x0002_0000 | 17, 0, 0, 0, 0],
+    ),
+    (
+        "clone(CLONE_NEWUSER)",
+        libc::SYS_clone,
+        [0x1000_0000 | 17, 0, 0, 0, 0],
+    ),
+    ("clone(plain)", libc::SYS_clone, [17, 0, 0, 0, 0]),
+    ("delete_module", libc::SYS_delete_module, [0; 5]),
+    ("finit_module", libc::SYS_finit_module, [-1, 0, 0, 0, 0]),
+    ("get_mempolicy", libc::SYS_get_mempolicy, [0; 5]),
+    ("init_module", libc::SYS_init_module, [0; 5]),
+    ("ioperm", libc::SYS_ioperm, [0; 5]),
+    ("iopl", libc::SYS_iopl, [0; 5]),
+    ("kexec_load", libc::SYS_kexec_load, [0; 5]),
+    ("keyctl", libc::SYS_keyctl, [0, -3, 0, 0, 0]),
+    ("lookup_dcookie", libc::SYS_lookup_dcookie, [0; 5]),
+    ("mbind", libc::SYS_mbind, [0; 5]),
+    ("mount", libc::SYS_mount, [0; 5]),
+    ("move_pages", libc::SYS_move_pages, [0; 5]),
+    (
+        "name_to_handle_at",
+        libc::SYS_name_to_handle_at,
+        [-1, 0, 0, 0, 0],
+    ),
+    (
+        "open_by_handle_at",
+        libc::SYS_open_by_handle_at,
+        [-1, 0, 0, 0, 0],
+    ),
+    ("perf_event_open", libc::SYS_perf_event_open, [0; 5]),
+    ("personality(0)", libc::SYS_personality, [0, 0, 0, 0, 0]),
+    (
+        "personality(query)",
+        libc::SYS_personality,
+        [0xffff_ffff, 0, 0, 0, 0],
+    ),
+    ("personality(0x4)", libc::SYS_personality, [0x4, 0, 0, 0, 0]),
+    ("pivot_root", libc::SYS_pivot_root, [0; 5]),
+    ("ptrace", libc::SYS_ptrace, [-1, 0, 0, 0, 0]),
+    ("quotactl", libc::SYS_quotactl, [0; 5]),
+    ("reboot", libc::SYS_reboot, [0; 5]),
+    ("request_key", libc::SYS_request_key, [0; 5]),
+    ("set_mempolicy", libc::SYS_set_mempolicy, [0; 5]),
+    ("setns", libc::SYS_setns, [-1, 0, 0, 0, 0]),
+    ("settimeofday", libc::SYS_settimeofday, [0; 5]),
+    ("socket(AF_INET)", libc::SYS_socket, [2, 1, 0, 0, 0]),
+    (
+        "socket(AF_NETLINK audit)",
+        libc::SYS_socket,
+        [16, 3, 9, 0, 0],
+    ),
+    ("socket(AF_VSOCK)", libc::SYS_socket, [40, 1, 0, 0, 0]),
+    ("swapoff", libc::SYS_swapoff, [0; 5]),
+    ("swapon", libc::SYS_swapon, [0; 5]),
+    ("syslog", libc::SYS_syslog, [10, 0, 0, 0, 0]),
+    ("umount2", libc::SYS_umount2, [0; 5]),
+    (
+        "unshare(CLONE_NEWNS)",
+        libc::SYS_unshare,
+        [0x0002_0000, 0, 0, 0, 0],
+    ),
+    (
+        "unshare(CLONE_NEWUSER)",
+        libc::SYS_unshare,
+        [0x1000_0000, 0, 0, 0, 0],
+    ),
+    ("userfaultfd", libc::SYS_userfaultfd, [0; 5]),
+    ("vhangup", libc::SYS_vhangup, [0; 5]),
+];
+
+/// Try every system call of [`SYSCALLS`], each in a child of its own (a
+/// call that succeeds may change the process: `unshare`, `personality`),
+/// and print what it returned: `ok` or the errno's name.
+fn syscalls() -> String {
+    let mut out = String::new();
+    for (name, number, args) in SYSCALLS {
+        // SAFETY: the probe is single-threaded; the child makes one raw
+        // syscall and _exits with its errno.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: every argument is a plain integer or a null pointer
+            // the kernel checks; a `clone` that succeeds returns 0 in a
+            // grandchild, which leaves at once.
+            let rc = unsafe {
+                libc::syscall(
+                    *number, args[0], args[1], args[2], args[3], args[4],
+                )
+            };
+            let code = if rc < 0 {
+                io::Error::last_os_error().raw_os_error().unwrap_or(255)
+            } else {
+                0
+            };
+            // SAFETY: _exit ends the child without running anything else.
+            unsafe { libc::_exit(code.min(255)) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child just forked.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let verdict = if libc::WIFSIGNALED(status) {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            match libc::WEXITSTATUS(status) {
+                0 => "ok".to_owned(),
+                errno => errno_name(errno),
+            }
+        };
+        out.push_str(&format!("{name}: {verdict}\n"));
+    }
+    out
+}
+
+/// The symbolic name of `errno`, for the common ones.
+fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::ESRCH => "ESRCH",
+        libc::ENODEV => "ENODEV",
+        libc::EBUSY => "EBUSY",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EEXIST => "EEXIST",
+        libc::EIO => "EIO",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_owned()
 }
 
 /// A file's content without its trailing newline, or the error as text.

@@ -85,3 +85,49 @@ pub fn assert_cgroup_removed(name: &str) {
         }
     }
 }
+
+/// Run `probe syscalls` under runc and under berth-runtime in a bundle
+/// with `config`'s seccomp profile and capabilities (a daemon's default
+/// profile, captured from the config.json it wrote); assert both say the
+/// same of every system call, and return what they said.
+pub fn seccomp_differential(name: &str, config: &Value) -> String {
+    let dir = bundle(name, |c| {
+        c["process"]["args"] = json!(["probe", "syscalls"]);
+        c["process"]["capabilities"] =
+            config["process"]["capabilities"].clone();
+        c["linux"]["seccomp"] = config["linux"]["seccomp"].clone();
+    });
+    let runc_root = format!("target/test-step08/runc-state-{name}");
+    let under_runc = run(
+        "runc",
+        &["--root", &runc_root, "run", "--bundle", &dir, name],
+    );
+    let root = format!("target/test-runtime/seccomp-{name}");
+    let runtime = step_binary("berth-runtime");
+    let under_berth =
+        run(&runtime, &["--root", &root, "run", "--bundle", &dir, name]);
+    assert_eq!(under_runc.code, 0, "{}", under_runc.render());
+    assert_eq!(under_berth.code, 0, "{}", under_berth.render());
+    assert!(
+        under_berth.stdout.contains("mount: "),
+        "{}",
+        under_berth.render()
+    );
+    assert_eq!(
+        under_runc.stdout, under_berth.stdout,
+        "runc and berth-runtime differ under {name}'s seccomp profile"
+    );
+    // For the snapshot, only what the profile decides: EPERM (its
+    // answer, or the kernel's for a missing capability), or through to
+    // the kernel, whose own answer (ok, EFAULT, EAFNOSUPPORT for a family
+    // this kernel lacks…) depends on how it was built.
+    under_berth
+        .stdout
+        .lines()
+        .map(|line| match line.rsplit_once(": ") {
+            Some((call, "EPERM")) => format!("{call}: EPERM\n"),
+            Some((call, _)) => format!("{call}: passed to the kernel\n"),
+            None => format!("{line}\n"),
+        })
+        .collect()
+}

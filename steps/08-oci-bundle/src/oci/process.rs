@@ -110,6 +110,10 @@ pub enum Error {
     /// A `startContainer` hook failed: the process does not start.
     #[error(transparent)]
     Hook(#[from] super::hooks::Error),
+    /// The working directory is outside the container's root: reached
+    /// through an fd of the host (`/proc/self/fd/N`), the 2024 class.
+    #[error("process.cwd {0:?} leads outside the container's root")]
+    CwdOutside(PathBuf),
     /// The program is not found on the container's `PATH`.
     #[error("{program:?} not found in the container (PATH={path})")]
     NotFound {
@@ -550,6 +554,13 @@ pub fn start(
     }
     // What can fail in the container's view fails now, at create.
     chdir(&prepared.cwd).map_err(syscall("change to process.cwd"))?;
+    // A cwd reached through a host fd (process.cwd = /proc/self/fd/N with
+    // a directory fd the caller passed on) lies outside our root: the
+    // kernel then has no path for it, and getcwd(3) fails (ENOENT).
+    match std::env::current_dir() {
+        Ok(here) if here.is_absolute() => {}
+        _ => return Err(Error::CwdOutside(prepared.cwd.clone())),
+    }
     let program = resolve(prepared)?;
     // Created: wait here until the start (syncs 2 and 3, or the FIFO).
     gate.pass(channel).map_err(Error::Gate)?;

@@ -1,0 +1,168 @@
+//! berth-runtime against a hostile container: what runc's escapes of
+//! 2019 and 2024 tried, tried here, through the runtime's own commands.
+
+mod oci;
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use berth_tests::{privileged, step_binary};
+use oci::bundle;
+use serde_json::json;
+
+/// `berth-runtime --root ROOT args...` with stdio to files; `edit` applied
+/// to the command. (exit code, stdout, stderr)
+fn runtime(
+    root: &str,
+    args: &[&str],
+    edit: impl FnOnce(&mut Command),
+) -> (i32, String, String) {
+    let out = format!("{root}.out");
+    fs::create_dir_all(&out).unwrap();
+    let (stdout, stderr) = (format!("{out}/stdout"), format!("{out}/stderr"));
+    let mut command =
+        berth_tests::test_command(&step_binary("berth-runtime"), &[]);
+    command
+        .args(["--root", root])
+        .args(args)
+        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()));
+    edit(&mut command);
+    let status = command.status().expect("cannot run berth-runtime");
+    (
+        status.code().unwrap_or(-1),
+        fs::read_to_string(&stdout).unwrap(),
+        fs::read_to_string(&stderr).unwrap(),
+    )
+}
+
+fn root(name: &str) -> String {
+    let dir = format!("target/test-runtime/{name}");
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn a_working_directory_through_a_host_fd_is_refused() {
+    if !privileged("runtime_hardening::cwd_through_a_host_fd") {
+        return;
+    }
+    // CVE-2024-21626: a directory fd of the host reached the container,
+    // and process.cwd named it through /proc/self/fd: the process started
+    // in the host's filesystem. Here the caller passes fd 3 on purpose
+    // (--preserve-fds 1), the most a runtime can be handed.
+    let root = root("cwd-escape");
+    let dir = bundle("runtime-cwd-escape", |c| {
+        c["process"]["cwd"] = json!("/proc/self/fd/3");
+        c["process"]["args"] = json!(["sh", "-c", "pwd; cat hostname"]);
+    });
+    let host_etc = fs::File::open("/etc").unwrap();
+    let fd = host_etc.as_raw_fd();
+    let (code, out, err) = runtime(
+        &root,
+        &["run", "--preserve-fds", "1", "--bundle", &dir, "w1"],
+        |command| {
+            // SAFETY: dup2 between fork and exec: async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    assert_ne!(code, 0, "the container ran in the host's /etc: {out}");
+    assert_eq!(out, "", "the container ran: {out}");
+    assert!(
+        err.contains("\"/proc/self/fd/3\" leads outside the container's root"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+}
+
+#[test]
+fn a_created_containers_process_is_out_of_reach_through_proc_exe() {
+    if !privileged("runtime_hardening::proc_exe") {
+        return;
+    }
+    // CVE-2019-5736: a process of the container opened /proc/PID/exe of
+    // the runtime's process in its PID namespace and wrote to the host's
+    // binary. A created container's PID 1 *is* the runtime's code, waiting
+    // at the exec FIFO: the widest window there is. An exec'd process looks
+    // at it, once as the container's root, once with CAP_SYS_PTRACE.
+    let root = root("proc-exe");
+    let dir = bundle("runtime-proc-exe", |c| {
+        c["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    let binary =
+        berth_tests::workspace_root().join(step_binary("berth-runtime"));
+    let before = fs::read(&binary).unwrap();
+    let (code, _, err) =
+        runtime(&root, &["create", "--bundle", &dir, "e1"], |_| {});
+    assert_eq!(code, 0, "{err}");
+    let attack = "readlink /proc/1/exe || echo no link; \
+                  echo evil >>/proc/1/exe && echo WROTE || echo refused";
+    let (code, out, err) =
+        runtime(&root, &["exec", "e1", "sh", "-c", attack], |_| {});
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "no link\nrefused\n", "undumpable: {err}");
+    let (code, out, err) = runtime(
+        &root,
+        &["exec", "--cap", "CAP_SYS_PTRACE", "e1", "sh", "-c", attack],
+        |_| {},
+    );
+    assert_eq!(code, 0, "{err}");
+    // With ptrace rights the link is readable: a sealed in-memory copy.
+    assert!(out.starts_with("/memfd:"), "{out}");
+    assert!(out.ends_with("refused\n"), "{out}");
+    let (code, _, err) = runtime(&root, &["delete", "--force", "e1"], |_| {});
+    assert_eq!(code, 0, "{err}");
+    assert!(fs::read(&binary).unwrap() == before, "the runtime changed");
+}
+
+#[test]
+fn only_stdio_reaches_an_execd_process() {
+    if !privileged("runtime_hardening::exec_fds") {
+        return;
+    }
+    let root = root("exec-fds");
+    let dir = bundle("runtime-exec-fds", |c| {
+        c["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    let (code, _, err) =
+        runtime(&root, &["run", "-d", "--bundle", &dir, "f1"], |_| {});
+    assert_eq!(code, 0, "{err}");
+    // An fd of the host left open by the caller of exec (fd 5 on /etc).
+    let host_etc = fs::File::open("/etc").unwrap();
+    let fd = host_etc.as_raw_fd();
+    let (code, out, err) = runtime(
+        &root,
+        &[
+            "exec",
+            "f1",
+            "sh",
+            "-c",
+            "ls /proc/self/fd | sort -n | tr '\\n' ' '",
+        ],
+        |command| {
+            // SAFETY: dup2 between fork and exec: async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::dup2(fd, 5) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    assert_eq!(code, 0, "{err}");
+    // 0-2, and the directory fd ls itself opened.
+    assert_eq!(out, "0 1 2 3 ");
+    let (code, _, _) = runtime(&root, &["delete", "--force", "f1"], |_| {});
+    assert_eq!(code, 0);
+}
