@@ -446,3 +446,70 @@ fn the_trace_names_every_kernel_operation_and_its_chapter() {
     berth_tests::layout_snapshot_settings()
         .bind(|| insta::assert_snapshot!("runtime_trace", trace));
 }
+
+#[test]
+fn an_ordinary_user_runs_a_rootless_container() {
+    if !privileged("runtime_commands::rootless") {
+        return;
+    }
+    use berth_tests::{ThrowawayUser, world_executable, world_readable_rootfs};
+    let runtime = world_executable("berth-runtime");
+    let user = ThrowawayUser::create("berth-rootless-rt");
+    // The user's own directories: its runtime dir (XDG_RUNTIME_DIR, where
+    // the state goes) and a bundle whose rootfs it can read.
+    let home = std::path::PathBuf::from("/tmp/berth-rootless-runtime");
+    let _ = fs::remove_dir_all(&home);
+    let (xdg, dir) = (home.join("xdg"), home.join("bundle"));
+    fs::create_dir_all(&xdg).unwrap();
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(world_readable_rootfs(), dir.join("rootfs"))
+        .unwrap();
+    for path in [&home, &xdg, &dir] {
+        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let as_user = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(user.setpriv())
+            .arg("env")
+            .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()))
+            .arg(&runtime)
+            .args(args)
+            .current_dir(&home)
+            .stdin(Stdio::null());
+        let output = command.output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let bundle = dir.to_str().unwrap();
+    let (code, _, err) = as_user(&["spec", "--rootless", "--bundle", bundle]);
+    assert_eq!(code, 0, "{err}");
+    let path = dir.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] =
+        json!(["sh", "-c", "id -u; cat /proc/self/uid_map; hostname"]);
+    config["root"]["path"] = json!("rootfs");
+    fs::write(&path, config.to_string()).unwrap();
+    let (code, out, err) = as_user(&["run", "--bundle", bundle, "r1"]);
+    assert_eq!(code, 0, "{err}");
+    let expected =
+        format!("0\n         0 {:>10}          1\nberth\n", user.uid);
+    assert_eq!(out, expected, "{err}");
+    // The state went to the user's runtime directory, and is gone.
+    let state = xdg.join("berth-runtime");
+    assert!(state.is_dir(), "no state under {}", xdg.display());
+    assert_eq!(fs::read_dir(&state).unwrap().count(), 0);
+    // Limits need a cgroup the user may not make: one clear line.
+    config["linux"]["resources"] = json!({"pids": {"limit": 10}});
+    fs::write(&path, config.to_string()).unwrap();
+    let (code, _, err) = as_user(&["run", "--bundle", bundle, "r2"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cgroup"), "{err}");
+    let _ = fs::remove_dir_all(&home);
+}

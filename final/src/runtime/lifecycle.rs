@@ -68,14 +68,6 @@ impl Drop for Removal {
     }
 }
 
-/// The name of the user `uid`, from `/etc/passwd`, else the number.
-fn owner(uid: nix::unistd::Uid) -> String {
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |user| user.name)
-}
-
 /// Write `pid` to `path` as runc does (a temporary file renamed).
 pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<(), Error> {
     let path = std::path::absolute(path).map_err(|source| Error::PidFile {
@@ -115,7 +107,7 @@ fn set_up(
         bundle: bundle.dir.clone(),
         rootfs: bundle.rootfs.clone(),
         created: rfc3339(SystemTime::now()),
-        owner: owner(nix::unistd::geteuid()),
+        owner: nix::unistd::geteuid().as_raw(),
         annotations: bundle
             .spec
             .annotations()
@@ -467,7 +459,7 @@ pub fn list(
             p.status.as_str().to_owned(),
             p.bundle.display().to_string(),
             p.created.to_owned(),
-            p.owner.to_owned(),
+            p.owner.clone(),
         ]);
     }
     Ok(table(&rows))

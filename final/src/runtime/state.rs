@@ -239,8 +239,9 @@ pub struct Record {
     pub rootfs: PathBuf,
     /// When `create` began (RFC 3339).
     pub created: String,
-    /// Who created it (a user name, or the uid as a number).
-    pub owner: String,
+    /// Who created it: the effective uid (its name is looked up only when
+    /// shown: a lookup goes through NSS, which costs a create time).
+    pub owner: u32,
     /// The spec's annotations.
     pub annotations: BTreeMap<String, String>,
     /// Its cgroup, relative to each hierarchy's root.
@@ -274,8 +275,12 @@ fn io_error(
     move |source| Error::Io { what, path, source }
 }
 
-/// Write `bytes` to `path` atomically (a temporary file, `fsync`,
+/// Write `bytes` to `path` atomically (a temporary file, then
 /// `rename(2)`), mode 0600: a reader sees the old or the new, never half.
+/// No `fsync`: the state lives under `/run` (a tmpfs), which a crash or a
+/// reboot empties along with every container it describes; an fsync per
+/// write would cost milliseconds per command for nothing. (The engine's
+/// state, which must survive, is another matter: issue 9.)
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
@@ -286,7 +291,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .open(&tmp)
         .map_err(io_error("cannot create", &tmp))?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
         .map_err(io_error("cannot write", &tmp))?;
     fs::rename(&tmp, path).map_err(io_error("cannot rename into", path))
 }
@@ -506,6 +510,15 @@ impl Lock {
     }
 }
 
+/// The name of the user `uid`, from `/etc/passwd`, else the number.
+fn owner_name(uid: u32) -> String {
+    let uid = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |user| user.name)
+}
+
 /// The state a runtime prints (`state`, `list --format json`): the
 /// runtime spec's fields, plus `rootfs`, `created` and `owner` as runc
 /// prints them, in runc's order.
@@ -529,8 +542,8 @@ pub struct Printed<'a> {
     /// The spec's annotations, omitted when there are none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: &'a BTreeMap<String, String>,
-    /// Who created it.
-    pub owner: &'a str,
+    /// Who created it: a user name, or the uid as a number.
+    pub owner: String,
 }
 
 impl Container {
@@ -551,7 +564,7 @@ impl Container {
             rootfs: &self.record.rootfs,
             created: &self.record.created,
             annotations: &self.record.annotations,
-            owner: &self.record.owner,
+            owner: owner_name(self.record.owner),
         }
     }
 }
