@@ -401,11 +401,132 @@ fn a_create_killed_halfway_leaves_only_what_delete_removes() {
     // The hook died with the runtime that ran it.
     let hook = fs::read_to_string(&marker).unwrap().trim().to_owned();
     let start = Instant::now();
-    while Path::new(&format!("/proc/{hook}")).exists() {
+    // Gone, or a zombie its new parent has not reaped yet.
+    let alive = |pid: &str| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
+        stat.is_ok_and(|stat| {
+            !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
+    while alive(&hook) {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "hook {hook} lives"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `program --root ROOT args...` (runc or ours), stdio to files as in
+/// [`runtime`]: a created container holds its creator's stdio.
+fn with_root(program: &str, root: &str, args: &[&str]) -> Transcript {
+    let out_dir = PathBuf::from(format!("{root}.out"));
+    fs::create_dir_all(&out_dir).unwrap();
+    let (stdout, stderr) = (out_dir.join("stdout"), out_dir.join("stderr"));
+    let mut full = vec!["--root", root];
+    full.extend_from_slice(args);
+    let status = berth_tests::test_command(program, &full)
+        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()))
+        .status()
+        .expect("cannot run the runtime");
+    Transcript {
+        command_line: format!("{program} {}", full.join(" ")),
+        stdout: fs::read_to_string(&stdout).unwrap(),
+        stderr: fs::read_to_string(&stderr).unwrap(),
+        code: status.code().unwrap_or(-1),
+    }
+}
+
+#[test]
+fn state_has_runcs_fields_and_statuses_at_every_step() {
+    if !privileged("runtime_lifecycle::state_like_runc") {
+        return;
+    }
+    let ours = step_binary("berth-runtime");
+    let dir = sh_bundle("runtime-state-diff", "sleep 1000", |c| {
+        c["annotations"] = json!({"org.example.team": "berth"});
+        // No cgroup path: each runtime's is its container's id.
+        c["linux"]["cgroupsPath"] = Value::Null;
+    });
+    let both = [
+        ("runc", "target/test-runtime/state-diff-runc", "sd1"),
+        (ours.as_str(), "target/test-runtime/state-diff-berth", "sd2"),
+    ];
+    let run_both = |verb: &str, before: &[&str], after: &[&str]| {
+        for (program, root, id) in both {
+            let mut args = before.to_vec();
+            args.push(verb);
+            args.extend_from_slice(after);
+            args.push(id);
+            let done = with_root(program, root, &args);
+            assert_eq!(done.code, 0, "{}", done.render());
+        }
+    };
+    let state_of = |index: usize| -> Value {
+        let (program, root, id) = both[index];
+        let shown = with_root(program, root, &["state", id]);
+        assert_eq!(shown.code, 0, "{}", shown.render());
+        serde_json::from_str(&shown.stdout).unwrap()
+    };
+    let keys = |state: &Value| {
+        let mut keys: Vec<String> =
+            state.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let compare = |status: &str| {
+        let (theirs, mine) = (state_of(0), state_of(1));
+        assert_eq!(keys(&theirs), keys(&mine));
+        for field in ["status", "bundle", "rootfs", "annotations"] {
+            assert_eq!(theirs[field], mine[field], "{field} when {status}");
+        }
+        assert_eq!(mine["status"], status);
+        assert_eq!(theirs["pid"] == 0, mine["pid"] == 0, "pid when {status}");
+    };
+    for (_, root, _) in both {
+        let _ = fs::remove_dir_all(root);
+    }
+    run_both("create", &[], &["--bundle", &dir]);
+    compare("created");
+    run_both("start", &[], &[]);
+    compare("running");
+    run_both("pause", &[], &[]);
+    compare("paused");
+    run_both("resume", &[], &[]);
+    for (program, root, id) in both {
+        let done = with_root(program, root, &["kill", id, "KILL"]);
+        assert_eq!(done.code, 0, "{}", done.render());
+    }
+    let start = Instant::now();
+    while state_of(0)["status"] != "stopped"
+        || state_of(1)["status"] != "stopped"
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "never stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    compare("stopped");
+    run_both("delete", &[], &[]);
+}
+
+#[test]
+fn what_a_create_killed_before_its_state_leaves_is_deleted() {
+    if !privileged("runtime_lifecycle::half_created") {
+        return;
+    }
+    // A create killed between its mkdir and its first state.json: the
+    // directory alone, its lock free.
+    let root = root("half-created");
+    fs::create_dir_all(format!("{root}/h1")).unwrap();
+    let shown = runtime(&root, &["state", "h1"]);
+    assert!(
+        shown.stderr.contains("does not exist"),
+        "{}",
+        shown.render()
+    );
+    let deleted = runtime(&root, &["delete", "h1"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.render());
+    assert!(!Path::new(&root).join("h1").exists());
 }

@@ -88,8 +88,14 @@ fn set_up(
     options: &CreateOptions,
     fifo: bool,
 ) -> Result<(Container, Created, Removal), Error> {
-    if runtime.systemd_cgroup && !Path::new("/run/systemd/system").is_dir() {
-        return Err(Error::NoSystemd);
+    if runtime.systemd_cgroup {
+        // Never ignored silently: without systemd it cannot be done, with
+        // it this runtime does not do it (it writes cgroupfs itself).
+        return Err(if Path::new("/run/systemd/system").is_dir() {
+            Error::SystemdNotImplemented
+        } else {
+            Error::NoSystemd
+        });
     }
     let (dir, lock) = Container::make_dir(&runtime.root, id)?;
     trace(format_args!("mkdir {} (state), flock", dir.display()));
@@ -285,6 +291,17 @@ pub fn kill(
 /// How long `delete` waits for a killed process to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
+/// Whether `ROOT/ID` is what a `create` killed before it wrote any state
+/// leaves: a directory without `state.json` whose lock nobody holds.
+fn half_created(root: &Path, id: &str) -> bool {
+    let Ok(dir) = state::dir_of(root, id) else {
+        return false;
+    };
+    dir.is_dir()
+        && !dir.join(state::STATE_FILE).exists()
+        && matches!(state::Lock::try_exclusive(&dir), Ok(Some(_)))
+}
+
 /// Wait until `process` has exited (its pidfd polls readable).
 fn wait_gone(id: &str, process: &Identity) -> Result<(), Error> {
     let Ok(pidfd) = process.pidfd() else {
@@ -315,7 +332,9 @@ pub fn delete(
         // Nothing to delete is what --force asks for (containerd's shim
         // deletes again when it cleans up). A directory without a state
         // file is what a runtime killed before writing it leaves.
-        Err(state::Error::NotFound(_)) if force => {
+        Err(state::Error::NotFound(_))
+            if force || half_created(&runtime.root, id) =>
+        {
             let dir = state::dir_of(&runtime.root, id)?;
             return match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -97,6 +97,12 @@ pub enum Error {
          (no /run/systemd/system); drop the flag to use cgroupfs"
     )]
     NoSystemd,
+    /// `--systemd-cgroup` where there is systemd: not implemented.
+    #[error(
+        "--systemd-cgroup: cgroups through systemd are not implemented; \
+         configure the caller for cgroupfs (SystemdCgroup = false)"
+    )]
+    SystemdNotImplemented,
     /// The log file.
     #[error(transparent)]
     Log(#[from] log::Error),

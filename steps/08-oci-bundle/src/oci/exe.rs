@@ -84,7 +84,13 @@ pub fn reexec_sealed() -> Result<(), Error> {
     if is_sealed(&exe) {
         return Ok(());
     }
-    let name = CString::new(env!("CARGO_PKG_NAME")).map_err(|_| Error::Nul)?;
+    // Named after the binary (`/memfd:berth-runtime (deleted)` in `ps`
+    // and /proc/*/exe), not after the crate that holds this code.
+    let binary = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+        .unwrap_or_else(|| env!("CARGO_PKG_NAME").into());
+    let name = CString::new(binary.into_vec()).map_err(|_| Error::Nul)?;
     // SAFETY: `name` is NUL-terminated; the flags are memfd_create(2)'s.
     let fd = unsafe {
         libc::memfd_create(
