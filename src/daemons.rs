@@ -233,6 +233,21 @@ impl Containerd {
     }
 }
 
+/// Stop a daemon: `SIGTERM`, up to `patience` to exit, then `SIGKILL`.
+fn stop(child: &mut Child, patience: Duration) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while child.try_wait().ok().flatten().is_none()
+        && start.elapsed() < patience
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Remove what a containerd left in `dir`: unmount its snapshots first.
 fn cleanup(dir: &Path) {
     if !dir.exists() {
@@ -270,17 +285,7 @@ impl Drop for Containerd {
         for container in containers.unwrap_or_default().lines() {
             let _ = self.ctr(&["container", "rm", container]).status();
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none()
-            && start.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, Duration::from_secs(10));
         cleanup(&self.dir);
         let _ = fs::remove_dir_all(self.runtime_root());
         remove_parent_cgroup(&self.namespace);
@@ -439,17 +444,7 @@ impl Drop for Dockerd {
         for id in ids.unwrap_or_default().lines() {
             let _ = self.docker(&["rm", "-f", id]).output();
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none()
-            && start.elapsed() < Duration::from_secs(15)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, Duration::from_secs(15));
         cleanup(&self.dir);
         remove_parent_cgroup("docker");
     }

@@ -283,6 +283,48 @@ pub fn run(program: &str, args: &[&str]) -> Transcript {
     }
 }
 
+/// Run `program args...` (see [`test_command`]) to its end, after `edit`,
+/// with stdout and stderr going to files in `out_dir` rather than pipes: a
+/// runtime's container inherits them, and a pipe would stay open as long
+/// as the container runs.
+pub fn run_to_files(
+    program: &str,
+    args: &[&str],
+    out_dir: &Path,
+    edit: impl FnOnce(&mut Command),
+) -> Transcript {
+    std::fs::create_dir_all(out_dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", out_dir.display()));
+    let (stdout, stderr) = (out_dir.join("stdout"), out_dir.join("stderr"));
+    let file = |path: &Path| {
+        std::fs::File::create(path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
+    };
+    let mut command = test_command(program, args);
+    command
+        .stdout(Stdio::from(file(&stdout)))
+        .stderr(Stdio::from(file(&stderr)));
+    edit(&mut command);
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => unreachable!("a process ends by exit or by signal"),
+    };
+    Transcript {
+        command_line: std::iter::once(program)
+            .chain(args.iter().copied())
+            .map(shell_quote)
+            .collect::<Vec<_>>()
+            .join(" "),
+        stdout: std::fs::read_to_string(&stdout).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr).unwrap_or_default(),
+        code,
+    }
+}
+
 /// Snapshot settings shared by every stage: snapshots in `tests/snapshots`
 /// without the expression in their header, so that the content starts on
 /// line 4 — the book includes them as `{{#include FILE:4:}}`.

@@ -12,39 +12,14 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use berth_tests::{privileged, snapshot_settings, step_binary};
-use oci::bundle;
+use berth_tests::{privileged, snapshot_settings};
+use oci::{bundle, runtime_with};
 use serde_json::{Value, json};
 
 /// `berth-runtime --root ROOT args...`, stdio to files (the container
 /// inherits them), returning (exit code, stdout, stderr).
 fn runtime(root: &str, args: &[&str]) -> (i32, String, String) {
     runtime_with(root, args, |_| {})
-}
-
-/// [`runtime`], with `edit` applied to the command first.
-fn runtime_with(
-    root: &str,
-    args: &[&str],
-    edit: impl FnOnce(&mut Command),
-) -> (i32, String, String) {
-    let out = format!("{root}.out");
-    fs::create_dir_all(&out).unwrap();
-    let (stdout, stderr) = (format!("{out}/stdout"), format!("{out}/stderr"));
-    let mut command =
-        berth_tests::test_command(&step_binary("berth-runtime"), &[]);
-    command
-        .args(["--root", root])
-        .args(args)
-        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
-        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()));
-    edit(&mut command);
-    let status = command.status().expect("cannot run berth-runtime");
-    (
-        status.code().unwrap_or(-1),
-        fs::read_to_string(&stdout).unwrap(),
-        fs::read_to_string(&stderr).unwrap(),
-    )
 }
 
 /// A fresh runtime root.

@@ -6,37 +6,10 @@ mod oci;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use berth_tests::{privileged, step_binary};
-use oci::bundle;
+use oci::{bundle, runtime_with as runtime};
 use serde_json::json;
-
-/// `berth-runtime --root ROOT args...` with stdio to files; `edit` applied
-/// to the command. (exit code, stdout, stderr)
-fn runtime(
-    root: &str,
-    args: &[&str],
-    edit: impl FnOnce(&mut Command),
-) -> (i32, String, String) {
-    let out = format!("{root}.out");
-    fs::create_dir_all(&out).unwrap();
-    let (stdout, stderr) = (format!("{out}/stdout"), format!("{out}/stderr"));
-    let mut command =
-        berth_tests::test_command(&step_binary("berth-runtime"), &[]);
-    command
-        .args(["--root", root])
-        .args(args)
-        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
-        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()));
-    edit(&mut command);
-    let status = command.status().expect("cannot run berth-runtime");
-    (
-        status.code().unwrap_or(-1),
-        fs::read_to_string(&stdout).unwrap(),
-        fs::read_to_string(&stderr).unwrap(),
-    )
-}
 
 fn root(name: &str) -> String {
     let dir = format!("target/test-runtime/{name}");

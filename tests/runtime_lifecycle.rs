@@ -35,35 +35,10 @@ fn sh_bundle(
     })
 }
 
-/// Run `berth-runtime --root ROOT args...` to its end. Its stdout and
-/// stderr go to files, not pipes: the container process inherits them
-/// (as under runc), and a pipe would stay open as long as it runs.
+/// Run `berth-runtime --root ROOT args...` to its end, its stdout and
+/// stderr in files (the container process inherits them, as under runc).
 fn runtime(root: &str, args: &[&str]) -> Transcript {
-    let program = step_binary("berth-runtime");
-    let out_dir = PathBuf::from(format!("{root}.out"));
-    fs::create_dir_all(&out_dir).unwrap();
-    let stdout = out_dir.join("stdout");
-    let stderr = out_dir.join("stderr");
-    let mut full = vec!["--root", root];
-    full.extend_from_slice(args);
-    let status = berth_tests::test_command(&program, &full)
-        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
-        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()))
-        .status()
-        .expect("cannot run berth-runtime");
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    Transcript {
-        command_line: std::iter::once(program.as_str())
-            .chain(full.iter().copied())
-            .collect::<Vec<_>>()
-            .join(" "),
-        stdout: fs::read_to_string(&stdout).unwrap(),
-        stderr: fs::read_to_string(&stderr).unwrap(),
-        code,
-    }
+    with_root(&step_binary("berth-runtime"), root, args)
 }
 
 /// The container's state, parsed.
@@ -419,25 +394,13 @@ fn a_create_killed_halfway_leaves_only_what_delete_removes() {
     }
 }
 
-/// `program --root ROOT args...` (runc or ours), stdio to files as in
-/// [`runtime`]: a created container holds its creator's stdio.
+/// `program --root ROOT args...` (runc or ours), stdio to files: a
+/// created container holds its creator's stdio.
 fn with_root(program: &str, root: &str, args: &[&str]) -> Transcript {
-    let out_dir = PathBuf::from(format!("{root}.out"));
-    fs::create_dir_all(&out_dir).unwrap();
-    let (stdout, stderr) = (out_dir.join("stdout"), out_dir.join("stderr"));
     let mut full = vec!["--root", root];
     full.extend_from_slice(args);
-    let status = berth_tests::test_command(program, &full)
-        .stdout(Stdio::from(fs::File::create(&stdout).unwrap()))
-        .stderr(Stdio::from(fs::File::create(&stderr).unwrap()))
-        .status()
-        .expect("cannot run the runtime");
-    Transcript {
-        command_line: format!("{program} {}", full.join(" ")),
-        stdout: fs::read_to_string(&stdout).unwrap(),
-        stderr: fs::read_to_string(&stderr).unwrap(),
-        code: status.code().unwrap_or(-1),
-    }
+    let out_dir = PathBuf::from(format!("{root}.out"));
+    berth_tests::run_to_files(program, &full, &out_dir, |_| {})
 }
 
 #[test]

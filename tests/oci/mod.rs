@@ -131,3 +131,19 @@ pub fn seccomp_differential(name: &str, config: &Value) -> String {
         })
         .collect()
 }
+
+/// `berth-runtime --root ROOT args...` to its end, `edit` applied, its
+/// stdout and stderr in files (the container inherits them):
+/// (exit code, stdout, stderr).
+pub fn runtime_with(
+    root: &str,
+    args: &[&str],
+    edit: impl FnOnce(&mut Command),
+) -> (i32, String, String) {
+    let mut full = vec!["--root", root];
+    full.extend_from_slice(args);
+    let out_dir = std::path::PathBuf::from(format!("{root}.out"));
+    let program = step_binary("berth-runtime");
+    let done = berth_tests::run_to_files(&program, &full, &out_dir, edit);
+    (done.code, done.stdout, done.stderr)
+}

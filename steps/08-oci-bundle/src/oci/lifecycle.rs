@@ -165,6 +165,24 @@ fn kept_fds(options: &Options, console: Option<&OwnedFd>) -> Vec<RawFd> {
     preserved.chain(console.map(AsRawFd::as_raw_fd)).collect()
 }
 
+/// In the child, last of all: [`process::start`], whose error carries
+/// the exit code it calls for (127: not found, ...) back to the parent.
+fn become_process(
+    prepared: &process::Prepared,
+    setgroups: bool,
+    channel: &mut child::Channel,
+    gate: Gate,
+    last: impl FnOnce() -> Result<(), hooks::Error>,
+) -> Result<u8, child::BoxError> {
+    match process::start(prepared, setgroups, channel, gate, last) {
+        Ok(never) => match never {},
+        Err(error) => Err(Box::new(child::WithExitCode {
+            code: error.exit_code(),
+            error: error.into(),
+        })),
+    }
+}
+
 /// The hooks of a stage, `[]` when absent.
 fn list(hooks: &Option<Vec<Hook>>) -> Vec<Hook> {
     hooks.clone().unwrap_or_default()
@@ -271,14 +289,7 @@ pub fn create(
         let start_hooks = list(all_hooks.start_container());
         let start_state = state(&bundle, "created", pid);
         let last = || hooks::run("startContainer", &start_hooks, &start_state);
-        // The exit code travels with the error (127: not found, ...).
-        match process::start(&prepared, setgroups, channel, gate, last) {
-            Ok(never) => match never {},
-            Err(error) => Err(Box::new(child::WithExitCode {
-                code: error.exit_code(),
-                error: error.into(),
-            })),
-        }
+        become_process(&prepared, setgroups, channel, gate, last)
     })
     .map_err(Error::Spawn)?;
     drop(joined_pid);
@@ -474,13 +485,7 @@ pub fn exec(
         if let Some(socket) = &console {
             super::console::set_up(socket, size)?;
         }
-        match process::start(&prepared, setgroups, channel, gate, || Ok(())) {
-            Ok(never) => match never {},
-            Err(error) => Err(Box::new(child::WithExitCode {
-                code: error.exit_code(),
-                error: error.into(),
-            })),
-        }
+        become_process(&prepared, setgroups, channel, gate, || Ok(()))
     })
     .map_err(Error::Spawn)?;
     drop(joined_pid);

@@ -311,18 +311,21 @@ pub struct PidNamespace {
 }
 
 impl PidNamespace {
+    /// Our own PID namespace for children, to come back to.
+    fn own() -> Result<fs::File, Error> {
+        let path = "/proc/self/ns/pid_for_children";
+        fs::File::open(path).map_err(|e| Error::Join {
+            path: path.into(),
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })
+    }
+
     /// Join `path` for the next child, if given.
     pub fn enter(path: Option<&Path>) -> Result<PidNamespace, Error> {
         let Some(path) = path else {
             return Ok(PidNamespace { own: None });
         };
-        let own =
-            fs::File::open("/proc/self/ns/pid_for_children").map_err(|e| {
-                Error::Join {
-                    path: "/proc/self/ns/pid_for_children".into(),
-                    source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                }
-            })?;
+        let own = Self::own()?;
         join(&[(CloneFlags::CLONE_NEWPID, path.to_owned())])?;
         Ok(PidNamespace { own: Some(own) })
     }
@@ -338,13 +341,7 @@ impl PidNamespace {
         if !flags.contains(CloneFlags::CLONE_NEWPID) {
             return Ok(PidNamespace { own: None });
         }
-        let own =
-            fs::File::open("/proc/self/ns/pid_for_children").map_err(|e| {
-                Error::Join {
-                    path: "/proc/self/ns/pid_for_children".into(),
-                    source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                }
-            })?;
+        let own = Self::own()?;
         setns(pidfd, CloneFlags::CLONE_NEWPID)
             .map_err(|source| Error::JoinTarget { source })?;
         Ok(PidNamespace { own: Some(own) })
