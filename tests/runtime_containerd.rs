@@ -111,6 +111,11 @@ fn containerd_runs_tasks_through_berth_runtime() {
         .output());
     assert_eq!((code, out.as_str()), (7, "in exec\nsh\n"), "{err}");
 
+    // ctr task metrics: containerd's shim reads the cgroup berth made.
+    let (code, out, err) =
+        ran(containerd.ctr(&["task", "metrics", "t2"]).output());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pids") || out.contains("memory"), "{out}");
     // pause and resume: the freezer.
     for (verb, status) in [("pause", "PAUSED"), ("resume", "RUNNING")] {
         let (code, _, err) =

@@ -63,6 +63,19 @@ pub fn differential(name: &str, bundle: &str) -> berth_tests::Transcript {
         "runc and step08-oci differ for {name}"
     );
     assert_cgroup_removed(name);
+    // And under berth-runtime, Part II's runtime on the same code.
+    let root = format!("target/test-step08/berth-runtime-{name}");
+    let runtime = step_binary("berth-runtime");
+    let under_runtime = run(
+        &runtime,
+        &["--root", &root, "run", "--bundle", bundle, name],
+    );
+    assert_eq!(under_runtime.code, 0, "{}", under_runtime.render());
+    assert_eq!(
+        under_runc.stdout, under_runtime.stdout,
+        "runc and berth-runtime differ for {name}"
+    );
+    assert_cgroup_removed(name);
     under_berth
 }
 
