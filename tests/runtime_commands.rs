@@ -238,6 +238,24 @@ fn preserve_fds_passes_exactly_the_fds_asked_for() {
         .read_to_string(&mut through)
         .unwrap();
     assert_eq!(through, "through fd 3\n");
+    // A gap in the range: the first file we open would fill it and be
+    // passed on in its place. Refused before anything is opened.
+    let (code, out, err) = runtime_with(
+        &root,
+        &["run", "--preserve-fds", "2", "--bundle", &dir, "p2"],
+        |command| {
+            // SAFETY: close between fork and exec: async-signal-safe.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::close(3);
+                    libc::close(4);
+                    Ok(())
+                });
+            }
+        },
+    );
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("--preserve-fds 2: fd 3 is not open"), "{err}");
 }
 
 #[test]
@@ -274,6 +292,14 @@ fn ps_update_and_events_see_the_containers_cgroup() {
         });
     assert_eq!(code, 0, "{err}");
     assert_eq!(pids_max(&root), "43\n");
+    // What cannot change on a live container is refused, not ignored.
+    let refused = json!({"blockIO": {"weight": 500}}).to_string();
+    let (code, _, err) =
+        runtime_with(&root, &["update", "--resources", "-", "c1"], |c| {
+            c.stdin(Stdio::from(file_with(&refused)));
+        });
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("blockIO cannot be changed"), "{err}");
     let (code, _, err) = runtime(&root, &["update", "--memory", "lots", "c1"]);
     assert_eq!(code, 1);
     assert!(err.contains("--memory \"lots\""), "{err}");

@@ -1,7 +1,7 @@
 //! berth-runtime under containerd, as `ctr --runc-binary` drives it: the
-//! runc shim (io.containerd.runc.v2) calls our create, start, state,
-//! kill, delete, exec, pause and resume with runc's flags and reads our
-//! JSON log. containerd is started by the test on its own sockets, and an
+//! runc shim (io.containerd.runc.v2) calls our create, start, kill,
+//! delete, exec, pause and resume with runc's flags (never state: it keeps
+//! its own) and reads our JSON log. containerd is started by the test on its own sockets, and an
 //! image of the test rootfs is imported (no network).
 
 use std::fs;

@@ -435,12 +435,36 @@ fn start_trace(flag: Option<Format>) -> Result<(), TraceError> {
 }
 // ANCHOR_END: trace
 
+/// The first of fds `3..3 + count` that is not open, if any.
+fn first_closed_fd(count: u32) -> Option<i32> {
+    (3..3 + count.min(65_536) as i32).find(|fd| {
+        // SAFETY: F_GETFD on a number only asks whether it is an open fd.
+        let flags = unsafe { libc::fcntl(*fd, libc::F_GETFD) };
+        flags < 0
+    })
+}
+
 /// `berth-runtime`'s `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.version {
         print!("{}", version());
         return ExitCode::SUCCESS;
+    }
+    // Before we open anything: every fd --preserve-fds passes on must be
+    // open, or the first file we open (the log, a socket) would take the
+    // gap's number and be passed on to the container in its place.
+    let preserved = match &cli.command {
+        Some(Command::Create(setup) | Command::Run { setup, .. }) => {
+            setup.preserve_fds
+        }
+        Some(Command::Exec(args)) => args.preserve_fds,
+        _ => 0,
+    };
+    if let Some(fd) = first_closed_fd(preserved) {
+        Log::stderr()
+            .error(&format!("--preserve-fds {preserved}: fd {fd} is not open"));
+        return ExitCode::from(1);
     }
     let mut log = match Log::open(cli.log.as_deref(), cli.log_format, cli.debug)
     {

@@ -97,6 +97,10 @@ fn set_up(
             Error::NoSystemd
         });
     }
+    runtime.log.debug(&format!(
+        "create {id}: bundle {}, exec fifo: {fifo}",
+        options.bundle.display()
+    ));
     let (dir, lock) = Container::make_dir(&runtime.root, id)?;
     trace(format_args!("mkdir {} (state), flock", dir.display()));
     let removal = Removal(Some(dir.clone()));
@@ -195,6 +199,9 @@ pub fn start(runtime: &mut Runtime, id: &str) -> Result<(), Error> {
         return Err(refuse(&container, "start", status));
     }
     let process = container.record.process.ok_or(Error::NoProcess)?;
+    runtime
+        .log
+        .debug(&format!("start {id}: pid {}", process.pid));
     let pidfd = process.pidfd().map_err(|_| Error::NoProcess)?;
     trace("open exec.fifo, read: the process goes on to execve");
     exec_fifo::release(&container.dir, pidfd.as_fd())?;
@@ -350,6 +357,10 @@ pub fn delete(
         other => other?,
     };
     let status = container.status();
+    runtime.log.debug(&format!(
+        "delete {id}: {} (force: {force})",
+        status.as_str()
+    ));
     if !status.can_delete() && !force {
         return Err(refuse(&container, "delete", status));
     }

@@ -1,10 +1,10 @@
 //! The runtime's log: warnings, errors and (with `--debug`) progress, in
 //! runc's two formats, to `--log FILE` or to stderr.
 //!
-//! containerd and podman pass `--log FILE --log-format json` and, when a
-//! command fails, show the last `"level":"error"` record of that file to
-//! the user; so an error goes to the log *and*, as one readable line, to
-//! stderr. Nothing of ours is ever written to stdout, which belongs to the
+//! containerd's shim passes `--log FILE --log-format json` and, when a
+//! command fails, shows the last `"level":"error"` record of that file to
+//! the user; podman passes no log at all and shows stderr. So an error
+//! goes to the log *and*, as one readable line, to stderr. Nothing of ours is ever written to stdout, which belongs to the
 //! command's output (`state`, `list`) or to the container.
 
 use std::fs::{File, OpenOptions};

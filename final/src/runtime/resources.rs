@@ -54,6 +54,12 @@ pub enum ResourcesError {
         /// Why.
         message: String,
     },
+    /// `update --resources` setting what cannot change on a live container.
+    #[error(
+        "update: linux.resources.{0} cannot be changed on a running \
+         container (memory, cpu and pids can)"
+    )]
+    Unchangeable(String),
     /// A container without a cgroup (rootless, no limits) cannot change.
     #[error("container {0} has no cgroup to update")]
     NoCgroup(String),
@@ -64,7 +70,11 @@ fn pids(runtime: &Runtime, id: &str) -> Result<Vec<i32>, Error> {
     let container = Container::load(&runtime.root, id)?;
     let status = container.status();
     if !status.can_kill() {
-        return Err(Error::NotRunning(id.to_owned()));
+        return Err(Error::Status {
+            id: id.to_owned(),
+            operation: "list the processes of",
+            status,
+        });
     }
     let cgroup = container.cgroup()?;
     let mut pids: Vec<i32> =
@@ -199,6 +209,35 @@ impl Limits {
     }
 }
 
+/// `given` (from `--resources`) over `current`, as runc merges them:
+/// memory, CPU and pids limits replace the recorded ones; anything else
+/// set (block I/O, cpusets, devices…) is refused rather than ignored.
+fn merged(
+    mut current: LinuxResources,
+    given: LinuxResources,
+) -> Result<LinuxResources, Error> {
+    let given_json = serde_json::to_value(&given).unwrap_or_default();
+    if let Some(fields) = given_json.as_object() {
+        for (field, value) in fields {
+            let changeable =
+                matches!(field.as_str(), "memory" | "cpu" | "pids");
+            if !changeable && step08_oci::oci::check::is_set(value) {
+                return Err(ResourcesError::Unchangeable(field.clone()).into());
+            }
+        }
+    }
+    if given.memory().is_some() {
+        current.set_memory(*given.memory());
+    }
+    if given.cpu().is_some() {
+        current.set_cpu(given.cpu().clone());
+    }
+    if given.pids().is_some() {
+        current.set_pids(*given.pids());
+    }
+    Ok(current)
+}
+
 /// Read `--resources FILE` (`-`: stdin) as `linux.resources`.
 pub fn read_resources(path: &str) -> Result<LinuxResources, Error> {
     let fail = |message: String| ResourcesError::Resources {
@@ -237,7 +276,7 @@ pub fn update(
     let mut linux = spec.linux().clone().unwrap_or_default();
     let current = linux.resources().clone().unwrap_or_default();
     let wanted = match resources {
-        Some(resources) => resources,
+        Some(given) => merged(current, given)?,
         None => limits.apply_to(current)?,
     };
     let cgroup = container.cgroup()?;
@@ -319,7 +358,15 @@ pub fn events(
     loop {
         let status = container.status();
         if !status.can_kill() {
-            return Err(Error::NotRunning(id.to_owned()));
+            if ooms.is_some() {
+                // It ran when the stream began: its end ends the stream.
+                return Ok(());
+            }
+            return Err(Error::Status {
+                id: id.to_owned(),
+                operation: "report events of",
+                status,
+            });
         }
         let stats = cgroup.stats();
         let event = stats_event(id, &stats);

@@ -268,7 +268,7 @@ fn lookup<'v>(
 /// 0}` and `"disableOOMKiller": false` for containers that ask for
 /// neither). A weight of 0 is "no weight", as in runc: the kernel's
 /// smallest is 1 (v2) or 10 (v1).
-fn is_set(value: &Value) -> bool {
+pub fn is_set(value: &Value) -> bool {
     match value {
         Value::Null | Value::Bool(false) => false,
         Value::Array(items) => !items.is_empty(),
