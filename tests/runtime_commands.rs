@@ -221,10 +221,11 @@ fn preserve_fds_passes_exactly_the_fds_asked_for() {
             unsafe {
                 command.pre_exec(move || {
                     // fd 3: the pipe, passed on; fd 4: a spare one, not.
-                    if libc::dup2(w, 3) < 0 || libc::dup2(s, 4) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
+                    // Through high numbers first: w or s may be 3 or 4.
+                    oci::pass_fd(w, 200)?;
+                    oci::pass_fd(s, 201)?;
+                    oci::pass_fd(200, 3)?;
+                    oci::pass_fd(201, 4)
                 });
             }
         },

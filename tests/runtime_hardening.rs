@@ -39,12 +39,7 @@ fn a_working_directory_through_a_host_fd_is_refused() {
         |command| {
             // SAFETY: dup2 between fork and exec: async-signal-safe.
             unsafe {
-                command.pre_exec(move || {
-                    if libc::dup2(fd, 3) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+                command.pre_exec(move || oci::pass_fd(fd, 3));
             }
         },
     );
@@ -124,12 +119,7 @@ fn only_stdio_reaches_an_execd_process() {
         |command| {
             // SAFETY: dup2 between fork and exec: async-signal-safe.
             unsafe {
-                command.pre_exec(move || {
-                    if libc::dup2(fd, 5) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+                command.pre_exec(move || oci::pass_fd(fd, 5));
             }
         },
     );

@@ -160,3 +160,20 @@ pub fn runtime_with(
     let done = berth_tests::run_to_files(&program, &full, &out_dir, edit);
     (done.code, done.stdout, done.stderr)
 }
+
+/// In a child between fork and exec: make `from` the fd `to`, open across
+/// `execve`. `dup2(2)` alone does nothing when the two are the same
+/// number, and leaves the close-on-exec flag Rust set on the original.
+pub fn pass_fd(from: i32, to: i32) -> std::io::Result<()> {
+    // SAFETY: dup2 and fcntl(F_SETFD) are async-signal-safe and only
+    // change this process's fd table.
+    unsafe {
+        if from != to && libc::dup2(from, to) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::fcntl(to, libc::F_SETFD, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
