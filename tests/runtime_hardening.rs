@@ -53,6 +53,33 @@ fn a_working_directory_through_a_host_fd_is_refused() {
 }
 
 #[test]
+fn a_working_directory_through_the_runtimes_own_fds_is_refused() {
+    if !privileged("runtime_hardening::cwd_through_own_fds") {
+        return;
+    }
+    // Nothing passed in: the fds the container process itself holds
+    // before its execve (the state directory for the exec FIFO, the sync
+    // socket) are ours, and a cwd through one would start the container
+    // in the host's filesystem.
+    for fd in 3..=6 {
+        let root = root(&format!("cwd-own-{fd}"));
+        let dir = bundle(&format!("runtime-cwd-own-{fd}"), |c| {
+            c["process"]["cwd"] = json!(format!("/proc/self/fd/{fd}"));
+            c["process"]["args"] = json!(["pwd"]);
+        });
+        let (code, out, err) =
+            runtime(&root, &["create", "--bundle", &dir, "o1"], |_| {});
+        assert_ne!(code, 0, "fd {fd}: created, cwd {out}");
+        assert!(
+            err.contains("leads outside the container's root")
+                || err.contains("change to process.cwd"),
+            "fd {fd}: {err}"
+        );
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "fd {fd}");
+    }
+}
+
+#[test]
 fn a_created_containers_process_is_out_of_reach_through_proc_exe() {
     if !privileged("runtime_hardening::proc_exe") {
         return;

@@ -407,6 +407,13 @@ fn a_bad_config_is_refused_with_the_field_named_and_leaves_nothing() {
             ),
         ),
         (
+            "hook-timeout-zero",
+            Box::new(|c| {
+                c["hooks"] =
+                    json!({"poststop": [{"path": "/bin/true", "timeout": 0}]})
+            }),
+        ),
+        (
             "relative-cwd",
             Box::new(|c| c["process"]["cwd"] = json!("tmp")),
         ),

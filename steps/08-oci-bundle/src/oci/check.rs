@@ -173,6 +173,14 @@ pub enum Problem {
         /// The entry.
         entry: String,
     },
+    /// A hook timeout that is not above zero.
+    #[error("{field} is {seconds}: it must be greater than zero")]
+    HookTimeout {
+        /// Where (`hooks.poststop[1].timeout`).
+        field: String,
+        /// The value.
+        seconds: i64,
+    },
     /// `cpu.shares` out of the kernel's range.
     #[error("linux.resources.cpu.shares {0} is out of range (2 to 262144)")]
     CpuShares(u64),
@@ -354,6 +362,13 @@ fn must(spec: &Spec) -> Vec<Problem> {
         ("poststop", hooks.poststop()),
     ] {
         for (i, hook) in list.iter().flatten().enumerate() {
+            // config.md: "timeout ... MUST be greater than zero".
+            if let Some(seconds) = hook.timeout().filter(|s| *s <= 0) {
+                problems.push(Problem::HookTimeout {
+                    field: format!("hooks.{stage}[{i}].timeout"),
+                    seconds,
+                });
+            }
             for entry in hook.env().iter().flatten() {
                 if !entry.contains('=') {
                     problems.push(Problem::Env {
