@@ -132,7 +132,9 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Start it and wait until it answers.
+    /// Start it and wait until it answers. Its environment carries
+    /// `BERTH_TRACE=text` and `BERTH_TRACE_FILE` ([`Containerd::trace`]):
+    /// what reaches containerd reaches its shims and the runtime they run.
     pub fn start(name: &str) -> Containerd {
         let dir = PathBuf::from(format!("/tmp/berth-ctrd-{name}"));
         cleanup(&dir);
@@ -148,6 +150,8 @@ impl Containerd {
         fs::write(dir.join("config.toml"), config).unwrap();
         let log = fs::File::create(dir.join("containerd.log")).unwrap();
         let child = Command::new("containerd")
+            .env("BERTH_TRACE", "text")
+            .env("BERTH_TRACE_FILE", dir.join("trace.log"))
             .arg("--config")
             .arg(dir.join("config.toml"))
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -174,6 +178,11 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(100));
         }
         containerd
+    }
+
+    /// What berth-runtime traced under this containerd.
+    pub fn trace(&self) -> String {
+        fs::read_to_string(self.dir.join("trace.log")).unwrap_or_default()
     }
 
     /// Its gRPC socket.

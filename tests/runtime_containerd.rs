@@ -85,6 +85,14 @@ fn containerd_runs_tasks_through_berth_runtime() {
         "{err}"
     );
 
+    // BERTH_TRACE in containerd's environment reached the runtime through
+    // the shim: the trace of t1's create is there.
+    let trace = containerd.trace();
+    assert!(
+        trace.contains("[step 3 · 03-mount.md] pivot_root")
+            && trace.contains("[step 9 · 09-runtime.md] mkdir"),
+        "no trace from under containerd: {trace}"
+    );
     // A long-running task: our state directory proves who runs it.
     let (code, _, err) = ran(containerd
         .ctr(&["run", "-d", "--runc-binary", runtime, image, "t2"])

@@ -6,7 +6,8 @@
 //!
 //! Off by default, and then one relaxed atomic load per call. Part II's
 //! runtime turns it on (`berth-runtime --trace`, or `BERTH_TRACE` in its
-//! environment, which reaches it through containerd, dockerd and podman).
+//! environment: set in containerd's, it reaches the runtime through the
+//! shims, which a test checks).
 //! The trace is an fd: the container process writes to the same one
 //! until its `execve` closes it (it is close-on-exec, and
 //! [`crate::child::spawn_keeping`] keeps it across the child's fd purge).
