@@ -493,3 +493,57 @@ fn what_a_create_killed_before_its_state_leaves_is_deleted() {
     assert_eq!(deleted.code, 0, "{}", deleted.render());
     assert!(!Path::new(&root).join("h1").exists());
 }
+
+#[test]
+fn kill_all_signals_every_process_of_the_container() {
+    if !privileged("runtime_lifecycle::kill_all") {
+        return;
+    }
+    let root = root("kill-all");
+    // No PID namespace of its own, so that the death of the container's
+    // process does not take the others with it: only --all reaches them.
+    // The shell prints its child's pid (a host pid here) and waits.
+    let dir =
+        sh_bundle("runtime-kill-all", "sleep 1000 & echo $!; wait", |c| {
+            let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+            namespaces.retain(|ns| ns["type"] != "pid");
+        });
+    let run = runtime(&root, &["run", "-d", "--bundle", &dir, "a1"]);
+    assert_eq!(run.code, 0, "{}", run.render());
+    // The container writes into the file `run` had as stdout.
+    let stdout = format!("{root}.out/stdout");
+    let start = Instant::now();
+    let child = loop {
+        let text = fs::read_to_string(&stdout).unwrap_or_default();
+        if let Some(pid) =
+            text.lines().next().and_then(|l| l.parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no child pid");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed = runtime(&root, &["kill", "--all", "a1", "KILL"]);
+    assert_eq!(killed.code, 0, "{}", killed.render());
+    // Gone, or a zombie its new parent has not reaped yet.
+    let alive = |pid: i32| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
+        stat.is_ok_and(|stat| {
+            !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
+    let start = Instant::now();
+    while alive(child) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the container's second process ({child}) outlived kill --all"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for(&root, "a1", "stopped");
+    let deleted = runtime(&root, &["delete", "a1"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.render());
+    assert_cgroup_removed("runtime-kill-all");
+}

@@ -269,8 +269,18 @@ pub fn kill(
     };
     if all {
         let cgroup = container.cgroup()?;
+        let path = &container.record.cgroup_path;
         for pid in cgroup.pids().unwrap_or_default() {
-            match nix::sys::signal::kill(pid, signal) {
+            // A pid read from cgroup.procs may be gone and reused by the
+            // time we signal: pin the process with a pidfd first, then
+            // make sure it is (still) one of the container's.
+            let Ok(pidfd) = exec_fifo::pidfd(pid) else {
+                continue;
+            };
+            if !in_cgroup(pid, path) {
+                continue;
+            }
+            match exec_fifo::signal(pidfd.as_fd(), signal as i32) {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(errno) => return Err(failed(errno)),
             }
@@ -294,6 +304,20 @@ pub fn kill(
     Ok(())
 }
 // ANCHOR_END: kill
+
+/// Whether process `pid` is in the cgroup `path` (relative to each
+/// hierarchy's root), by its `/proc/PID/cgroup`. With a pidfd held on it,
+/// `/proc/PID` is that very process while it lives.
+fn in_cgroup(pid: Pid, path: &Path) -> bool {
+    let own = Path::new("/").join(path);
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|text| {
+        text.lines().any(|line| {
+            line.splitn(3, ':')
+                .nth(2)
+                .is_some_and(|p| Path::new(p) == own)
+        })
+    })
+}
 
 /// How long `delete` waits for a killed process to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
