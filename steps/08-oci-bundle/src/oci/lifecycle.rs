@@ -183,6 +183,15 @@ fn become_process(
     }
 }
 
+/// The `poststop` hooks of `bundle`, with the `stopped` state; their
+/// failures are only warnings (runtime.md).
+fn poststop(bundle: &Bundle, all: &Hooks, warn: &mut dyn FnMut(String)) {
+    let stopped = state(bundle, "stopped", 0);
+    for failure in hooks::run_all("poststop", &list(all.poststop()), &stopped) {
+        warn(failure.to_string());
+    }
+}
+
 /// The hooks of a stage, `[]` when absent.
 fn list(hooks: &Option<Vec<Hook>>) -> Vec<Hook> {
     hooks.clone().unwrap_or_default()
@@ -302,14 +311,24 @@ pub fn create(
         cgroup.add(child.pid())?;
     }
     // runtime.md's order: the deprecated prestart hooks, then createRuntime.
-    for (stage, hooks) in [
+    let creating = state(&bundle, "creating", pid);
+    let hooks_ran = [
         ("prestart", all_hooks.prestart()),
         ("createRuntime", all_hooks.create_runtime()),
-    ] {
-        hooks::run(stage, &list(hooks), &state(&bundle, "creating", pid))?;
+    ]
+    .into_iter()
+    .try_for_each(|(stage, hooks)| hooks::run(stage, &list(hooks), &creating));
+    // Syncs 1 and 2: the child sets itself up (createContainer), waits.
+    let set_up = hooks_ran
+        .map_err(Error::from)
+        .and_then(|()| child.create().map_err(Error::from));
+    if let Err(error) = set_up {
+        // runtime.md: a hook that fails stops the container, and the
+        // lifecycle goes on at its end, the poststop hooks (what the
+        // hooks before set up, they may tear down).
+        poststop(&bundle, &all_hooks, warn);
+        return Err(error);
     }
-    // Syncs 1 and 2: the child sets itself up, then waits.
-    child.create()?;
     Ok(Created {
         child,
         cgroup,
@@ -352,7 +371,11 @@ impl Created {
         mut self,
         warn: &mut dyn FnMut(String),
     ) -> Result<Running, Error> {
-        self.child.start()?;
+        if let Err(error) = self.child.start() {
+            // A startContainer hook failed, or the execve: as in create.
+            poststop(&self.bundle, &self.hooks, warn);
+            return Err(error.into());
+        }
         let pid = self.child.pid().as_raw();
         let poststart = list(self.hooks.poststart());
         let running = state(&self.bundle, "running", pid);
@@ -384,11 +407,7 @@ impl Running {
         if let Some(cgroup) = container.cgroup {
             cgroup.destroy()?;
         }
-        let poststop = list(container.hooks.poststop());
-        let stopped = state(&container.bundle, "stopped", 0);
-        for failure in hooks::run_all("poststop", &poststop, &stopped) {
-            warn(failure.to_string());
-        }
+        poststop(&container.bundle, &container.hooks, warn);
         Ok(Exit { code, explanation })
     }
     // ANCHOR_END: wait
