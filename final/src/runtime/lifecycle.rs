@@ -46,7 +46,7 @@ pub struct CreateOptions {
 }
 
 /// A trace event of the runtime itself (the book's chapter 9).
-fn trace(what: impl std::fmt::Display) {
+fn trace<D: std::fmt::Display>(what: impl FnOnce() -> D) {
     step08_oci::trace::event(9, what);
 }
 
@@ -102,7 +102,7 @@ fn set_up(
         options.bundle.display()
     ));
     let (dir, lock) = Container::make_dir(&runtime.root, id)?;
-    trace(format_args!("mkdir {} (state), flock", dir.display()));
+    trace(|| format!("mkdir {} (state), flock", dir.display()));
     let removal = Removal(Some(dir.clone()));
     let bundle = oci::load(&options.bundle, id)?;
     let config = serde_json::to_vec(&bundle.spec).map_err(|e| {
@@ -130,7 +130,7 @@ fn set_up(
     };
     let mut container = Container::new(dir.clone(), record, lock)?;
     if fifo {
-        trace(format_args!("mkfifo {}/exec.fifo", dir.display()));
+        trace(|| format!("mkfifo {}/exec.fifo", dir.display()));
         exec_fifo::make(&dir)?;
     }
     let options_of_step8 = oci_lifecycle::Options {
@@ -203,7 +203,7 @@ pub fn start(runtime: &mut Runtime, id: &str) -> Result<(), Error> {
         .log
         .debug(&format!("start {id}: pid {}", process.pid));
     let pidfd = process.pidfd().map_err(|_| Error::NoProcess)?;
-    trace("open exec.fifo, read: the process goes on to execve");
+    trace(|| "open exec.fifo, read: the process goes on to execve");
     exec_fifo::release(&container.dir, pidfd.as_fd())?;
     let spec = container.spec()?;
     let poststart = spec
@@ -286,10 +286,7 @@ pub fn kill(
             }
         }
     }
-    trace(format_args!(
-        "pidfd_send_signal(pidfd of {}, {signal})",
-        process.pid
-    ));
+    trace(|| format!("pidfd_send_signal(pidfd of {}, {signal})", process.pid));
     match process.pidfd() {
         Ok(pidfd) => exec_fifo::signal(pidfd.as_fd(), signal as i32)
             .or_else(|e| if all { Ok(()) } else { Err(e) })
@@ -415,7 +412,7 @@ pub fn delete(
             runtime.log.warn(&step08_oci::child::error_chain(&failure));
         }
     }
-    trace(format_args!("rm -r {}", container.dir.display()));
+    trace(|| format!("rm -r {}", container.dir.display()));
     container.remove()?;
     Ok(())
 }

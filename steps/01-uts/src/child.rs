@@ -553,7 +553,7 @@ where
     let parent_fd = parent_end.as_raw_fd();
     let callback =
         Box::new(|| child_main(setup.take(), &mut channel, parent_fd, keep));
-    crate::trace::event(1, format_args!("clone({})", flag_names(flags)));
+    crate::trace::event(1, || format!("clone({})", flag_names(flags)));
     // SAFETY: no CLONE_VM, so the child runs on its own copy of `stack` and
     // of every other page; it is fork(2) with namespace flags. We are
     // single-threaded here (no other thread holds a lock the child could

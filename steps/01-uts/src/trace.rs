@@ -4,7 +4,8 @@
 //! sets, the seccomp filter, each hook, `execve(2)` — is one line on the
 //! trace, naming the step (and so the book's chapter) that teaches it.
 //!
-//! Off by default, and then one relaxed atomic load per call. Part II's
+//! Off by default, and then one relaxed atomic load per call: the line
+//! is formatted only when it is on. Part II's
 //! runtime turns it on (`berth-runtime --trace`, or `BERTH_TRACE` in its
 //! environment: set in containerd's, it reaches the runtime through the
 //! shims, which a test checks).
@@ -54,12 +55,15 @@ pub fn fd() -> Option<RawFd> {
 }
 
 // ANCHOR: event
-/// Record that step `step` does `what` (one line: the operation and its
-/// arguments, as `strace(1)` would name them).
-pub fn event(step: u8, what: impl Display) {
+/// Record that step `step` does what `what` says (one line: the
+/// operation and its arguments, as `strace(1)` would name them). `what`
+/// is called only when tracing is on: when it is off, formatting the
+/// line (capability names, id maps, flags) costs nothing.
+pub fn event<D: Display>(step: u8, what: impl FnOnce() -> D) {
     let Some(fd) = fd() else {
         return;
     };
+    let what = what();
     let chapter = CHAPTERS
         .get(usize::from(step).wrapping_sub(1))
         .copied()

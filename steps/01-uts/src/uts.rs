@@ -115,7 +115,7 @@ pub struct Options {
 /// Call it in the child, after `clone(CLONE_NEWUTS)`: in the host's
 /// namespace it would rename the host.
 pub fn set_hostname(name: &Hostname) -> Result<(), Error> {
-    crate::trace::event(1, format_args!("sethostname({name})"));
+    crate::trace::event(1, || format!("sethostname({name})"));
     nix::unistd::sethostname(name.as_ref()).map_err(|source| Error::Set {
         name: name.to_string(),
         source,

@@ -346,7 +346,7 @@ pub fn make_private() -> Result<(), Error> {
 pub fn enter(rootfs: &Path, plan: &[Op]) -> Result<(), Error> {
     let mut root: Option<OwnedFd> = None;
     for op in plan {
-        crate::trace::event(3, op);
+        crate::trace::event(3, || op);
         match op {
             Op::MakePrivate => make_private()?,
             Op::BindRootfs => {
@@ -380,7 +380,7 @@ pub fn enter(rootfs: &Path, plan: &[Op]) -> Result<(), Error> {
 /// without its [`Op::PivotRoot`] and has work to do in between (step 8's
 /// `createContainer` hooks).
 pub fn pivot(rootfs: &Path) -> Result<(), Error> {
-    crate::trace::event(3, &Op::PivotRoot);
+    crate::trace::event(3, || Op::PivotRoot);
     let root = open_rootfs(rootfs)?;
     pivot_into(root.as_fd(), rootfs)
 }

@@ -801,7 +801,7 @@ pub fn attach(plan: &Plan, child: Pid) -> Result<Attached, Error> {
 pub fn configure(plan: &Plan) -> Result<(), Error> {
     let mut netlink = Netlink::open()?;
     for op in &plan.container {
-        crate::trace::event(4, format_args!("netlink: {op}"));
+        crate::trace::event(4, || format!("netlink: {op}"));
         match op {
             ContainerOp::LinkUp { link } => {
                 let index = netlink.link_index(link)?;

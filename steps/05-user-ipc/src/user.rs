@@ -303,14 +303,13 @@ fn write_file(path: String, text: &str) -> Result<(), Error> {
 /// Write the child's uid and gid maps. Call it in the parent, between
 /// [`crate::child::spawn`] and [`crate::child::Child::wait`].
 pub fn write_maps(plan: &Plan, child: Pid) -> Result<(), Error> {
-    crate::trace::event(
-        5,
-        format_args!(
+    crate::trace::event(5, || {
+        format!(
             "write /proc/{child}/uid_map {:?}, gid_map {:?}",
             map_text(&plan.uid_map).trim(),
             map_text(&plan.gid_map).trim()
-        ),
-    );
+        )
+    });
     if plan.deny_setgroups {
         write_file(format!("/proc/{child}/setgroups"), "deny")?;
     }
@@ -333,7 +332,7 @@ pub fn become_root(plan: &Plan, channel: &Channel) -> Result<(), Error> {
         setgroups(&[]).map_err(failed)?;
     }
     let (gid, uid) = (Gid::from_raw(gid), Uid::from_raw(uid));
-    crate::trace::event(5, format_args!("setresgid({gid}), setresuid({uid})"));
+    crate::trace::event(5, || format!("setresgid({gid}), setresuid({uid})"));
     setresgid(gid, gid, gid).map_err(failed)?;
     setresuid(uid, uid, uid).map_err(failed)?;
     // The switch cleared the parent-death signal (prctl(2)): without it, a

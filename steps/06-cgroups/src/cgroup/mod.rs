@@ -758,10 +758,9 @@ impl Cgroup {
     /// Create the cgroup `path` (directories, and on v2 the controllers
     /// enabled down to it). Nothing is in it yet.
     pub fn create(layout: &Layout, path: &CgroupPath) -> Result<Cgroup, Error> {
-        crate::trace::event(
-            6,
-            format_args!("mkdir cgroup {}", path.as_path().display()),
-        );
+        crate::trace::event(6, || {
+            format!("mkdir cgroup {}", path.as_path().display())
+        });
         let mut cgroup = Cgroup {
             layout: layout.clone(),
             dirs: Vec::new(),
@@ -852,7 +851,7 @@ impl Cgroup {
     /// Write a plan's control files.
     pub fn apply(&self, writes: &[Write]) -> Result<(), Error> {
         for w in writes {
-            crate::trace::event(6, format_args!("write {w}"));
+            crate::trace::event(6, || format!("write {w}"));
             write(&self.file(w.controller, w.file)?, &w.value)?;
         }
         Ok(())
@@ -861,10 +860,9 @@ impl Cgroup {
     /// Move process `pid` (and so its future children) into the cgroup.
     pub fn add(&self, pid: Pid) -> Result<(), Error> {
         for dir in self.dirs() {
-            crate::trace::event(
-                6,
-                format_args!("write {pid} > {}/cgroup.procs", dir.display()),
-            );
+            crate::trace::event(6, || {
+                format!("write {pid} > {}/cgroup.procs", dir.display())
+            });
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
@@ -953,10 +951,9 @@ impl Cgroup {
 
     fn kill_and_remove(&self) -> Result<(), Error> {
         if let Some(dir) = self.dirs().next() {
-            crate::trace::event(
-                6,
-                format_args!("kill and rmdir {}", dir.display()),
-            );
+            crate::trace::event(6, || {
+                format!("kill and rmdir {}", dir.display())
+            });
         }
         let kill_file = self.dirs().next().map(|d| d.join("cgroup.kill"));
         let killed_at_once = matches!(self.layout, Layout::Unified { .. })
@@ -1024,7 +1021,7 @@ pub const NAMESPACE_FLAG: CloneFlags = CloneFlags::CLONE_NEWCGROUP;
 /// cgroup the root of its view. Not done by `clone(2)`, whose child would
 /// have the *parent's* cgroup as its root.
 pub fn enter_namespace() -> Result<(), Error> {
-    crate::trace::event(6, "unshare(CLONE_NEWCGROUP)");
+    crate::trace::event(6, || "unshare(CLONE_NEWCGROUP)");
     unshare(NAMESPACE_FLAG).map_err(Error::Namespace)
 }
 // ANCHOR_END: enter_namespace

@@ -92,7 +92,10 @@ fn ioctl(
 /// slave this process's controlling terminal and stdio. `size` is
 /// `process.consoleSize` (height, width).
 pub fn set_up(socket: &OwnedFd, size: Option<(u16, u16)>) -> Result<(), Error> {
-    crate::trace::event(8, "open /dev/ptmx; the master to the console socket");
+    crate::trace::event(
+        8,
+        || "open /dev/ptmx; the master to the console socket",
+    );
     let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let master = open("/dev/ptmx", flags, Mode::empty())
         .map_err(pty("open /dev/ptmx"))?;

@@ -226,16 +226,15 @@ struct AttachAttr {
 /// `cgroup`. It stays attached after we exit, until the cgroup is removed.
 pub fn attach(cgroup: &Path, rules: &[Rule]) -> Result<(), Error> {
     let code = program(rules);
-    crate::trace::event(
-        8,
-        format_args!(
+    crate::trace::event(8, || {
+        format!(
             "bpf(BPF_PROG_LOAD, cgroup device program: {} rules, {} \
              instructions), BPF_PROG_ATTACH to {}",
             rules.len(),
             code.len(),
             cgroup.display()
-        ),
-    );
+        )
+    });
     let license = c"Apache-2.0";
     let mut log = vec![0u8; 64 * 1024];
     let load = LoadAttr {

@@ -182,7 +182,7 @@ impl Gate {
             }
         };
         /* sync 4: blocks until `start` opens the FIFO for reading. */
-        crate::trace::event(8, "created: waiting at exec.fifo for start");
+        crate::trace::event(8, || "created: waiting at exec.fifo for start");
         let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
         let fifo = retry(|| openat(&dir, NAME, flags, Mode::empty()))
             .map_err(fail("open for writing"))?;

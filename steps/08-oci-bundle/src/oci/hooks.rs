@@ -118,7 +118,7 @@ fn run_one(stage: &'static str, hook: &Hook, state: &str) -> Result<(), Error> {
     {
         let path = hook.path().display().to_string();
         let args = hook.args().clone().unwrap_or_default();
-        crate::trace::event(8, format_args!("hook {stage}: {path} {args:?}"));
+        crate::trace::event(8, || format!("hook {stage}: {path} {args:?}"));
         let mut command = Command::new(hook.path());
         if let Some((arg0, rest)) = args.split_first() {
             command.arg0(arg0).args(rest);

@@ -492,13 +492,12 @@ pub fn exec(
             Gate::Channel
         };
         // Every namespace at once, user first as the kernel orders them.
-        crate::trace::event(
-            8,
-            format_args!(
+        crate::trace::event(8, || {
+            format!(
                 "setns(pidfd, {})",
                 child::flag_names(flags & !CloneFlags::CLONE_NEWPID)
-            ),
-        );
+            )
+        });
         nix::sched::setns(target, flags & !CloneFlags::CLONE_NEWPID)
             .map_err(|source| super::Error::JoinTarget { source })?;
         if let Some(socket) = &console {

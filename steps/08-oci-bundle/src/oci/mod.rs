@@ -367,14 +367,13 @@ pub fn join(namespaces: &[(CloneFlags, PathBuf)]) -> Result<(), Error> {
         let file = fs::File::open(path).map_err(|e| {
             failed(Errno::from_raw(e.raw_os_error().unwrap_or(0)))
         })?;
-        crate::trace::event(
-            8,
-            format_args!(
+        crate::trace::event(8, || {
+            format!(
                 "setns({}, {})",
                 path.display(),
                 crate::child::flag_names(*flag)
-            ),
-        );
+            )
+        });
         setns(file, *flag).map_err(failed)?;
     }
     Ok(())

@@ -425,7 +425,7 @@ fn read_only(path: &Path) -> Result<(), Error> {
 pub fn after_pivot(spec: &Spec) -> Result<(), Error> {
     crate::trace::event(
         8,
-        "after the pivot: sysctls, maskedPaths, readonlyPaths, rootfs ro",
+        || "after the pivot: sysctls, maskedPaths, readonlyPaths, rootfs ro",
     );
     for spec_mount in spec.mounts().as_deref().unwrap_or_default() {
         let options =

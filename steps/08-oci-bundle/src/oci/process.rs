@@ -434,10 +434,7 @@ pub fn start(
             rlim_cur: *soft,
             rlim_max: *hard,
         };
-        crate::trace::event(
-            8,
-            format_args!("setrlimit({name}, {soft}, {hard})"),
-        );
+        crate::trace::event(8, || format!("setrlimit({name}, {soft}, {hard})"));
         // SAFETY: `limit` is a valid rlimit for setrlimit(2) to read.
         let rc = unsafe { libc::setrlimit(*resource, &limit) };
         Errno::result(rc).map_err(|source| Error::SetRlimit {
@@ -448,10 +445,9 @@ pub fn start(
         })?;
     }
     if let Some(adj) = prepared.oom_score_adj {
-        crate::trace::event(
-            8,
-            format_args!("write {adj} > /proc/self/oom_score_adj"),
-        );
+        crate::trace::event(8, || {
+            format!("write {adj} > /proc/self/oom_score_adj")
+        });
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(
             |e| {
                 syscall("write oom_score_adj")(Errno::from_raw(
@@ -470,13 +466,12 @@ pub fn start(
     {
         super::seccomp::install(program, *flags)?;
     }
-    crate::trace::event(
-        8,
-        format_args!(
+    crate::trace::event(8, || {
+        format!(
             "prctl(PR_CAPBSET_DROP) all but {}",
             names(&prepared.caps.bounding)
-        ),
-    );
+        )
+    });
     for cap in caps::all().difference(&prepared.caps.bounding) {
         match caps::drop(None, CapSet::Bounding, *cap) {
             // A capability this kernel does not have is not there to drop.
@@ -495,9 +490,8 @@ pub fn start(
         setgroups(&prepared.groups)
             .map_err(syscall("set the additional groups"))?;
     }
-    crate::trace::event(
-        8,
-        format_args!(
+    crate::trace::event(8, || {
+        format!(
             "setgroups({:?}), setresgid({}), setresuid({})",
             prepared
                 .groups
@@ -506,8 +500,8 @@ pub fn start(
                 .collect::<Vec<_>>(),
             prepared.gid,
             prepared.uid
-        ),
-    );
+        )
+    });
     setresgid(prepared.gid, prepared.gid, prepared.gid)
         .map_err(syscall("set the gid"))?;
     setresuid(prepared.uid, prepared.uid, prepared.uid)
@@ -530,19 +524,15 @@ pub fn start(
         (CapSet::Permitted, &prepared.caps.permitted, "permitted"),
     ];
     for (set, value, name) in sets {
-        crate::trace::event(
-            8,
-            format_args!("capset {name} = {}", names(value)),
-        );
+        crate::trace::event(8, || format!("capset {name} = {}", names(value)));
         caps::set(None, set, value)
             .map_err(|source| Error::Caps { set: name, source })?;
     }
     // Only the grantable ones: prepare() warned about the others.
     if !prepared.caps.ambient.is_empty() {
-        crate::trace::event(
-            8,
-            format_args!("capset ambient += {}", names(&prepared.caps.ambient)),
-        );
+        crate::trace::event(8, || {
+            format!("capset ambient += {}", names(&prepared.caps.ambient))
+        });
     }
     for cap in &prepared.caps.ambient {
         caps::raise(None, CapSet::Ambient, *cap).map_err(|source| {
@@ -565,7 +555,7 @@ pub fn start(
     // Created: wait here until the start (syncs 2 and 3, or the FIFO).
     gate.pass(channel).map_err(Error::Gate)?;
     if prepared.no_new_privileges {
-        crate::trace::event(8, "prctl(PR_SET_NO_NEW_PRIVS, 1)");
+        crate::trace::event(8, || "prctl(PR_SET_NO_NEW_PRIVS, 1)");
         prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
         if let Some((program, flags)) = &prepared.seccomp {
             super::seccomp::install(program, *flags)?;
@@ -581,14 +571,9 @@ pub fn start(
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     }
     crate::child::prepare_exec(first_closed)?;
-    crate::trace::event(
-        8,
-        format_args!(
-            "execve({}, {:?})",
-            program.to_string_lossy(),
-            prepared.argv
-        ),
-    );
+    crate::trace::event(8, || {
+        format!("execve({}, {:?})", program.to_string_lossy(), prepared.argv)
+    });
     execve(&program, &prepared.argv, &prepared.env).map_err(|source| {
         Error::Exec(crate::child::ExecError::Exec {
             program: program.to_string_lossy().into_owned(),

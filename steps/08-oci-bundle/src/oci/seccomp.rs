@@ -471,13 +471,12 @@ pub fn explain_exit(profile: &LinuxSeccomp, code: u8) -> Option<String> {
 /// Load `program` for this process and its future children. Needs
 /// `no_new_privs` or `CAP_SYS_ADMIN`.
 pub fn install(program: &[Instruction], flags: u32) -> Result<(), Error> {
-    crate::trace::event(
-        8,
-        format_args!(
+    crate::trace::event(8, || {
+        format!(
             "seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}, {} instructions)",
             program.len()
-        ),
-    );
+        )
+    });
     let filter: Vec<libc::sock_filter> = program
         .iter()
         .map(|i| libc::sock_filter {
