@@ -8,10 +8,9 @@ mod oci;
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use berth_tests::privileged;
-use oci::{bundle, runtime_with};
+use oci::{bundle, runtime_with, state, wait_for};
 use serde_json::{Value, json};
 
 /// `berth-runtime --root ROOT args...`: (exit code, stdout, stderr).
@@ -23,20 +22,6 @@ fn root(name: &str) -> String {
     let dir = format!("target/test-runtime/conformance-{name}");
     let _ = fs::remove_dir_all(&dir);
     dir
-}
-
-fn state(root: &str, id: &str) -> Value {
-    let (code, out, err) = runtime(root, &["state", id]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-fn wait_for(root: &str, id: &str, status: &str) {
-    let start = Instant::now();
-    while state(root, id)["status"] != status {
-        assert!(start.elapsed() < Duration::from_secs(10), "never {status}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A bundle whose process runs `script`.
@@ -106,6 +91,17 @@ fn create_refuses_a_taken_or_invalid_id_and_ignores_later_changes() {
     let (code, _, _) = runtime(&root, &["create", "--bundle", &dir, "a/b"]);
     assert_eq!(code, 1);
     assert!(!Path::new(&root).join("a").exists());
+    // An id is a file name: 255 bytes is the most, and is accepted.
+    let longest = "l".repeat(255);
+    let other = sh("conformance-create-longest", "true");
+    let (code, _, err) =
+        runtime(&root, &["create", "--bundle", &other, &longest]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = runtime(&root, &["delete", &longest]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) =
+        runtime(&root, &["create", "--bundle", &other, &"l".repeat(256)]);
+    assert_eq!(code, 1);
     // "Any changes made to the config.json file after this operation will
     // not have an effect on the container."
     let path = format!("{dir}/config.json");

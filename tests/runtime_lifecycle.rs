@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::{Transcript, privileged, snapshot_settings, step_binary};
-use oci::{assert_cgroup_removed, bundle};
+use oci::{assert_cgroup_removed, bundle, state, wait_for};
 use serde_json::{Value, json};
 
 /// A runtime root of its own for one test, emptied first.
@@ -39,25 +39,6 @@ fn sh_bundle(
 /// stderr in files (the container process inherits them, as under runc).
 fn runtime(root: &str, args: &[&str]) -> Transcript {
     with_root(&step_binary("berth-runtime"), root, args)
-}
-
-/// The container's state, parsed.
-fn state(root: &str, id: &str) -> Value {
-    let shown = runtime(root, &["state", id]);
-    assert_eq!(shown.code, 0, "{}", shown.render());
-    serde_json::from_str(&shown.stdout).unwrap()
-}
-
-/// Wait (up to 10 s) until `id` reads `status`.
-fn wait_for(root: &str, id: &str, status: &str) {
-    let start = Instant::now();
-    while state(root, id)["status"] != status {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{id} never became {status}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Settings for a lifecycle transcript: pids, times and the checkout's
@@ -375,23 +356,7 @@ fn a_create_killed_halfway_leaves_only_what_delete_removes() {
     assert_cgroup_removed("runtime-killed");
     // The hook died with the runtime that ran it.
     let hook = fs::read_to_string(&marker).unwrap().trim().to_owned();
-    let start = Instant::now();
-    // Gone, or a zombie its new parent has not reaped yet.
-    let alive = |pid: &str| {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
-        stat.is_ok_and(|stat| {
-            !stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z'))
-        })
-    };
-    while alive(&hook) {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "hook {hook} lives"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    oci::wait_gone(&hook, "the createRuntime hook");
 }
 
 /// `program --root ROOT args...` (runc or ours), stdio to files: a
@@ -525,23 +490,7 @@ fn kill_all_signals_every_process_of_the_container() {
     };
     let killed = runtime(&root, &["kill", "--all", "a1", "KILL"]);
     assert_eq!(killed.code, 0, "{}", killed.render());
-    // Gone, or a zombie its new parent has not reaped yet.
-    let alive = |pid: i32| {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
-        stat.is_ok_and(|stat| {
-            !stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z'))
-        })
-    };
-    let start = Instant::now();
-    while alive(child) {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the container's second process ({child}) outlived kill --all"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    oci::wait_gone(&child.to_string(), "the container's second process");
     wait_for(&root, "a1", "stopped");
     let deleted = runtime(&root, &["delete", "a1"]);
     assert_eq!(deleted.code, 0, "{}", deleted.render());

@@ -177,3 +177,43 @@ pub fn pass_fd(from: i32, to: i32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The state `berth-runtime state` prints for `id` under `root`, parsed.
+pub fn state(root: &str, id: &str) -> Value {
+    let (code, out, err) = runtime_with(root, &["state", id], |_| {});
+    assert_eq!(code, 0, "state {id}: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Wait (up to 10 s) until `id` under `root` reads `status`.
+pub fn wait_for(root: &str, id: &str, status: &str) {
+    let start = std::time::Instant::now();
+    while state(root, id)["status"] != status {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{id} never became {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Wait (up to 5 s) until process `pid` is gone, or a zombie its new
+/// parent has not reaped yet; `what` names it in the failure.
+pub fn wait_gone(pid: &str, what: &str) {
+    let alive = || {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
+        stat.is_ok_and(|stat| {
+            !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
+    let start = std::time::Instant::now();
+    while alive() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{what} ({pid}) is still alive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
