@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use step08_oci::oci::lifecycle::{self as oci_lifecycle, Created};
-use step08_oci::oci::{self, exec_fifo, hooks};
+use step08_oci::oci::{self, exec_fifo, hooks, pidfd};
 
 use super::Error;
 use super::log::{Log, rfc3339};
@@ -274,13 +274,13 @@ pub fn kill(
             // A pid read from cgroup.procs may be gone and reused by the
             // time we signal: pin the process with a pidfd first, then
             // make sure it is (still) one of the container's.
-            let Ok(pidfd) = exec_fifo::pidfd(pid) else {
+            let Ok(pidfd) = pidfd::open(pid) else {
                 continue;
             };
             if !in_cgroup(pid, path) {
                 continue;
             }
-            match exec_fifo::signal(pidfd.as_fd(), signal as i32) {
+            match pidfd::signal(pidfd.as_fd(), signal as i32) {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(errno) => return Err(failed(errno)),
             }
@@ -288,7 +288,7 @@ pub fn kill(
     }
     trace(|| format!("pidfd_send_signal(pidfd of {}, {signal})", process.pid));
     match process.pidfd() {
-        Ok(pidfd) => exec_fifo::signal(pidfd.as_fd(), signal as i32)
+        Ok(pidfd) => pidfd::signal(pidfd.as_fd(), signal as i32)
             .or_else(|e| if all { Ok(()) } else { Err(e) })
             .map_err(failed)?,
         Err(_) if all => {}
@@ -390,7 +390,7 @@ pub fn delete(
         && status != Status::Stopped
     {
         if let Ok(pidfd) = process.pidfd() {
-            let _ = exec_fifo::signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = pidfd::signal(pidfd.as_fd(), libc::SIGKILL);
         }
         if status == Status::Paused {
             let _ = cgroup.thaw();

@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use step08_oci::cgroup::{Cgroup, CgroupPath};
-use step08_oci::oci::{self, exec_fifo};
+use step08_oci::oci::{self, exec_fifo, pidfd};
 
 /// The record's file.
 pub const STATE_FILE: &str = "state.json";
@@ -218,7 +218,7 @@ impl Identity {
     /// opened: the pidfd pins what it names, so a match now means every
     /// signal sent through it reaches this process and no other.
     pub fn pidfd(&self) -> Result<OwnedFd, Errno> {
-        let fd = exec_fifo::pidfd(Pid::from_raw(self.pid))?;
+        let fd = pidfd::open(Pid::from_raw(self.pid))?;
         if self.is_alive() {
             Ok(fd)
         } else {

@@ -41,7 +41,7 @@
 //! (the container's own, opened before the switch) gets this far: the
 //! runtime's root directory above it is 0700.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -246,30 +246,3 @@ pub fn release(dir: &Path, process: BorrowedFd<'_>) -> Result<(), Error> {
     })
 }
 // ANCHOR_END: release
-
-/// A pidfd of `pid` (`pidfd_open(2)`, Linux 5.3): it names *this* process
-/// even if the pid is reused later, and polls readable when it ends.
-pub fn pidfd(pid: nix::unistd::Pid) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    let fd = Errno::result(fd)?;
-    // SAFETY: the kernel just gave us this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) })
-}
-
-/// Send `signal` to the process of `pidfd` (`pidfd_send_signal(2)`): never
-/// to another process that reused its pid.
-pub fn signal(pidfd: BorrowedFd<'_>, signal: i32) -> Result<(), Errno> {
-    // SAFETY: pidfd_send_signal takes an fd, a signal number, a null info
-    // and flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    Errno::result(rc).map(drop)
-}

@@ -31,6 +31,7 @@
 //! - [`exe`]: the runtime's own binary out of the container's reach;
 //! - [`lifecycle`]: all of it composed, as `create`, `start` and `wait`;
 //! - [`console`]: `process.terminal`, a pty handed over a unix socket;
+//! - [`pidfd`]: processes named by fd, never by a reusable pid;
 //! - [`exec_fifo`]: where a created container waits when `create` and
 //!   `start` are separate commands (a runtime's, Part II).
 
@@ -42,6 +43,7 @@ pub mod exec_fifo;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mounts;
+pub mod pidfd;
 pub mod process;
 pub mod seccomp;
 
