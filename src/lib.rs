@@ -80,19 +80,34 @@ pub fn prebuilt() -> bool {
 /// would type it.
 pub fn step_binary(bin: &str) -> String {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
+    built(&BUILT, "--bins", &target_dir().join("debug").join(bin))
+}
+
+/// [`step_binary`] for the workspace's examples
+/// (`target/debug/examples/bare_uts`).
+pub fn example_binary(name: &str) -> String {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let path = target_dir().join("debug/examples").join(name);
+    built(&BUILT, "--examples", &path)
+}
+
+/// `path`, once `cargo build --workspace KIND` has run (once per test
+/// process, in `once`; not at all with [`prebuilt`]), relative to the
+/// workspace root.
+fn built(once: &OnceLock<()>, kind: &str, path: &Path) -> String {
+    once.get_or_init(|| {
         if prebuilt() {
             return;
         }
-        // All binaries at once: one cargo call, a no-op when up to date.
+        // Everything of the kind at once: one cargo call, a no-op when up
+        // to date.
         let status = cargo()
-            .args(["build", "--quiet", "--workspace", "--bins"])
+            .args(["build", "--quiet", "--workspace", kind])
             .current_dir(workspace_root())
             .status()
             .expect("cannot run cargo");
-        assert!(status.success(), "cargo build --workspace --bins failed");
+        assert!(status.success(), "cargo build --workspace {kind} failed");
     });
-    let path = target_dir().join("debug").join(bin);
     assert!(path.exists(), "{} was not built", path.display());
     match path.strip_prefix(workspace_root()) {
         Ok(relative) => relative.display().to_string(),

@@ -6,40 +6,12 @@
 //! snapshots next to the listings.
 
 use std::fs;
-use std::sync::OnceLock;
 
 use berth_tests::fixture::rootfs_arg;
 use berth_tests::{
-    cargo, host, prebuilt, privileged, run, snapshot_settings, step_binary,
-    target_dir, workspace_root,
+    example_binary, host, privileged, run, snapshot_settings, step_binary,
+    workspace_root,
 };
-
-/// Build every example of the workspace once per test process, and return
-/// the path of example `name` relative to the workspace root
-/// (`target/debug/examples/bare_uts`), as a reader would type it.
-fn example(name: &str) -> String {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        if prebuilt() {
-            return;
-        }
-        let status = cargo()
-            .args(["build", "--quiet", "--workspace", "--examples"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("cannot run cargo");
-        assert!(
-            status.success(),
-            "cargo build --workspace --examples failed"
-        );
-    });
-    let path = target_dir().join("debug/examples").join(name);
-    assert!(path.exists(), "{} was not built", path.display());
-    match path.strip_prefix(workspace_root()) {
-        Ok(relative) => relative.display().to_string(),
-        Err(_) => path.display().to_string(),
-    }
-}
 
 /// The NIS domain name of the caller's UTS namespace.
 fn domainname() -> String {
@@ -56,7 +28,7 @@ fn bare_uts_renames_only_the_child() {
     if !privileged("bare_examples::bare_uts_renames_only_the_child") {
         return;
     }
-    let bare = example("bare_uts");
+    let bare = example_binary("bare_uts");
     let before = host::State::now();
     let shown = run(&bare, &[]);
     before.assert_unchanged();
@@ -75,7 +47,7 @@ fn bare_domainname_sets_both_strings_of_the_child() {
     ) {
         return;
     }
-    let bare = example("bare_domainname");
+    let bare = example_binary("bare_domainname");
     let (before, domain) = (host::State::now(), domainname());
     let shown = run(&bare, &[]);
     before.assert_unchanged();
@@ -93,7 +65,7 @@ fn bare_pivot_root_makes_the_rootfs_the_root() {
     if !privileged("bare_examples::bare_pivot_root_makes_the_rootfs_the_root") {
         return;
     }
-    let (bare, rootfs) = (example("bare_pivot_root"), rootfs_arg());
+    let (bare, rootfs) = (example_binary("bare_pivot_root"), rootfs_arg());
     let mut expected: Vec<String> =
         fs::read_dir(workspace_root().join(&rootfs))
             .unwrap()
@@ -126,7 +98,7 @@ fn bare_pivot_root_makes_the_rootfs_the_root() {
 /// keeps `openat2(RESOLVE_IN_ROOT)` in. Needs no privilege.
 #[test]
 fn bare_openat2_stays_in_the_root() {
-    let bare = example("bare_openat2");
+    let bare = example_binary("bare_openat2");
     const ROOT: &str = "/tmp/berth-bare-root";
     let mut runs = vec![
         run("mkdir", &["-p", "/tmp/berth-bare-root/etc"]),
@@ -164,7 +136,7 @@ fn bare_veth_puts_eth0_in_the_containers_namespace() {
     ) {
         return;
     }
-    let (bare, probe) = (example("bare_veth"), step_binary("probe"));
+    let (bare, probe) = (example_binary("bare_veth"), step_binary("probe"));
     let before = host::State::now();
     let shown = run("unshare", &["--net", "--", &bare, &probe, "network"]);
     before.assert_unchanged();
@@ -186,7 +158,7 @@ fn bare_veth_mtu_gives_eth0_its_mtu() {
     if !privileged("bare_examples::bare_veth_mtu_gives_eth0_its_mtu") {
         return;
     }
-    let bare = example("bare_veth_mtu");
+    let bare = example_binary("bare_veth_mtu");
     let show = r#"ip -o link show dev eth0 | grep -o "mtu [0-9]*""#;
     let before = host::State::now();
     let shown = run("unshare", &["--net", "--", &bare, "sh", "-c", show]);

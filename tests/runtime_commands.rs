@@ -13,21 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use berth_tests::{privileged, snapshot_settings};
-use oci::{bundle, runtime_with};
+use oci::{bundle, fresh_root, runtime, runtime_with};
 use serde_json::{Value, json};
-
-/// `berth-runtime --root ROOT args...`, stdio to files (the container
-/// inherits them), returning (exit code, stdout, stderr).
-fn runtime(root: &str, args: &[&str]) -> (i32, String, String) {
-    runtime_with(root, args, |_| {})
-}
-
-/// A fresh runtime root.
-fn root(name: &str) -> String {
-    let dir = format!("target/test-runtime/{name}");
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
 
 /// A detached container `id` of a bundle that sleeps, running.
 fn running(root: &str, name: &str, id: &str, edit: impl FnOnce(&mut Value)) {
@@ -44,7 +31,7 @@ fn exec_runs_in_the_containers_namespaces_with_its_flags() {
     if !privileged("runtime_commands::exec") {
         return;
     }
-    let root = root("exec");
+    let root = fresh_root("exec");
     running(&root, "runtime-exec", "x1", |c| {
         c["hostname"] = json!("inside");
         c["process"]["env"] = json!(["PATH=/bin", "MOOD=calm"]);
@@ -153,7 +140,7 @@ fn a_terminal_goes_to_the_console_socket_and_is_the_process_stdio() {
     if !privileged("runtime_commands::console_socket") {
         return;
     }
-    let root = root("console");
+    let root = fresh_root("console");
     let dir = bundle("runtime-console", |c| {
         c["process"]["terminal"] = json!(true);
         c["process"]["consoleSize"] = json!({"height": 33, "width": 101});
@@ -202,7 +189,7 @@ fn preserve_fds_passes_exactly_the_fds_asked_for() {
     if !privileged("runtime_commands::preserve_fds") {
         return;
     }
-    let root = root("preserve");
+    let root = fresh_root("preserve");
     let dir = bundle("runtime-preserve", |c| {
         c["process"]["args"] = json!([
             "sh",
@@ -264,7 +251,7 @@ fn ps_update_and_events_see_the_containers_cgroup() {
     if !privileged("runtime_commands::ps_update_events") {
         return;
     }
-    let root = root("cgroup-commands");
+    let root = fresh_root("cgroup-commands");
     running(&root, "runtime-cgroup-commands", "c1", |_| {});
     let (code, out, err) = runtime(&root, &["ps", "c1"]);
     assert_eq!(code, 0, "{err}");
@@ -337,7 +324,7 @@ fn spec_writes_a_config_that_runs_and_never_overwrites_one() {
     if !privileged("runtime_commands::spec") {
         return;
     }
-    let root = root("spec");
+    let root = fresh_root("spec");
     let dir = bundle("runtime-spec", |_| {});
     fs::remove_file(format!("{dir}/config.json")).unwrap();
     let (code, _, err) = runtime(&root, &["spec", "--bundle", &dir]);
@@ -359,7 +346,7 @@ fn spec_writes_a_config_that_runs_and_never_overwrites_one() {
 
 #[test]
 fn features_say_what_the_code_does() {
-    let (code, out, err) = runtime(&root("features"), &["features"]);
+    let (code, out, err) = runtime(&fresh_root("features"), &["features"]);
     assert_eq!(code, 0, "{err}");
     let features: Value = serde_json::from_str(&out).unwrap();
     // Every mount option claimed is one step 8 turns into a flag.
@@ -408,7 +395,7 @@ fn the_trace_names_every_kernel_operation_and_its_chapter() {
     if !privileged("runtime_commands::trace") {
         return;
     }
-    let root = root("trace");
+    let root = fresh_root("trace");
     let dir = bundle("runtime-trace", |c| {
         c["process"]["args"] = json!(["true"]);
     });

@@ -10,18 +10,12 @@ use std::fs;
 use std::path::Path;
 
 use berth_tests::privileged;
-use oci::{bundle, runtime_with, state, wait_for};
+use oci::{bundle, fresh_root, runtime, state, wait_for};
 use serde_json::{Value, json};
 
-/// `berth-runtime --root ROOT args...`: (exit code, stdout, stderr).
-fn runtime(root: &str, args: &[&str]) -> (i32, String, String) {
-    runtime_with(root, args, |_| {})
-}
-
+/// A fresh root, named for this file.
 fn root(name: &str) -> String {
-    let dir = format!("target/test-runtime/conformance-{name}");
-    let _ = fs::remove_dir_all(&dir);
-    dir
+    fresh_root(&format!("conformance-{name}"))
 }
 
 /// A bundle whose process runs `script`.

@@ -8,14 +8,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
 use berth_tests::{privileged, step_binary};
-use oci::{bundle, runtime_with as runtime};
+use oci::{bundle, fresh_root, runtime_with as runtime};
 use serde_json::json;
-
-fn root(name: &str) -> String {
-    let dir = format!("target/test-runtime/{name}");
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
 
 #[test]
 fn a_working_directory_through_a_host_fd_is_refused() {
@@ -26,7 +20,7 @@ fn a_working_directory_through_a_host_fd_is_refused() {
     // and process.cwd named it through /proc/self/fd: the process started
     // in the host's filesystem. Here the caller passes fd 3 on purpose
     // (--preserve-fds 1), the most a runtime can be handed.
-    let root = root("cwd-escape");
+    let root = fresh_root("cwd-escape");
     let dir = bundle("runtime-cwd-escape", |c| {
         c["process"]["cwd"] = json!("/proc/self/fd/3");
         c["process"]["args"] = json!(["sh", "-c", "pwd; cat hostname"]);
@@ -62,7 +56,7 @@ fn a_working_directory_through_the_runtimes_own_fds_is_refused() {
     // socket) are ours, and a cwd through one would start the container
     // in the host's filesystem.
     for fd in 3..=6 {
-        let root = root(&format!("cwd-own-{fd}"));
+        let root = fresh_root(&format!("cwd-own-{fd}"));
         let dir = bundle(&format!("runtime-cwd-own-{fd}"), |c| {
             c["process"]["cwd"] = json!(format!("/proc/self/fd/{fd}"));
             c["process"]["args"] = json!(["pwd"]);
@@ -89,7 +83,7 @@ fn a_created_containers_process_is_out_of_reach_through_proc_exe() {
     // binary. A created container's PID 1 *is* the runtime's code, waiting
     // at the exec FIFO: the widest window there is. An exec'd process looks
     // at it, once as the container's root, once with CAP_SYS_PTRACE.
-    let root = root("proc-exe");
+    let root = fresh_root("proc-exe");
     let dir = bundle("runtime-proc-exe", |c| {
         c["process"]["args"] = json!(["sleep", "1000"]);
     });
@@ -124,7 +118,7 @@ fn only_stdio_reaches_an_execd_process() {
     if !privileged("runtime_hardening::exec_fds") {
         return;
     }
-    let root = root("exec-fds");
+    let root = fresh_root("exec-fds");
     let dir = bundle("runtime-exec-fds", |c| {
         c["process"]["args"] = json!(["sleep", "1000"]);
     });

@@ -13,15 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::{Transcript, privileged, snapshot_settings, step_binary};
-use oci::{assert_cgroup_removed, bundle, state, wait_for};
+use oci::{assert_cgroup_removed, bundle, fresh_root, state, wait_for};
 use serde_json::{Value, json};
-
-/// A runtime root of its own for one test, emptied first.
-fn root(name: &str) -> String {
-    let dir = format!("target/test-runtime/{name}");
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
 
 /// A bundle whose process runs `script` with busybox's `sh`.
 fn sh_bundle(
@@ -80,7 +73,7 @@ fn create_start_kill_delete_with_the_status_observed_at_each_step() {
     if !privileged("runtime_lifecycle::create_start_kill_delete") {
         return;
     }
-    let root = root("lifecycle");
+    let root = fresh_root("lifecycle");
     let dir = sh_bundle("runtime-lifecycle", "sleep 1000", |_| {});
     let mut steps = vec![runtime(&root, &["create", "--bundle", &dir, "c1"])];
     steps.push(runtime(&root, &["state", "c1"]));
@@ -106,7 +99,7 @@ fn the_state_directory_is_closed_to_others_and_the_fifo_marks_created() {
     if !privileged("runtime_lifecycle::state_directory_modes") {
         return;
     }
-    let root = root("modes");
+    let root = fresh_root("modes");
     let dir = sh_bundle("runtime-modes", "sleep 1000", |_| {});
     let created = runtime(&root, &["create", "--bundle", &dir, "m1"]);
     assert_eq!(created.code, 0, "{}", created.render());
@@ -144,7 +137,7 @@ fn a_process_killed_from_outside_or_a_reused_pid_reads_stopped() {
     if !privileged("runtime_lifecycle::status_is_observed") {
         return;
     }
-    let root = root("observed");
+    let root = fresh_root("observed");
     let dir = sh_bundle("runtime-observed", "sleep 1000", |_| {});
     for id in ["o1", "o2"] {
         let run = runtime(&root, &["run", "--detach", "--bundle", &dir, id]);
@@ -190,7 +183,7 @@ fn commands_the_status_does_not_allow_fail_with_one_line() {
     if !privileged("runtime_lifecycle::refusals") {
         return;
     }
-    let root = root("refusals");
+    let root = fresh_root("refusals");
     let dir = sh_bundle("runtime-refusals", "sleep 1000", |_| {});
     let long = "a".repeat(256);
     let steps = vec![
@@ -232,7 +225,7 @@ fn run_in_the_foreground_returns_the_exit_code_and_leaves_nothing() {
     if !privileged("runtime_lifecycle::run_foreground") {
         return;
     }
-    let root = root("foreground");
+    let root = fresh_root("foreground");
     let dir = sh_bundle("runtime-foreground", "echo hello; exit 3", |_| {});
     let pid_file = format!("{root}.pid");
     let run = runtime(
@@ -256,7 +249,7 @@ fn hooks_run_in_the_commands_of_their_stages() {
     if !privileged("runtime_lifecycle::hooks") {
         return;
     }
-    let root = root("hooks");
+    let root = fresh_root("hooks");
     let log = fs::canonicalize("target")
         .unwrap()
         .join("test-runtime/hooks.log");
@@ -302,7 +295,7 @@ fn pause_and_resume_freeze_and_thaw_the_cgroup() {
     if !privileged("runtime_lifecycle::pause_resume") {
         return;
     }
-    let root = root("pause");
+    let root = fresh_root("pause");
     let dir = sh_bundle("runtime-pause", "sleep 1000", |_| {});
     let run = runtime(&root, &["run", "-d", "--bundle", &dir, "p1"]);
     assert_eq!(run.code, 0, "{}", run.render());
@@ -322,7 +315,7 @@ fn a_create_killed_halfway_leaves_only_what_delete_removes() {
     if !privileged("runtime_lifecycle::create_killed") {
         return;
     }
-    let root = root("killed");
+    let root = fresh_root("killed");
     let marker = fs::canonicalize("target")
         .unwrap()
         .join("test-runtime/killed-hook-ran");
@@ -446,7 +439,7 @@ fn what_a_create_killed_before_its_state_leaves_is_deleted() {
     }
     // A create killed between its mkdir and its first state.json: the
     // directory alone, its lock free.
-    let root = root("half-created");
+    let root = fresh_root("half-created");
     fs::create_dir_all(format!("{root}/h1")).unwrap();
     let shown = runtime(&root, &["state", "h1"]);
     assert!(
@@ -464,7 +457,7 @@ fn kill_all_signals_every_process_of_the_container() {
     if !privileged("runtime_lifecycle::kill_all") {
         return;
     }
-    let root = root("kill-all");
+    let root = fresh_root("kill-all");
     // No PID namespace of its own, so that the death of the container's
     // process does not take the others with it: only --all reaches them.
     // The shell prints its child's pid (a host pid here) and waits.

@@ -217,3 +217,16 @@ pub fn wait_gone(pid: &str, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A runtime root of its own for one test, `target/test-runtime/NAME`,
+/// emptied first.
+pub fn fresh_root(name: &str) -> String {
+    let dir = format!("target/test-runtime/{name}");
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+/// [`runtime_with`] with nothing to change in the command.
+pub fn runtime(root: &str, args: &[&str]) -> (i32, String, String) {
+    runtime_with(root, args, |_| {})
+}
