@@ -150,3 +150,63 @@ fn only_stdio_reaches_an_execd_process() {
     let (code, _, _) = runtime(&root, &["delete", "--force", "f1"], |_| {});
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_forged_proc_in_the_container_cannot_keep_the_runtimes_groups() {
+    if !privileged("runtime_hardening::forged_setgroups") {
+        return;
+    }
+    // exec must drop the runtime's supplementary groups (root's) unless
+    // the container's user namespace forbids setgroups(2). The answer is
+    // read from the host's /proc: a container that may mount covers its
+    // own /proc with a tmpfs saying "deny" everywhere, hoping to be
+    // believed and keep our groups in the next exec.
+    let root = fresh_root("forged-setgroups");
+    let forge = "mount -t tmpfs forged /proc && for d in self 1 2 3 4 5 6 7; \
+                 do mkdir -p /proc/$d && echo deny > /proc/$d/setgroups; \
+                 done && echo forged && exec sleep 1000";
+    let dir = bundle("runtime-forged-setgroups", |c| {
+        c["process"]["args"] = json!(["sh", "-c", forge]);
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SYS_ADMIN"));
+        }
+        c["root"]["readonly"] = json!(false);
+    });
+    let (code, _, err) =
+        runtime(&root, &["run", "-d", "--bundle", &dir, "g1"], |_| {});
+    assert_eq!(code, 0, "{err}");
+    let stdout = format!("{root}.out/stdout");
+    let start = std::time::Instant::now();
+    while !fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .contains("forged")
+    {
+        assert!(start.elapsed().as_secs() < 10, "the container never forged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The runtime runs with a supplementary group of its own, 4242: the
+    // exec'd process must not keep it.
+    let (code, out, err) = runtime(
+        &root,
+        &["exec", "-u", "1000:1000", "g1", "id", "-G"],
+        |command| {
+            // SAFETY: setgroups(2) between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    let groups = [4242 as libc::gid_t];
+                    if libc::setgroups(1, groups.as_ptr()) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1000\n", "the exec kept groups it should have dropped");
+    let (code, _, _) = runtime(&root, &["delete", "--force", "g1"], |_| {});
+    assert_eq!(code, 0);
+}
