@@ -210,3 +210,49 @@ fn a_forged_proc_in_the_container_cannot_keep_the_runtimes_groups() {
     let (code, _, _) = runtime(&root, &["delete", "--force", "g1"], |_| {});
     assert_eq!(code, 0);
 }
+
+#[test]
+fn an_exec_whose_runtime_is_killed_dies_with_it() {
+    if !privileged("runtime_hardening::exec_kill_9") {
+        return;
+    }
+    // A foreground exec is supervised by its runtime: kill -9 the runtime
+    // and the process must not stay behind in the container, unwatched.
+    // As another user: the switch of ids clears the parent-death signal,
+    // which must be armed again.
+    let root = fresh_root("exec-kill-9");
+    let dir = bundle("runtime-exec-kill-9", |c| {
+        c["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    let (code, _, err) =
+        runtime(&root, &["run", "-d", "--bundle", &dir, "k1"], |_| {});
+    assert_eq!(code, 0, "{err}");
+    let program =
+        berth_tests::workspace_root().join(step_binary("berth-runtime"));
+    let mut exec = std::process::Command::new(program)
+        .args(["--root", &root, "exec", "-u", "1000:1000", "k1"])
+        .args(["sh", "-c", "echo $$; exec sleep 999"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(exec.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // The pid the process printed is in the container's PID namespace:
+    // find it on the host among the container's processes.
+    let (_, listed, _) = runtime(&root, &["ps", "-f", "json", "k1"], |_| {});
+    let pids: Vec<i32> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(pids.len(), 2, "{line} {listed}");
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let init = oci::state(&root, "k1")["pid"].as_i64().unwrap() as i32;
+    for pid in pids.into_iter().filter(|p| *p != init) {
+        oci::wait_gone(&pid.to_string(), "the exec'd process");
+    }
+    let (code, _, _) = runtime(&root, &["delete", "--force", "k1"], |_| {});
+    assert_eq!(code, 0);
+}
