@@ -86,6 +86,8 @@ fn a_created_containers_process_is_out_of_reach_through_proc_exe() {
     let root = fresh_root("proc-exe");
     let dir = bundle("runtime-proc-exe", |c| {
         c["process"]["args"] = json!(["sleep", "1000"]);
+        // The attacker reports through the rootfs's /tmp.
+        c["root"]["readonly"] = json!(false);
     });
     let binary =
         berth_tests::workspace_root().join(step_binary("berth-runtime"));
@@ -93,21 +95,62 @@ fn a_created_containers_process_is_out_of_reach_through_proc_exe() {
     let (code, _, err) =
         runtime(&root, &["create", "--bundle", &dir, "e1"], |_| {});
     assert_eq!(code, 0, "{err}");
+    // The shell's own error line says why the open or the write failed.
     let attack = "readlink /proc/1/exe || echo no link; \
-                  echo evil >>/proc/1/exe && echo WROTE || echo refused";
+                  (echo evil >>/proc/1/exe) 2>&1 && echo WROTE || echo refused";
     let (code, out, err) =
         runtime(&root, &["exec", "e1", "sh", "-c", attack], |_| {});
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "no link\nrefused\n", "undumpable: {err}");
-    let (code, out, err) = runtime(
-        &root,
-        &["exec", "--cap", "CAP_SYS_PTRACE", "e1", "sh", "-c", attack],
-        |_| {},
-    );
+    assert!(out.starts_with("no link\n"), "undumpable: {out}");
+    assert!(out.contains("Permission denied\nrefused\n"), "{out}");
+    // With ptrace rights the link opens, and the open for writing fails
+    // with "Text file busy" while a process runs the binary. That is no
+    // defence: the 2019 attack keeps the file open and writes once no
+    // runtime process runs it any more. Here: keep fd 3 on PID 1's exe,
+    // let `start` turn PID 1 into `sleep`, and retry through fd 3 while
+    // the binary is busy (other tests run it too).
+    let steal = "exec 3</proc/1/exe || { echo cannot open >/tmp/attack; exit; }; \
+                 echo opened >/tmp/attack; \
+                 for i in $(seq 1 300); do \
+                   err=$( (echo evil >>/proc/self/fd/3) 2>&1 ) \
+                     && { echo WROTE >>/tmp/attack; exit; }; \
+                   case $err in *busy*) sleep 0.05;; \
+                   *) echo \"$err\" >>/tmp/attack; exit;; esac; \
+                 done; echo still busy >>/tmp/attack";
+    let exec = [
+        "exec",
+        "--detach",
+        "--cap",
+        "CAP_SYS_PTRACE",
+        "e1",
+        "sh",
+        "-c",
+        steal,
+    ];
+    let (code, _, err) = runtime(&root, &exec, |_| {});
     assert_eq!(code, 0, "{err}");
-    // With ptrace rights the link is readable: a sealed in-memory copy.
-    assert!(out.starts_with("/memfd:"), "{out}");
-    assert!(out.ends_with("refused\n"), "{out}");
+    let report = format!("{dir}/rootfs/tmp/attack");
+    let read = || fs::read_to_string(&report).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while !read().starts_with("opened") {
+        assert!(start.elapsed().as_secs() < 10, "{}", read());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, _, err) = runtime(&root, &["start", "e1"], |_| {});
+    assert_eq!(code, 0, "{err}");
+    while read().lines().count() < 2 {
+        assert!(start.elapsed().as_secs() < 30, "{}", read());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A read-only clone of the binary's mount refuses the open for
+    // writing (EROFS); the sealed copy (the fallback where no such mount
+    // can be made) refuses the write (EPERM).
+    let out = read();
+    assert!(
+        out.contains("Read-only file system")
+            || out.contains("Operation not permitted"),
+        "{out}"
+    );
     let (code, _, err) = runtime(&root, &["delete", "--force", "e1"], |_| {});
     assert_eq!(code, 0, "{err}");
     assert!(fs::read(&binary).unwrap() == before, "the runtime changed");

@@ -219,9 +219,17 @@ pub fn wait_gone(pid: &str, what: &str) {
 }
 
 /// A runtime root of its own for one test, `target/test-runtime/NAME`,
-/// emptied first.
+/// emptied first: a container that an earlier, failed run of the test
+/// left behind (with its processes and cgroup) is deleted, so a rerun
+/// does not trip over it.
 pub fn fresh_root(name: &str) -> String {
     let dir = format!("target/test-runtime/{name}");
+    if fs::metadata(&dir).is_ok() {
+        let (_, ids, _) = runtime(&dir, &["list", "-q"]);
+        for id in ids.lines() {
+            runtime(&dir, &["delete", "--force", id]);
+        }
+    }
     let _ = fs::remove_dir_all(&dir);
     dir
 }

@@ -484,7 +484,7 @@ pub fn main() -> ExitCode {
     if matches!(
         command,
         Command::Create(_) | Command::Run { .. } | Command::Exec(_)
-    ) && let Err(error) = step08_oci::oci::exe::reexec_sealed()
+    ) && let Err(error) = step08_oci::oci::exe::reexec_read_only()
     {
         log.error(&step08_oci::child::error_chain(&error));
         return ExitCode::from(1);

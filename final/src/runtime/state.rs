@@ -511,12 +511,25 @@ impl Lock {
 }
 
 /// The name of the user `uid`, from `/etc/passwd`, else the number.
+///
+/// Read by hand rather than through libc's `getpwuid(3)`: that goes
+/// through NSS, which a statically linked runtime (`scripts/build-release`)
+/// cannot load. runc reads the file itself too.
 fn owner_name(uid: u32) -> String {
-    let uid = nix::unistd::Uid::from_raw(uid);
-    nix::unistd::User::from_uid(uid)
+    std::fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |user| user.name)
+        .and_then(|passwd| user_of(&passwd, uid))
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The name `passwd` (the format of `passwd(5)`) gives to `uid`.
+fn user_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// The state a runtime prints (`state`, `list --format json`): the
@@ -566,5 +579,19 @@ impl Container {
             annotations: &self.record.annotations,
             owner: owner_name(self.record.owner),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_named_from_passwd_lines() {
+        let passwd = "# a comment\nroot:x:0:0:root:/root:/bin/sh\n\
+                      broken\nme:x:1000:1000::/home/me:/bin/sh\n";
+        assert_eq!(user_of(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_of(passwd, 1000).as_deref(), Some("me"));
+        assert_eq!(user_of(passwd, 7), None);
     }
 }

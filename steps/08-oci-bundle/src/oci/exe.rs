@@ -24,7 +24,10 @@
 //! runc did the same copy (`cloned_binary.c`) before moving to cheaper ways
 //! of getting an unwritable `/proc/self/exe`; crun and youki make the copy
 //! too. Its cost is a copy of the binary per run: `copy_file_range(2)` in the
-//! kernel, a few milliseconds for a release build.
+//! kernel, a few milliseconds for a release build. Part II's runtime calls
+//! [`reexec_read_only`] instead, which gets the same result with no copy
+//! (a read-only, detached mount of the binary) and falls back to the copy
+//! where it cannot make that mount.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -74,6 +77,17 @@ fn is_sealed(file: &File) -> bool {
     seals >= 0 && seals & libc::F_SEAL_WRITE != 0
 }
 
+/// Whether `file` is reached through a read-only mount (or lives on a
+/// read-only filesystem): then no open for writing can go through it,
+/// whoever tries (`EROFS`), and only a process that can remount that
+/// mount — one in its mount namespace, with `CAP_SYS_ADMIN` — could
+/// change that.
+fn is_on_read_only_mount(file: &File) -> bool {
+    nix::sys::statvfs::fstatvfs(file).is_ok_and(|fs| {
+        fs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    })
+}
+
 // ANCHOR: reexec_sealed
 /// Make sure this process runs from a sealed in-memory copy of its binary:
 /// return at once if it does, else make the copy and `fexecve(3)` it with
@@ -105,6 +119,104 @@ pub fn reexec_sealed() -> Result<(), Error> {
     // SAFETY: F_ADD_SEALS takes an integer set of seals.
     let rc = unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
     Errno::result(rc).map_err(Error::Seal)?;
+    let (args, env) = args_and_env()?;
+    // An ELF binary runs from a close-on-exec fd; the fd is gone after.
+    let error = nix::unistd::fexecve(&copy, &args, &env).map_err(Error::Exec);
+    match error {
+        Err(error) => Err(error),
+        Ok(never) => match never {},
+    }
+}
+// ANCHOR_END: reexec_sealed
+
+// ANCHOR: reexec_read_only
+/// The cheaper way to the same end as [`reexec_sealed`], with no copy:
+/// re-execute this binary through a *read-only clone of its mount*.
+///
+/// `open_tree(2)` with `OPEN_TREE_CLONE` makes a private bind mount of
+/// the file `/proc/self/exe` names — the file itself, not a path to it,
+/// so nothing can be swapped in between — that is attached nowhere: no
+/// mount namespace holds it, so no process can remount it, and it goes
+/// away with the last process running from it. `mount_setattr(2)` makes
+/// it read-only, and `execveat(2)` runs the binary from it. Every open of
+/// `/proc/*/exe` for writing then fails with `EROFS`, root's included.
+///
+/// Making that mount needs `CAP_SYS_ADMIN` over our mount namespace and
+/// a kernel of 5.12 or later; without them (a rootless runtime, an old
+/// kernel) this falls back to [`reexec_sealed`]. Returns at once when the
+/// binary is already out of reach — a sealed copy, or any read-only
+/// mount. Call it first thing in `main`, single-threaded.
+pub fn reexec_read_only() -> Result<(), Error> {
+    let exe = File::open("/proc/self/exe").map_err(Error::Open)?;
+    if is_sealed(&exe) || is_on_read_only_mount(&exe) {
+        return Ok(());
+    }
+    drop(exe);
+    let Some(clone) = read_only_clone() else {
+        return reexec_sealed();
+    };
+    let (args, env) = args_and_env()?;
+    // SAFETY: `clone` is an open fd; the path is empty with AT_EMPTY_PATH;
+    // `args` and `env` are NULL-terminated arrays of C strings that live
+    // across the call, which returns only on failure.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            clone.as_raw_fd(),
+            c"".as_ptr(),
+            pointers(&args).as_ptr(),
+            pointers(&env).as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Err(Error::Exec(Errno::from_raw(if rc < 0 {
+        Errno::last_raw()
+    } else {
+        0
+    })))
+}
+// ANCHOR_END: reexec_read_only
+
+/// A read-only, detached bind mount of this process's binary, as an
+/// `O_PATH` fd (close-on-exec), or `None` where the kernel or our
+/// privileges do not allow one.
+fn read_only_clone() -> Option<OwnedFd> {
+    // SAFETY: open_tree(2) with a NUL-terminated path and its own flags.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/proc/self/exe".as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let clone = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    // SAFETY: mount_attr is plain data; zero is "change nothing".
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = libc::MOUNT_ATTR_RDONLY
+        | libc::MOUNT_ATTR_NOSUID
+        | libc::MOUNT_ATTR_NODEV;
+    // SAFETY: the fd is the clone's; the path is empty with AT_EMPTY_PATH;
+    // `attr` is a mount_attr of the size given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            clone.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    (rc == 0).then_some(clone)
+}
+
+/// This process's arguments and environment as C strings.
+fn args_and_env() -> Result<(Vec<CString>, Vec<CString>), Error> {
     let cstrings = |items: Vec<OsString>| {
         items
             .into_iter()
@@ -122,14 +234,17 @@ pub fn reexec_sealed() -> Result<(), Error> {
             })
             .collect(),
     )?;
-    // An ELF binary runs from a close-on-exec fd; the fd is gone after.
-    let error = nix::unistd::fexecve(&copy, &args, &env).map_err(Error::Exec);
-    match error {
-        Err(error) => Err(error),
-        Ok(never) => match never {},
-    }
+    Ok((args, env))
 }
-// ANCHOR_END: reexec_sealed
+
+/// A NULL-terminated array of pointers to `strings`, for `execve(2)`.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
 
 // ANCHOR: undumpable
 /// In the container's first process: not dumpable until its `execve`
