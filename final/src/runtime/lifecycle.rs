@@ -1,5 +1,5 @@
 //! The runtime spec's operations (`runtime.md`, "Operations") and runc's
-//! extras, each one command: [`create`], [`start`], [`state`], [`kill`],
+//! extras, each one command: [`create`], [`start`], [`state`](fn@state), [`kill`],
 //! [`delete`], and [`run`], [`list`], [`pause`], [`resume`].
 //!
 //! Every kernel operation is step 8's ([`step08_oci::oci::lifecycle`]);

@@ -229,7 +229,7 @@ fn is_gzip(bytes: &[u8]) -> bool {
 /// unpacking it from a second `open` would let the two reads see different
 /// bytes (a pipe gives its bytes only once; a file can change in between),
 /// and the store would keep content under a digest it does not have.
-struct Hashing<R> {
+pub struct Hashing<R> {
     inner: R,
     hasher: Sha256,
     len: u64,
@@ -244,6 +244,36 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 // ANCHOR_END: hashing
+
+impl<R: Read> Hashing<R> {
+    /// Hash what is read from `inner`.
+    pub fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// How many bytes went by so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing went by yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The SHA-256 of everything read, in lowercase hex.
+    pub fn hex(self) -> String {
+        self.hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
 
 /// How much a layer file may go on past the end of its tar archive (tar
 /// pads to 10 KiB records; gzip may add a few bytes): enough for any
@@ -388,11 +418,7 @@ impl Store {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let gzip =
             is_gzip(io::BufRead::fill_buf(&mut reader).map_err(read_error)?);
-        let mut hashing = Hashing {
-            inner: reader,
-            hasher: Sha256::new(),
-            len: 0,
-        };
+        let mut hashing = Hashing::new(reader);
         let root = unpack::open_root(dir)
             .map_err(|e| store_error("open", dir)(e.into()))?;
         let privileged = nix::unistd::geteuid().is_root();
@@ -420,12 +446,7 @@ impl Store {
                 limit: MAX_TRAILING,
             });
         }
-        Ok(hashing
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(hashing.hex())
     }
     // ANCHOR_END: unpack_into
 

@@ -1,0 +1,276 @@
+//! Snapshots: each layer unpacked once, into a directory named after its
+//! chain ID, the stack of layers up to and including it (image-spec
+//! `config.md`). Two images that share their bottom layers share those
+//! snapshots; a layer on top of different parents is two snapshots, as
+//! its whiteouts mean different things over each.
+//!
+//! ```text
+//!   DIR/sha256/<chain hex>/     a finished snapshot (read-only lower dir)
+//!   DIR/tmp/<pid>-<n>/          one being unpacked (locked by its writer)
+//! ```
+//!
+//! The blob is read once: its digest checked at its end (the store's
+//! [`Verified`](super::digest::Verified) reader), decompressed (gzip or
+//! plain, told from the first bytes), the *uncompressed* stream hashed
+//! against the config's `diff_id` while step 7's unpacker writes it out.
+//! Only a snapshot whose every byte matched is renamed into place.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
+use super::digest::{Digest, Hashing};
+use super::store::{self, Store, our_digest};
+use crate::overlay::unpack;
+
+/// What can go wrong while preparing snapshots.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store (a blob missing, changed, unreadable).
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A directory of the snapshots.
+    #[error("snapshots: cannot {what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The manifest and its config disagree, or name what is not sha256.
+    #[error("image {manifest}: {why}")]
+    Malformed {
+        /// The manifest's digest.
+        manifest: Digest,
+        /// What is wrong.
+        why: String,
+    },
+    /// The layer's tar is unsafe or corrupt.
+    #[error("layer {layer}")]
+    Unpack {
+        /// The layer's blob.
+        layer: Digest,
+        /// Why.
+        #[source]
+        source: unpack::Error,
+    },
+    /// The layer's uncompressed content is not the one the config names.
+    #[error(
+        "layer {layer}: its content has diff_id {actual}, the image config says {expected}"
+    )]
+    DiffId {
+        /// The layer's blob.
+        layer: Digest,
+        /// The config's `diff_id`.
+        expected: Digest,
+        /// What it hashed to.
+        actual: Digest,
+    },
+    /// Reading or decompressing the layer.
+    #[error("layer {layer}: cannot read it")]
+    Read {
+        /// The layer's blob.
+        layer: Digest,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How far a layer's stream may go on past its tar's end (padding).
+const MAX_TRAILING: u64 = 1 << 20;
+
+/// The snapshots in a directory.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    dir: PathBuf,
+}
+
+impl Snapshots {
+    /// Open the snapshots at `dir` (created mode 0700: layers keep their
+    /// set-user-ID files), removing what a killed unpack left behind.
+    pub fn open(dir: &Path) -> Result<Snapshots, Error> {
+        for sub in ["sha256", "tmp"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_error("create", &path))?;
+        }
+        fs::set_permissions(
+            dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(io_error("make private", dir))?;
+        let tmp = dir.join("tmp");
+        for entry in fs::read_dir(&tmp)
+            .map_err(io_error("list", &tmp))?
+            .flatten()
+        {
+            // Held: a live unpack's. Free: a dead one's.
+            if let Ok(file) = File::open(entry.path())
+                && try_lock(&file)
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(Snapshots {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The snapshot directory of chain ID `chain`.
+    pub fn path(&self, chain: &Digest) -> PathBuf {
+        self.dir.join("sha256").join(chain.hex())
+    }
+
+    /// The snapshots of image `manifest`'s layers, bottom first, each
+    /// unpacked unless it already is.
+    pub fn prepare(
+        &self,
+        store: &Store,
+        manifest: &Digest,
+    ) -> Result<Vec<PathBuf>, Error> {
+        let malformed = |why: String| Error::Malformed {
+            manifest: manifest.clone(),
+            why,
+        };
+        let parsed: ImageManifest = store.read_json(manifest)?;
+        let config_digest =
+            our_digest(parsed.config().digest()).ok_or_else(|| {
+                malformed("the config's digest is not sha256".into())
+            })?;
+        let config: ImageConfiguration = store.read_json(&config_digest)?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != parsed.layers().len() {
+            return Err(malformed(format!(
+                "{} layers, but the config lists {} diff_ids",
+                parsed.layers().len(),
+                diff_ids.len()
+            )));
+        }
+        let mut chain: Option<Digest> = None;
+        let mut dirs = Vec::new();
+        for (layer, diff_id) in parsed.layers().iter().zip(diff_ids) {
+            let layer = our_digest(layer.digest()).ok_or_else(|| {
+                malformed("a layer's digest is not sha256".into())
+            })?;
+            let diff_id: Digest =
+                diff_id.parse().map_err(|e: super::digest::BadDigest| {
+                    malformed(e.to_string())
+                })?;
+            let id = Digest::chain(chain.as_ref(), &diff_id);
+            let dir = self.path(&id);
+            if !dir.is_dir() {
+                self.unpack(store, &layer, &diff_id, &dir)?;
+            }
+            dirs.push(dir);
+            chain = Some(id);
+        }
+        Ok(dirs)
+    }
+
+    /// Unpack blob `layer` into a fresh directory of `tmp/`, check its
+    /// diff ID, rename it to `dir`.
+    fn unpack(
+        &self,
+        store: &Store,
+        layer: &Digest,
+        diff_id: &Digest,
+        dir: &Path,
+    ) -> Result<(), Error> {
+        let tmp = self.dir.join("tmp").join(super::tmp_name());
+        fs::create_dir(&tmp).map_err(io_error("create", &tmp))?;
+        let lock = File::open(&tmp).map_err(io_error("open", &tmp))?;
+        try_lock(&lock);
+        let result = unpack_layer(store, layer, diff_id, &tmp).and_then(|()| {
+            match fs::rename(&tmp, dir) {
+                Ok(()) => Ok(()),
+                // Another writer finished the same snapshot first.
+                Err(_) if dir.is_dir() => Ok(()),
+                Err(e) => Err(io_error("rename into place", dir)(e)),
+            }
+        });
+        if tmp.exists() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+}
+
+/// Read blob `layer` once: decompress, hash, unpack into `dir`.
+fn unpack_layer(
+    store: &Store,
+    layer: &Digest,
+    diff_id: &Digest,
+    dir: &Path,
+) -> Result<(), Error> {
+    let read_error = |source| Error::Read {
+        layer: layer.clone(),
+        source,
+    };
+    let mut blob = BufReader::with_capacity(1 << 20, store.open_blob(layer)?);
+    let gzip = blob
+        .fill_buf()
+        .map_err(read_error)?
+        .starts_with(&[0x1f, 0x8b]);
+    let stream: Box<dyn Read + '_> = if gzip {
+        Box::new(GzDecoder::new(&mut blob))
+    } else {
+        Box::new(&mut blob)
+    };
+    let mut hashing = Hashing::new(stream);
+    let root =
+        unpack::open_root(dir).map_err(|e| io_error("open", dir)(e.into()))?;
+    let privileged = nix::unistd::geteuid().is_root();
+    unpack::unpack(&mut hashing, std::os::fd::AsFd::as_fd(&root), privileged)
+        .map_err(|source| Error::Unpack {
+        layer: layer.clone(),
+        source,
+    })?;
+    // The padding after the tar's end is part of the diff ID; an endless
+    // stream is cut short.
+    let end = hashing.len();
+    io::copy(&mut (&mut hashing).take(MAX_TRAILING + 1), &mut io::sink())
+        .map_err(read_error)?;
+    if hashing.len() - end > MAX_TRAILING {
+        return Err(read_error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("more than {MAX_TRAILING} bytes after the end of the tar"),
+        )));
+    }
+    let actual = Digest::of_read(hashing);
+    // The compressed blob to its end too: that is where its digest is
+    // checked.
+    io::copy(&mut blob, &mut io::sink()).map_err(read_error)?;
+    if actual != *diff_id {
+        return Err(Error::DiffId {
+            layer: layer.clone(),
+            expected: diff_id.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn io_error(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { what, path, source }
+}
+
+/// Take `file`'s lock without waiting; whether we got it.
+fn try_lock(file: &File) -> bool {
+    // SAFETY: flock(2) on an fd we own; it changes no memory.
+    unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        ) == 0
+    }
+}

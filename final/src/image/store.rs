@@ -1,0 +1,404 @@
+//! The content-addressed store, in the OCI image layout (image-spec
+//! `image-layout.md`): every blob under its digest, and `index.json`
+//! naming the images.
+//!
+//! ```text
+//!   DIR/oci-layout              {"imageLayoutVersion": "1.0.0"}
+//!   DIR/index.json              one manifest descriptor per name, the name in
+//!                               the annotation org.opencontainers.image.ref.name
+//!   DIR/blobs/sha256/<hex>      content, never rewritten (mode 0644)
+//!   DIR/tmp/                    blobs being written; emptied on open
+//!   DIR/lock                    flock(2) while index.json changes
+//! ```
+//!
+//! A blob is hashed as it is written, into a temporary file that is
+//! synced and renamed into place only if its digest is the one expected:
+//! a reader never sees half a blob, and a `kill -9` at any moment leaves
+//! at most a file in `tmp/`. Reads check the digest again
+//! ([`super::digest::Verified`]): a blob changed on disk is an error, not
+//! an image. `index.json` is replaced whole, by the same write-sync-rename.
+//!
+//! Unlike the image layout of the spec, a name here is always a full
+//! reference (`docker.io/library/busybox:latest`), one per descriptor.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+
+use super::digest::{Digest, Hashing, Verified};
+use super::reference::Reference;
+
+/// The annotation that names an image in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory of the store.
+    #[error("image store: cannot {what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A blob's bytes are not those of the digest it was given under.
+    #[error("blob {expected}: the content has digest {actual}")]
+    Mismatch {
+        /// The digest it should have.
+        expected: Digest,
+        /// The one it has.
+        actual: Digest,
+    },
+    /// A blob larger than its reader allows.
+    #[error("blob {what}: larger than {limit} bytes")]
+    TooBig {
+        /// Which blob.
+        what: String,
+        /// The bound.
+        limit: u64,
+    },
+    /// No blob of that digest.
+    #[error("no blob {0} in the store")]
+    Missing(Digest),
+    /// `index.json` cannot be read as an image index.
+    #[error("image store: {path} is not an image index: {message}")]
+    Index {
+        /// Its path.
+        path: PathBuf,
+        /// The parser's complaint.
+        message: String,
+    },
+}
+
+fn io_error(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { what, path, source }
+}
+
+/// The biggest JSON document (manifest, config, index) the store reads
+/// into memory.
+pub const MAX_JSON: u64 = 4 << 20;
+
+/// An image store in a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Open the store at `dir`, creating it (mode 0700) if need be, and
+    /// remove what a killed writer left in `tmp/`.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        for sub in ["blobs/sha256", "tmp"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_error("create", &path))?;
+        }
+        let store = Store {
+            dir: dir.to_owned(),
+        };
+        let _lock = store.lock()?;
+        let layout = dir.join("oci-layout");
+        if !layout.exists() {
+            write_synced(
+                &store,
+                &layout,
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )?;
+        }
+        let tmp = dir.join("tmp");
+        for entry in fs::read_dir(&tmp)
+            .map_err(io_error("list", &tmp))?
+            .flatten()
+        {
+            // Only a process holding the lock writes tmp files that
+            // survive it: none does now, so every one is garbage.
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where blob `digest` lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether blob `digest` is present.
+    pub fn has(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Take the store's lock (until the file is dropped): one writer of
+    /// `index.json` at a time, and no one sweeping `tmp/` under a writer.
+    pub fn lock(&self) -> Result<File, Error> {
+        let path = self.dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error("open", &path))?;
+        // SAFETY: flock(2) on an fd we own; it changes no memory.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(io_error("lock", &path)(io::Error::last_os_error()));
+        }
+        Ok(file)
+    }
+
+    /// Write what `reader` gives as a blob, at most `limit` bytes: its
+    /// digest, which must be `expected` if given, its size, and whether it
+    /// is new (present already: the new copy is dropped).
+    pub fn put(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+        limit: u64,
+    ) -> Result<(Digest, u64, bool), Error> {
+        let tmp = self.dir.join("tmp").join(super::tmp_name());
+        let result = self.put_via(&tmp, reader, expected, limit);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn put_via(
+        &self,
+        tmp: &Path,
+        reader: impl Read,
+        expected: Option<&Digest>,
+        limit: u64,
+    ) -> Result<(Digest, u64, bool), Error> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(tmp)
+            .map_err(io_error("create", tmp))?;
+        let mut hashing = Hashing::new(reader.take(limit + 1));
+        io::copy(&mut hashing, &mut file).map_err(io_error("write", tmp))?;
+        let size = hashing.len();
+        if size > limit {
+            return Err(Error::TooBig {
+                what: expected
+                    .map_or_else(|| "being written".into(), Digest::to_string),
+                limit,
+            });
+        }
+        let digest = Digest::of_read(hashing);
+        if let Some(expected) = expected.filter(|e| **e != digest) {
+            return Err(Error::Mismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        file.sync_all().map_err(io_error("sync", tmp))?;
+        let path = self.blob_path(&digest);
+        let new = !path.is_file();
+        if new {
+            fs::rename(tmp, &path)
+                .map_err(io_error("rename into place", &path))?;
+            sync_dir(path.parent().unwrap_or(&self.dir))?;
+        } else {
+            fs::remove_file(tmp).map_err(io_error("remove", tmp))?;
+        }
+        Ok((digest, size, new))
+    }
+
+    /// Blob `digest`, read as it streams and checked at its end.
+    pub fn open_blob(&self, digest: &Digest) -> Result<Verified<File>, Error> {
+        let path = self.blob_path(digest);
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::Missing(digest.clone()),
+            _ => io_error("open", &path)(e),
+        })?;
+        Ok(Verified::new(file, digest.clone()))
+    }
+
+    /// Blob `digest` in memory, checked, at most `limit` bytes.
+    pub fn read(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, Error> {
+        let mut bytes = Vec::new();
+        let path = self.blob_path(digest);
+        self.open_blob(digest)?
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_error("read", &path))?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::TooBig {
+                what: digest.to_string(),
+                limit,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// A JSON blob (manifest, config), parsed.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+    ) -> Result<T, Error> {
+        let bytes = self.read(digest, MAX_JSON)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Index {
+            path: self.blob_path(digest),
+            message: e.to_string(),
+        })
+    }
+
+    /// Write `bytes` as a blob (a JSON document made here): its digest
+    /// and whether it is new.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(Digest, bool), Error> {
+        self.put(bytes, None, bytes.len() as u64)
+            .map(|(digest, _, new)| (digest, new))
+    }
+
+    /// `index.json`, parsed (empty if absent).
+    pub fn index(&self) -> Result<ImageIndex, Error> {
+        let path = self.dir.join("index.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| Error::Index {
+                    path,
+                    message: e.to_string(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Ok(ImageIndex::default())
+            }
+            Err(e) => Err(io_error("read", &path)(e)),
+        }
+    }
+
+    /// Every name and the manifest it points at.
+    pub fn names(&self) -> Result<Vec<(Reference, Descriptor)>, Error> {
+        Ok(self
+            .index()?
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                let name = d.annotations().as_ref()?.get(REF_NAME)?;
+                Some((name.parse().ok()?, d.clone()))
+            })
+            .collect())
+    }
+
+    /// Point `name` at the manifest `descriptor` (replacing where it
+    /// pointed before). Call with the lock held.
+    pub fn tag(
+        &self,
+        name: &Reference,
+        manifest: &Descriptor,
+    ) -> Result<(), Error> {
+        let mut index = self.index()?;
+        let full = name.to_string();
+        let mut descriptor = manifest.clone();
+        let mut annotations = HashMap::new();
+        annotations.insert(REF_NAME.to_owned(), full.clone());
+        descriptor.set_annotations(Some(annotations));
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| !names(d, &full))
+            .cloned()
+            .collect();
+        manifests.push(descriptor);
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// Remove `name`; whether it was there. Call with the lock held.
+    pub fn untag(&self, name: &Reference) -> Result<bool, Error> {
+        let mut index = self.index()?;
+        let full = name.to_string();
+        let before = index.manifests().len();
+        let kept: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| !names(d, &full))
+            .cloned()
+            .collect();
+        let removed = kept.len() != before;
+        index.set_manifests(kept);
+        if removed {
+            self.write_index(&index)?;
+        }
+        Ok(removed)
+    }
+
+    fn write_index(&self, index: &ImageIndex) -> Result<(), Error> {
+        let path = self.dir.join("index.json");
+        let bytes =
+            serde_json::to_vec_pretty(index).map_err(|e| Error::Index {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        write_synced(self, &path, &bytes)
+    }
+}
+
+/// Whether descriptor `d` carries name `full`.
+fn names(d: &Descriptor, full: &str) -> bool {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME))
+        .is_some_and(|n| n == full)
+}
+
+/// A descriptor of an OCI manifest blob.
+pub fn manifest_descriptor(digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(MediaType::ImageManifest, size, oci_digest(digest))
+}
+
+/// Our digest as oci-spec's.
+pub fn oci_digest(digest: &Digest) -> oci_spec::image::Digest {
+    digest
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| unreachable!("a sha256 digest is a digest"))
+}
+
+/// oci-spec's digest as ours (`None`: not sha256).
+pub fn our_digest(digest: &oci_spec::image::Digest) -> Option<Digest> {
+    digest.to_string().parse().ok()
+}
+
+/// Replace `path` with `bytes`: a temporary file in `tmp/`, synced,
+/// renamed over it, the directory synced.
+fn write_synced(store: &Store, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = store.dir.join("tmp").join(super::tmp_name());
+    let written = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error("write", &tmp)(e));
+    }
+    fs::rename(&tmp, path).map_err(io_error("replace", path))?;
+    sync_dir(path.parent().unwrap_or(&store.dir))
+}
+
+/// fsync(2) a directory, so that a rename in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync", dir))
+}
