@@ -151,43 +151,33 @@ pub fn reexec_read_only() -> Result<(), Error> {
     if is_sealed(&exe) || is_on_read_only_mount(&exe) {
         return Ok(());
     }
-    drop(exe);
-    let Some(clone) = read_only_clone() else {
+    let Some(clone) = read_only_clone(&exe) else {
         return reexec_sealed();
     };
     let (args, env) = args_and_env()?;
-    // SAFETY: `clone` is an open fd; the path is empty with AT_EMPTY_PATH;
-    // `args` and `env` are NULL-terminated arrays of C strings that live
-    // across the call, which returns only on failure.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            clone.as_raw_fd(),
-            c"".as_ptr(),
-            pointers(&args).as_ptr(),
-            pointers(&env).as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    Err(Error::Exec(Errno::from_raw(if rc < 0 {
-        Errno::last_raw()
-    } else {
-        0
-    })))
+    let flags = nix::fcntl::AtFlags::AT_EMPTY_PATH;
+    match nix::unistd::execveat(&clone, c"", &args, &env, flags) {
+        Err(errno) => Err(Error::Exec(errno)),
+        Ok(never) => match never {},
+    }
 }
 // ANCHOR_END: reexec_read_only
 
-/// A read-only, detached bind mount of this process's binary, as an
-/// `O_PATH` fd (close-on-exec), or `None` where the kernel or our
-/// privileges do not allow one.
-fn read_only_clone() -> Option<OwnedFd> {
-    // SAFETY: open_tree(2) with a NUL-terminated path and its own flags.
+/// A read-only, detached bind mount of `exe` (this process's binary,
+/// open), as an `O_PATH` fd (close-on-exec), or `None` where the kernel or
+/// our privileges do not allow one. The clone is made of the open file,
+/// so no path is looked up twice.
+fn read_only_clone(exe: &File) -> Option<OwnedFd> {
+    // SAFETY: open_tree(2) on an open fd, with an empty NUL-terminated
+    // path and AT_EMPTY_PATH.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c"/proc/self/exe".as_ptr(),
-            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC,
+            exe.as_raw_fd(),
+            c"".as_ptr(),
+            libc::OPEN_TREE_CLONE
+                | libc::OPEN_TREE_CLOEXEC
+                | libc::AT_EMPTY_PATH as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -235,15 +225,6 @@ fn args_and_env() -> Result<(Vec<CString>, Vec<CString>), Error> {
             .collect(),
     )?;
     Ok((args, env))
-}
-
-/// A NULL-terminated array of pointers to `strings`, for `execve(2)`.
-fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
 }
 
 // ANCHOR: undumpable
