@@ -126,3 +126,99 @@ fn a_tar_that_is_no_image_is_one_clear_error() {
     );
     assert_eq!(blobs(&dir.join("image")), 0);
 }
+
+#[test]
+fn an_archive_naming_a_file_outside_itself_is_refused() {
+    let dir = fresh("escape");
+    let store = Store::open(&dir.join("image")).unwrap();
+    // A manifest naming a host file, and a layer that is a symlink out:
+    // a load reads nothing but the tar, and says so.
+    for (layer, link) in [
+        ("../../../../etc/passwd", None),
+        ("x/layer.tar", Some("../../../../etc/passwd")),
+    ] {
+        let mut out = tar::Builder::new(Vec::new());
+        if let Some(target) = link {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            out.append_link(&mut header, layer, target).unwrap();
+        }
+        let manifest = serde_json::json!([{
+            "Config": "config.json", "RepoTags": ["evil:1"], "Layers": [layer],
+        }])
+        .to_string();
+        let config = r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+        for (name, bytes) in
+            [("config.json", config), ("manifest.json", &manifest)]
+        {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            out.append_data(&mut header, name, bytes.as_bytes())
+                .unwrap();
+        }
+        let tar = out.into_inner().unwrap();
+        let err = archive::load(&store, &tar[..]).unwrap_err();
+        assert!(err.to_string().contains("leaves the archive"), "{err}");
+        assert_eq!(blobs(&dir.join("image")), 0, "{layer}");
+        assert!(store.names().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn an_archive_of_endless_json_is_cut_short() {
+    let dir = fresh("json-flood");
+    let store = Store::open(&dir.join("image")).unwrap();
+    // 70 top-level JSON files of 1 MiB: more than a load keeps in memory.
+    let mut out = tar::Builder::new(Vec::new());
+    let filler = vec![b' '; 1 << 20];
+    for i in 0..70 {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(filler.len() as u64);
+        header.set_mode(0o644);
+        out.append_data(&mut header, format!("{i}.json"), &filler[..])
+            .unwrap();
+    }
+    let tar = out.into_inner().unwrap();
+    let err = archive::load(&store, &tar[..]).unwrap_err();
+    assert!(err.to_string().contains("bytes of JSON documents"), "{err}");
+    assert_eq!(blobs(&dir.join("image")), 0);
+}
+
+#[test]
+fn a_blob_over_its_bound_is_not_kept() {
+    let dir = fresh("too-big");
+    let store = Store::open(&dir.join("image")).unwrap();
+    let err = store.put(&b"four"[..], None, 3).unwrap_err();
+    assert_eq!(err.to_string(), "blob being written: larger than 3 bytes");
+    // An unbounded caller does not overflow the bound.
+    store.put(&b"four"[..], None, u64::MAX).unwrap();
+    assert_eq!(blobs(&dir.join("image")), 1);
+    assert_eq!(fs::read_dir(dir.join("image/tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn opening_the_store_sweeps_only_what_dead_writers_left() {
+    use std::os::fd::AsRawFd;
+    let dir = fresh("sweep");
+    let image = dir.join("image");
+    Store::open(&image).unwrap();
+    // A writer that died (no lock) and one that is writing (locked).
+    fs::write(image.join("tmp/dead"), "half a blob").unwrap();
+    let live = fs::File::create(image.join("tmp/live")).unwrap();
+    // SAFETY: flock(2) on an fd this test owns.
+    let rc = unsafe { libc::flock(live.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0);
+    Store::open(&image).unwrap();
+    assert!(!image.join("tmp/dead").exists());
+    assert!(
+        image.join("tmp/live").exists(),
+        "a live writer's file was swept"
+    );
+    // The store is private: configs may hold secrets.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(&image).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700);
+}

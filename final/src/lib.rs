@@ -23,6 +23,7 @@
 //! builds, then networking.
 
 pub mod image;
+pub mod path_io;
 pub mod runtime;
 
 pub use step08_oci::*;

@@ -43,6 +43,11 @@ pub enum Error {
     Invalid(String),
 }
 
+/// How much of an archive's top-level JSON (manifests, configs) a load
+/// keeps in memory at most: an archive of a million small JSON files
+/// would otherwise fill it.
+pub const MAX_JSON_TOTAL: u64 = 64 << 20;
+
 /// The biggest layer a load accepts.
 pub const MAX_BLOB: u64 = 64 << 30;
 
@@ -74,7 +79,10 @@ pub fn load(store: &Store, reader: impl Read) -> Result<Vec<Loaded>, Error> {
     let mut added = Vec::new();
     let result = load_locked(store, reader, &mut added);
     if result.is_err() {
-        for digest in &added {
+        // A name given before the failure (an archive of several images)
+        // keeps what it points at; everything else this load added goes.
+        let keep = referenced(store).unwrap_or_default();
+        for digest in added.iter().filter(|d| !keep.contains(*d)) {
             let _ = std::fs::remove_file(store.blob_path(digest));
         }
     }
@@ -89,10 +97,11 @@ fn load_locked(
     let mut json: HashMap<PathBuf, Vec<u8>> = HashMap::new();
     let mut blobs: HashMap<PathBuf, Digest> = HashMap::new();
     let mut links: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut json_bytes = 0u64;
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(Error::Tar)? {
         let mut entry = entry.map_err(Error::Tar)?;
-        let path = clean(&entry.path().map_err(Error::Tar)?)?;
+        let path = normalise(&entry.path().map_err(Error::Tar)?)?;
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             if let Some(target) = entry.link_name().map_err(Error::Tar)? {
@@ -108,10 +117,16 @@ fn load_locked(
         if !kind.is_file() {
             continue;
         }
-        let top_json = path.components().count() == 1
-            && path.extension().is_some_and(|e| e == "json")
+        let top_json = (path.components().count() == 1
+            && path.extension().is_some_and(|e| e == "json"))
             || path == Path::new("oci-layout");
         if top_json && entry.size() <= MAX_JSON {
+            json_bytes += entry.size();
+            if json_bytes > MAX_JSON_TOTAL {
+                return Err(Error::Invalid(format!(
+                    "more than {MAX_JSON_TOTAL} bytes of JSON documents"
+                )));
+            }
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes).map_err(Error::Tar)?;
             json.insert(path, bytes);
@@ -241,21 +256,8 @@ fn docker_image(
     }
     let mut descriptors = Vec::new();
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        let size = std::fs::metadata(store.blob_path(layer))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let mut head = [0u8; 2];
-        let gzip = store
-            .open_blob(layer)
-            .and_then(|mut b| {
-                b.read_exact(&mut head).map_err(|e| store::Error::Io {
-                    what: "read",
-                    path: store.blob_path(layer),
-                    source: e,
-                })
-            })
-            .is_ok()
-            && head == [0x1f, 0x8b];
+        let size = store.size(layer)?;
+        let gzip = crate::overlay::is_gzip(&store.head(layer, 2)?);
         // An uncompressed layer's digest *is* its diff ID: check it now.
         if !gzip && layer.to_string() != *diff_id {
             return Err(Error::Invalid(format!(
@@ -273,9 +275,7 @@ fn docker_image(
             "size": size,
         }));
     }
-    let config_size = std::fs::metadata(store.blob_path(config))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let config_size = store.size(config)?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::ImageManifest.to_string(),
@@ -371,12 +371,9 @@ fn named_digest(path: &Path) -> Option<Digest> {
     format!("sha256:{}", rest.to_str()?).parse().ok()
 }
 
-/// A tar entry's path, relative and without `..`.
-fn clean(path: &Path) -> Result<PathBuf, Error> {
-    normalise(path)
-}
-
-/// `path` with `.` dropped, refused if it climbs out or is absolute.
+/// A path of the archive (an entry, a link's target, a name in a
+/// manifest) with `.` dropped and `..` applied; refused if it climbs out
+/// of the archive or is absolute.
 fn normalise(path: &Path) -> Result<PathBuf, Error> {
     let mut out = PathBuf::new();
     for component in path.components() {

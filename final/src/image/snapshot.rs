@@ -15,7 +15,7 @@
 //! against the config's `diff_id` while step 7's unpacker writes it out.
 //! Only a snapshot whose every byte matched is renamed into place.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,8 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use super::digest::{Digest, Hashing};
 use super::store::{self, Store, our_digest};
-use crate::overlay::unpack;
+use crate::overlay::{lock_dir, remove_stale, remove_tree, unpack};
+use crate::path_io::{self, PathIo};
 
 /// What can go wrong while preparing snapshots.
 #[derive(Debug, thiserror::Error)]
@@ -32,17 +33,9 @@ pub enum Error {
     /// The store (a blob missing, changed, unreadable).
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// A directory of the snapshots.
-    #[error("snapshots: cannot {what} {path}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// A file or directory.
+    #[error(transparent)]
+    Io(#[from] PathIo),
     /// The manifest and its config disagree, or name what is not sha256.
     #[error("image {manifest}: {why}")]
     Malformed {
@@ -98,25 +91,15 @@ impl Snapshots {
     pub fn open(dir: &Path) -> Result<Snapshots, Error> {
         for sub in ["sha256", "tmp"] {
             let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(io_error("create", &path))?;
+            fs::create_dir_all(&path).map_err(path_io::at("create", &path))?;
         }
         fs::set_permissions(
             dir,
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
-        .map_err(io_error("make private", dir))?;
+        .map_err(path_io::at("make private", dir))?;
         let tmp = dir.join("tmp");
-        for entry in fs::read_dir(&tmp)
-            .map_err(io_error("list", &tmp))?
-            .flatten()
-        {
-            // Held: a live unpack's. Free: a dead one's.
-            if let Ok(file) = File::open(entry.path())
-                && try_lock(&file)
-            {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
+        remove_stale(&tmp).map_err(path_io::at("list", &tmp))?;
         Ok(Snapshots {
             dir: dir.to_owned(),
         })
@@ -183,19 +166,19 @@ impl Snapshots {
         dir: &Path,
     ) -> Result<(), Error> {
         let tmp = self.dir.join("tmp").join(super::tmp_name());
-        fs::create_dir(&tmp).map_err(io_error("create", &tmp))?;
-        let lock = File::open(&tmp).map_err(io_error("open", &tmp))?;
-        try_lock(&lock);
+        fs::create_dir(&tmp).map_err(path_io::at("create", &tmp))?;
+        // Ours until renamed or removed; if we die, the next open sweeps it.
+        let _lock = lock_dir(&tmp).map_err(path_io::at("lock", &tmp))?;
         let result = unpack_layer(store, layer, diff_id, &tmp).and_then(|()| {
             match fs::rename(&tmp, dir) {
                 Ok(()) => Ok(()),
                 // Another writer finished the same snapshot first.
                 Err(_) if dir.is_dir() => Ok(()),
-                Err(e) => Err(io_error("rename into place", dir)(e)),
+                Err(e) => Err(path_io::at("rename into place", dir)(e).into()),
             }
         });
         if tmp.exists() {
-            let _ = fs::remove_dir_all(&tmp);
+            remove_tree(&tmp);
         }
         result
     }
@@ -213,18 +196,15 @@ fn unpack_layer(
         source,
     };
     let mut blob = BufReader::with_capacity(1 << 20, store.open_blob(layer)?);
-    let gzip = blob
-        .fill_buf()
-        .map_err(read_error)?
-        .starts_with(&[0x1f, 0x8b]);
+    let gzip = crate::overlay::is_gzip(blob.fill_buf().map_err(read_error)?);
     let stream: Box<dyn Read + '_> = if gzip {
         Box::new(GzDecoder::new(&mut blob))
     } else {
         Box::new(&mut blob)
     };
     let mut hashing = Hashing::new(stream);
-    let root =
-        unpack::open_root(dir).map_err(|e| io_error("open", dir)(e.into()))?;
+    let root = unpack::open_root(dir)
+        .map_err(|e| path_io::at("open", dir)(e.into()))?;
     let privileged = nix::unistd::geteuid().is_root();
     unpack::unpack(&mut hashing, std::os::fd::AsFd::as_fd(&root), privileged)
         .map_err(|source| Error::Unpack {
@@ -254,23 +234,4 @@ fn unpack_layer(
         });
     }
     Ok(())
-}
-
-fn io_error(
-    what: &'static str,
-    path: &Path,
-) -> impl FnOnce(io::Error) -> Error {
-    let path = path.to_owned();
-    move |source| Error::Io { what, path, source }
-}
-
-/// Take `file`'s lock without waiting; whether we got it.
-fn try_lock(file: &File) -> bool {
-    // SAFETY: flock(2) on an fd we own; it changes no memory.
-    unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(file),
-            libc::LOCK_EX | libc::LOCK_NB,
-        ) == 0
-    }
 }

@@ -7,7 +7,8 @@
 //!   DIR/index.json              one manifest descriptor per name, the name in
 //!                               the annotation org.opencontainers.image.ref.name
 //!   DIR/blobs/sha256/<hex>      content, never rewritten (mode 0644)
-//!   DIR/tmp/                    blobs being written; emptied on open
+//!   DIR/tmp/                    blobs being written, each locked by its
+//!                               writer; a dead writer's swept on open
 //!   DIR/lock                    flock(2) while index.json changes
 //! ```
 //!
@@ -25,13 +26,15 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 use super::digest::{Digest, Hashing, Verified};
 use super::reference::Reference;
+use crate::overlay::{remove_stale, try_lock};
+use crate::path_io::{self, PathIo};
 
 /// The annotation that names an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -39,17 +42,9 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file or directory of the store.
-    #[error("image store: cannot {what} {path}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// A file or directory.
+    #[error(transparent)]
+    Io(#[from] PathIo),
     /// A blob's bytes are not those of the digest it was given under.
     #[error("blob {expected}: the content has digest {actual}")]
     Mismatch {
@@ -79,14 +74,6 @@ pub enum Error {
     },
 }
 
-fn io_error(
-    what: &'static str,
-    path: &Path,
-) -> impl FnOnce(io::Error) -> Error {
-    let path = path.to_owned();
-    move |source| Error::Io { what, path, source }
-}
-
 /// The biggest JSON document (manifest, config, index) the store reads
 /// into memory.
 pub const MAX_JSON: u64 = 4 << 20;
@@ -98,13 +85,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open the store at `dir`, creating it (mode 0700) if need be, and
-    /// remove what a killed writer left in `tmp/`.
+    /// Open the store at `dir`, creating it if need be (mode 0700: an
+    /// image's config may hold secrets in its environment, as docker's
+    /// store does), and remove what a killed writer left in `tmp/`.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         for sub in ["blobs/sha256", "tmp"] {
             let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(io_error("create", &path))?;
+            fs::create_dir_all(&path).map_err(path_io::at("create", &path))?;
         }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(path_io::at("make private", dir))?;
         let store = Store {
             dir: dir.to_owned(),
         };
@@ -117,15 +107,10 @@ impl Store {
                 br#"{"imageLayoutVersion":"1.0.0"}"#,
             )?;
         }
+        // A writer locks its temporary file until it is renamed: the
+        // unlocked ones are a dead writer's.
         let tmp = dir.join("tmp");
-        for entry in fs::read_dir(&tmp)
-            .map_err(io_error("list", &tmp))?
-            .flatten()
-        {
-            // Only a process holding the lock writes tmp files that
-            // survive it: none does now, so every one is garbage.
-            let _ = fs::remove_file(entry.path());
-        }
+        remove_stale(&tmp).map_err(path_io::at("list", &tmp))?;
         Ok(store)
     }
 
@@ -145,7 +130,7 @@ impl Store {
     }
 
     /// Take the store's lock (until the file is dropped): one writer of
-    /// `index.json` at a time, and no one sweeping `tmp/` under a writer.
+    /// `index.json` at a time.
     pub fn lock(&self) -> Result<File, Error> {
         let path = self.dir.join("lock");
         let file = fs::OpenOptions::new()
@@ -154,11 +139,13 @@ impl Store {
             .write(true)
             .mode(0o600)
             .open(&path)
-            .map_err(io_error("open", &path))?;
+            .map_err(path_io::at("open", &path))?;
         // SAFETY: flock(2) on an fd we own; it changes no memory.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         if rc != 0 {
-            return Err(io_error("lock", &path)(io::Error::last_os_error()));
+            return Err(
+                path_io::at("lock", &path)(io::Error::last_os_error()).into()
+            );
         }
         Ok(file)
     }
@@ -187,14 +174,9 @@ impl Store {
         expected: Option<&Digest>,
         limit: u64,
     ) -> Result<(Digest, u64, bool), Error> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(tmp)
-            .map_err(io_error("create", tmp))?;
-        let mut hashing = Hashing::new(reader.take(limit + 1));
-        io::copy(&mut hashing, &mut file).map_err(io_error("write", tmp))?;
+        let mut file = create_locked(tmp, 0o644)?;
+        let mut hashing = Hashing::new(reader.take(limit.saturating_add(1)));
+        io::copy(&mut hashing, &mut file).map_err(path_io::at("write", tmp))?;
         let size = hashing.len();
         if size > limit {
             return Err(Error::TooBig {
@@ -210,15 +192,15 @@ impl Store {
                 actual: digest,
             });
         }
-        file.sync_all().map_err(io_error("sync", tmp))?;
+        file.sync_all().map_err(path_io::at("sync", tmp))?;
         let path = self.blob_path(&digest);
         let new = !path.is_file();
         if new {
             fs::rename(tmp, &path)
-                .map_err(io_error("rename into place", &path))?;
+                .map_err(path_io::at("rename into place", &path))?;
             sync_dir(path.parent().unwrap_or(&self.dir))?;
         } else {
-            fs::remove_file(tmp).map_err(io_error("remove", tmp))?;
+            fs::remove_file(tmp).map_err(path_io::at("remove", tmp))?;
         }
         Ok((digest, size, new))
     }
@@ -228,9 +210,28 @@ impl Store {
         let path = self.blob_path(digest);
         let file = File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::Missing(digest.clone()),
-            _ => io_error("open", &path)(e),
+            _ => path_io::at("open", &path)(e).into(),
         })?;
         Ok(Verified::new(file, digest.clone()))
+    }
+
+    /// The size of blob `digest`.
+    pub fn size(&self, digest: &Digest) -> Result<u64, Error> {
+        let path = self.blob_path(digest);
+        Ok(fs::metadata(&path)
+            .map_err(path_io::at("stat", &path))?
+            .len())
+    }
+
+    /// The first `n` bytes of blob `digest` (fewer if it is shorter), not
+    /// checked: a peek at its format.
+    pub fn head(&self, digest: &Digest, n: u64) -> Result<Vec<u8>, Error> {
+        let path = self.blob_path(digest);
+        let mut head = Vec::new();
+        File::open(&path)
+            .and_then(|f| f.take(n).read_to_end(&mut head))
+            .map_err(path_io::at("read", &path))?;
+        Ok(head)
     }
 
     /// Blob `digest` in memory, checked, at most `limit` bytes.
@@ -238,9 +239,9 @@ impl Store {
         let mut bytes = Vec::new();
         let path = self.blob_path(digest);
         self.open_blob(digest)?
-            .take(limit + 1)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut bytes)
-            .map_err(io_error("read", &path))?;
+            .map_err(path_io::at("read", &path))?;
         if bytes.len() as u64 > limit {
             return Err(Error::TooBig {
                 what: digest.to_string(),
@@ -282,7 +283,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Ok(ImageIndex::default())
             }
-            Err(e) => Err(io_error("read", &path)(e)),
+            Err(e) => Err(path_io::at("read", &path)(e).into()),
         }
     }
 
@@ -383,22 +384,33 @@ pub fn our_digest(digest: &oci_spec::image::Digest) -> Option<Digest> {
 /// renamed over it, the directory synced.
 fn write_synced(store: &Store, path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = store.dir.join("tmp").join(super::tmp_name());
-    let written = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
+    let mut file = create_locked(&tmp, 0o644)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(io_error("write", &tmp)(e));
+        return Err(path_io::at("write", &tmp)(e).into());
     }
-    fs::rename(&tmp, path).map_err(io_error("replace", path))?;
+    fs::rename(&tmp, path).map_err(path_io::at("replace", path))?;
     sync_dir(path.parent().unwrap_or(&store.dir))
+}
+
+/// Create the temporary file `path` (mode `mode`) and lock it, so that
+/// no other process's [`Store::open`] sweeps it away while it is written.
+fn create_locked(path: &Path, mode: u32) -> Result<File, Error> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(path_io::at("create", path))?;
+    try_lock(&file).map_err(path_io::at("lock", path))?;
+    Ok(file)
 }
 
 /// fsync(2) a directory, so that a rename in it survives a crash.
 fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_error("sync", dir))
+        .map_err(path_io::at("sync", dir))
+        .map_err(Error::from)
 }

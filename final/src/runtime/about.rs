@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use step08_oci::oci::{check, mounts, seccomp};
 
 use super::Error;
-use super::state;
 
 /// `spec` could not write `config.json`.
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +54,9 @@ pub fn spec(bundle: &Path, rootless: bool) -> Result<(), Error> {
         }
     }
     let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    std::fs::write(&path, text + "\n").map_err(|source| {
-        Error::State(state::Error::Io {
-            what: "cannot write",
-            path: path.clone(),
-            source,
-        })
-    })
+    std::fs::write(&path, text + "\n")
+        .map_err(crate::path_io::at("write", &path))
+        .map_err(|e| Error::State(e.into()))
 }
 // ANCHOR_END: spec
 

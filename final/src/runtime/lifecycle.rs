@@ -365,13 +365,9 @@ pub fn delete(
         {
             let dir = state::dir_of(&runtime.root, id)?;
             return match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::State(state::Error::Io {
-                        what: "cannot remove",
-                        path: dir,
-                        source: e,
-                    }))
-                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(
+                    Error::State(crate::path_io::at("remove", &dir)(e).into()),
+                ),
                 _ => Ok(()),
             };
         }

@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use step08_oci::cgroup::{Cgroup, CgroupPath};
 use step08_oci::oci::{self, exec_fifo, pidfd};
 
+use crate::path_io::{self, PathIo};
+
 /// The record's file.
 pub const STATE_FILE: &str = "state.json";
 /// The copy of the spec.
@@ -52,16 +54,8 @@ pub enum Error {
     #[error(transparent)]
     Id(oci::Error),
     /// A file or directory of the state.
-    #[error("{what} {path}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     /// A state file that is not what we wrote.
     #[error("{path}: {message}")]
     Corrupt {
@@ -267,14 +261,6 @@ pub fn dir_of(root: &Path, id: &str) -> Result<PathBuf, Error> {
     Ok(root.join(id))
 }
 
-fn io_error(
-    what: &'static str,
-    path: &Path,
-) -> impl FnOnce(io::Error) -> Error {
-    let path = path.to_owned();
-    move |source| Error::Io { what, path, source }
-}
-
 /// Write `bytes` to `path` atomically (a temporary file, then
 /// `rename(2)`), mode 0600: a reader sees the old or the new, never half.
 /// No `fsync`: the state lives under `/run` (a tmpfs), which a crash or a
@@ -289,10 +275,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(io_error("cannot create", &tmp))?;
-    file.write_all(bytes)
-        .map_err(io_error("cannot write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_error("cannot rename into", path))
+        .map_err(path_io::at("create", &tmp))?;
+    file.write_all(bytes).map_err(path_io::at("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(path_io::at("rename into", path))?;
+    Ok(())
 }
 
 impl Container {
@@ -305,18 +291,18 @@ impl Container {
                 .recursive(true)
                 .mode(0o700)
                 .create(root)
-                .map_err(io_error("cannot create the root", root))?;
+                .map_err(path_io::at("create the root", root))?;
         }
         match fs::DirBuilder::new().mode(0o711).create(&dir) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(Error::Exists(id.to_owned()));
             }
-            other => other.map_err(io_error("cannot create", &dir))?,
+            other => other.map_err(path_io::at("create", &dir))?,
         }
         // The mode is 0711 whatever the umask.
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
-            .map_err(io_error("cannot chmod", &dir))?;
+            .map_err(path_io::at("chmod", &dir))?;
         let lock = Lock::exclusive(&dir)?;
         Ok((dir, lock))
     }
@@ -330,7 +316,7 @@ impl Container {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(id.to_owned()));
             }
-            other => other.map_err(io_error("cannot read", &path))?,
+            other => other.map_err(path_io::at("read", &path))?,
         };
         let record: Record =
             serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
@@ -391,7 +377,7 @@ impl Container {
     /// The spec `create` read.
     pub fn spec(&self) -> Result<Spec, Error> {
         let path = self.dir.join(CONFIG_FILE);
-        let text = fs::read(&path).map_err(io_error("cannot read", &path))?;
+        let text = fs::read(&path).map_err(path_io::at("read", &path))?;
         serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
             path,
             message: e.to_string(),
@@ -446,7 +432,7 @@ impl Container {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Vec::new());
             }
-            other => other.map_err(io_error("cannot read", root))?,
+            other => other.map_err(path_io::at("read", root))?,
         };
         let mut ids: Vec<String> = entries
             .filter_map(Result::ok)
@@ -462,7 +448,8 @@ impl Container {
     /// Remove the container's directory (its lock goes with it).
     pub fn remove(self) -> Result<(), Error> {
         fs::remove_dir_all(&self.dir)
-            .map_err(io_error("cannot remove", &self.dir))
+            .map_err(path_io::at("remove", &self.dir))?;
+        Ok(())
     }
 }
 

@@ -219,7 +219,7 @@ static TMP_COUNTER: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
 
 /// Whether `bytes` start like gzip.
-fn is_gzip(bytes: &[u8]) -> bool {
+pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
@@ -284,7 +284,7 @@ pub const MAX_TRAILING: u64 = 1 << 20;
 /// Lock `file` for this process, without waiting; `false` if another
 /// process holds it. The lock goes when the last copy of the fd closes, so
 /// a killed process leaves nothing locked.
-fn try_lock(file: &File) -> Result<bool, io::Error> {
+pub fn try_lock(file: &File) -> Result<bool, io::Error> {
     // SAFETY: flock(2) on an fd we own; it changes no memory.
     let rc =
         unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -295,13 +295,30 @@ fn try_lock(file: &File) -> Result<bool, io::Error> {
     }
 }
 
-/// Open directory `dir` and take its lock: `None` if a live process holds
-/// it.
-fn lock_dir(dir: &Path) -> Result<Option<File>, io::Error> {
+/// Open directory (or file) `dir` and take its lock: `None` if a live
+/// process holds it.
+pub fn lock_dir(dir: &Path) -> Result<Option<File>, io::Error> {
     let file = File::open(dir)?;
     Ok(try_lock(&file)?.then_some(file))
 }
 // ANCHOR_END: lock
+
+/// Remove every directory or file in `parent` whose lock no process
+/// holds: what a killed writer left behind ([`lock_dir`]).
+pub fn remove_stale(parent: &Path) -> Result<(), io::Error> {
+    for entry in fs::read_dir(parent)?.flatten() {
+        let path = entry.path();
+        // Held: a live writer's. Gone meanwhile: nothing to do.
+        if let Ok(Some(_lock)) = lock_dir(&path) {
+            if path.is_dir() {
+                remove_tree(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Create `path` with mode 0700 (whatever the umask), or make it 0700.
 fn private_dir(path: &Path) -> Result<(), Error> {
@@ -333,25 +350,12 @@ impl Store {
             dir: dir.to_owned(),
         };
         for sub in ["layers/tmp", "containers"] {
-            store.remove_stale(&dir.join(sub))?;
+            let path = dir.join(sub);
+            remove_stale(&path).map_err(store_error("list", &path))?;
         }
         Ok(store)
     }
     // ANCHOR_END: open
-
-    /// Remove every directory in `parent` whose lock no process holds.
-    fn remove_stale(&self, parent: &Path) -> Result<(), Error> {
-        let entries =
-            fs::read_dir(parent).map_err(store_error("list", parent))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            // Held: a live run's. Gone meanwhile: nothing to do.
-            if let Ok(Some(_lock)) = lock_dir(&path) {
-                remove_tree(&path);
-            }
-        }
-        Ok(())
-    }
 
     // ANCHOR: layer
     /// The layer in tarball `path`, unpacked into the store unless it
@@ -604,7 +608,7 @@ impl Drop for Container {
 /// Remove `dir` and everything below it, best effort. overlayfs leaves a
 /// `work/work` directory of mode 000; root removes it anyway, an ordinary
 /// user (rootless) must first give itself permission to look inside.
-fn remove_tree(dir: &Path) {
+pub fn remove_tree(dir: &Path) {
     if fs::remove_dir_all(dir).is_ok() || !dir.exists() {
         return;
     }
