@@ -40,7 +40,7 @@ fn image_blobs(rootfs: &Path) -> (Vec<u8>, String, Vec<u8>, String) {
 }
 
 /// A tar of `files` (name, content).
-fn tar_of(files: &[(String, &[u8])]) -> Vec<u8> {
+pub fn tar_of(files: &[(String, &[u8])]) -> Vec<u8> {
     let mut out = tar::Builder::new(Vec::new());
     for (name, bytes) in files {
         let mut header = tar::Header::new_gnu();

@@ -111,14 +111,7 @@ fn a_blob_not_named_after_its_digest_is_refused() {
 fn a_tar_that_is_no_image_is_one_clear_error() {
     let dir = fresh("no-image");
     let store = Store::open(&dir.join("image")).unwrap();
-    let mut out = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(5);
-    header.set_mode(0o644);
-    header.set_cksum();
-    out.append_data(&mut header, "hello.txt", &b"hello"[..])
-        .unwrap();
-    let tar = out.into_inner().unwrap();
+    let tar = daemons::tar_of(&[("hello.txt".to_owned(), b"hello")]);
     let err = archive::load(&store, &tar[..]).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -171,16 +164,11 @@ fn an_archive_of_endless_json_is_cut_short() {
     let dir = fresh("json-flood");
     let store = Store::open(&dir.join("image")).unwrap();
     // 70 top-level JSON files of 1 MiB: more than a load keeps in memory.
-    let mut out = tar::Builder::new(Vec::new());
     let filler = vec![b' '; 1 << 20];
-    for i in 0..70 {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(filler.len() as u64);
-        header.set_mode(0o644);
-        out.append_data(&mut header, format!("{i}.json"), &filler[..])
-            .unwrap();
-    }
-    let tar = out.into_inner().unwrap();
+    let files: Vec<(String, &[u8])> = (0..70)
+        .map(|i| (format!("{i}.json"), &filler[..]))
+        .collect();
+    let tar = daemons::tar_of(&files);
     let err = archive::load(&store, &tar[..]).unwrap_err();
     assert!(err.to_string().contains("bytes of JSON documents"), "{err}");
     assert_eq!(blobs(&dir.join("image")), 0);
