@@ -16,14 +16,21 @@
 //!   chain IDs (`digest`), `load` of `docker save` and OCI archives
 //!   (`archive`), snapshots by chain ID unpacked with step 7's unpacker
 //!   (`snapshot`).
+//! - [`shim`] — **`berth-shim`**, one per container: it detaches, calls
+//!   the runtime, holds the container's stdio (pipes or a pty), writes
+//!   its json-file log (`logs`), reaps it and records its exit, and
+//!   serves the daemon on a unix socket (`protocol`, `client`; the loop
+//!   is `server`, the runtime's command line `runtime`). Single-threaded.
+//! - [`time`] — RFC 3339 timestamps; [`path_io`] — the error of a file
+//!   operation, and durable replacement of a file.
 //!
 //! Still to come (issue 9 on): the daemon speaking the Docker Engine API,
-//! one `berth-shim` per container holding its stdio and exit status so
-//! containers outlive the daemon, the `berth` CLI; then registries and
-//! builds, then networking.
+//! the `berth` CLI; then registries and builds, then networking.
 
 pub mod image;
 pub mod path_io;
 pub mod runtime;
+pub mod shim;
+pub mod time;
 
 pub use step08_oci::*;

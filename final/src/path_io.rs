@@ -25,3 +25,49 @@ pub fn at(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PathIo {
     let path = path.to_owned();
     move |source| PathIo { what, path, source }
 }
+
+/// fsync(2) the directory `dir`, so that a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), PathIo> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(at("sync", dir))
+}
+
+/// Replace `path` with `bytes` so that a reader, or a process killed at
+/// any moment, sees the old content or the new and never half of it: a
+/// temporary file beside it (mode `mode`, named after this process so two
+/// writers never share one), synced, renamed over `path`, the directory
+/// synced. On failure the temporary file is removed.
+pub fn replace_durably(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), PathIo> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .map_err(at("write", &tmp))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(at("replace", path))
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
+}

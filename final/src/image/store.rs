@@ -409,8 +409,5 @@ fn create_locked(path: &Path, mode: u32) -> Result<File, Error> {
 
 /// fsync(2) a directory, so that a rename in it survives a crash.
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(path_io::at("sync", dir))
-        .map_err(Error::from)
+    path_io::sync_dir(dir).map_err(Error::from)
 }

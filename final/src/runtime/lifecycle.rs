@@ -18,8 +18,9 @@ use step08_oci::oci::lifecycle::{self as oci_lifecycle, Created};
 use step08_oci::oci::{self, exec_fifo, hooks, pidfd};
 
 use super::Error;
-use super::log::{Log, rfc3339};
+use super::log::Log;
 use super::state::{self, Container, Identity, Record, Status};
+use crate::time::rfc3339;
 
 /// What every command knows: the global flags.
 #[derive(Debug)]
