@@ -578,3 +578,241 @@ impl Drop for ArgvLog {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `berth daemon`, started for one test with directories and a socket of
+/// its own (`target/test-engine/NAME`, `/run/berth-test/NAME`), and the
+/// docker CLI pointed at it. Dropped: every container removed, the
+/// daemon stopped, its directories removed.
+pub struct Berth {
+    data: PathBuf,
+    exec: PathBuf,
+    child: Option<Child>,
+    docker_config: PathBuf,
+}
+
+impl Berth {
+    /// Start the daemon (`extra` flags added) and wait for its socket.
+    pub fn start(name: &str, extra: &[&str]) -> Berth {
+        let data = crate::workspace_root()
+            .join("target/test-engine")
+            .join(name);
+        let exec = PathBuf::from("/run/berth-test").join(name);
+        let docker_config = data.with_extension("docker");
+        let mut berth = Berth {
+            data,
+            exec,
+            child: None,
+            docker_config,
+        };
+        // What an earlier, failed run left: its containers, its mounts.
+        berth.clean_leftovers();
+        fs::create_dir_all(&berth.docker_config).unwrap();
+        berth.restart(extra);
+        berth
+    }
+
+    /// Start the daemon again on the same directories.
+    pub fn restart(&mut self, extra: &[&str]) {
+        let bin = crate::workspace_root().join(crate::step_binary("berth"));
+        let log = fs::File::create(self.data.with_extension("log")).unwrap();
+        let child = Command::new(bin)
+            .arg("daemon")
+            .arg("--data-root")
+            .arg(&self.data)
+            .arg("--exec-root")
+            .arg(&self.exec)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("cannot start berth daemon");
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            if let Some(Ok(Some(status))) =
+                self.child.as_mut().map(Child::try_wait)
+            {
+                panic!("berth daemon exited ({status}): {}", self.daemon_log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "berth daemon did not listen: {}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the daemon wrote.
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Its socket.
+    pub fn socket(&self) -> PathBuf {
+        self.exec.join("berth.sock")
+    }
+
+    /// Its data root.
+    pub fn data_root(&self) -> &Path {
+        &self.data
+    }
+
+    /// Its exec root.
+    pub fn exec_root(&self) -> &Path {
+        &self.exec
+    }
+
+    /// Kill the daemon with SIGKILL, as a crash would.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop the daemon with SIGTERM and wait for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) takes integers only.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// The docker CLI on PATH against this daemon, negotiating the API
+    /// version itself (`DOCKER_API_VERSION` unset), with a config
+    /// directory of its own.
+    pub fn docker(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("docker");
+        command
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env_remove("DOCKER_API_VERSION")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run `docker args`: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self.docker(args).output().expect("cannot run docker");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// `docker load` the test rootfs as `tag`.
+    pub fn load_rootfs(&self, rootfs: &Path, tag: &str) {
+        let archive = self.data.with_extension("tar");
+        fs::write(&archive, docker_archive(rootfs, tag)).unwrap();
+        let (code, out, err) =
+            self.run(&["load", "-i", archive.to_str().unwrap()]);
+        assert_eq!(code, 0, "docker load: {out}{err}\n{}", self.daemon_log());
+    }
+
+    fn clean_leftovers(&mut self) {
+        let containers = self.data.join("containers");
+        if let Ok(entries) = fs::read_dir(&containers) {
+            for entry in entries.flatten() {
+                let shim = self.exec.join(entry.file_name()).join("shim.pid");
+                if let Ok(text) = fs::read_to_string(&shim) {
+                    let pid: serde_json::Value =
+                        serde_json::from_str(&text).unwrap_or_default();
+                    if let Some(pid) = pid["pid"].as_i64() {
+                        // SAFETY: kill(2) takes integers only.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                }
+                let rootfs = entry.path().join("rootfs");
+                if let Ok(path) = std::ffi::CString::new(
+                    rootfs.as_os_str().as_encoded_bytes(),
+                ) {
+                    // SAFETY: umount2(2) reads a NUL-terminated path that
+                    // lives across the call.
+                    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
+        let runtime_root = self.exec.join("runtime");
+        if runtime_root.exists() {
+            let runtime = crate::workspace_root()
+                .join(crate::step_binary("berth-runtime"));
+            let listed = Command::new(&runtime)
+                .arg("--root")
+                .arg(&runtime_root)
+                .args(["list", "-q"])
+                .output();
+            if let Ok(listed) = listed {
+                for id in String::from_utf8_lossy(&listed.stdout).lines() {
+                    let _ = Command::new(&runtime)
+                        .arg("--root")
+                        .arg(&runtime_root)
+                        .args(["delete", "--force", id])
+                        .status();
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&self.data);
+        let _ = fs::remove_dir_all(&self.exec);
+        let _ = fs::remove_dir_all(&self.docker_config);
+    }
+
+    /// What is left of containers on the host: shims, mounts under the
+    /// data root, runtime state, cgroups named after the test's
+    /// containers. Empty when all is clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let data = self.data.display().to_string();
+        let mounts =
+            fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        left.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains(&data))
+                .map(str::to_owned),
+        );
+        if let Ok(entries) = fs::read_dir(self.data.join("containers")) {
+            left.extend(
+                entries
+                    .flatten()
+                    .map(|e| format!("container dir {:?}", e.file_name())),
+            );
+        }
+        if let Ok(entries) = fs::read_dir(self.exec.join("runtime")) {
+            left.extend(
+                entries
+                    .flatten()
+                    .map(|e| format!("runtime state {:?}", e.file_name())),
+            );
+        }
+        let shims = Command::new("pgrep")
+            .args(["-f", &format!("berth-shim.*{}", self.exec.display())])
+            .output();
+        if let Ok(shims) = shims {
+            left.extend(
+                String::from_utf8_lossy(&shims.stdout)
+                    .lines()
+                    .map(|p| format!("shim pid {p}")),
+            );
+        }
+        left
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let (_, ids, _) = self.run(&["ps", "-aq"]);
+            for id in ids.lines() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+            self.stop();
+        }
+        self.clean_leftovers();
+    }
+}

@@ -27,6 +27,7 @@
 //! Still to come (issue 9 on): the daemon speaking the Docker Engine API,
 //! the `berth` CLI; then registries and builds, then networking.
 
+pub mod daemon;
 pub mod image;
 pub mod path_io;
 pub mod runtime;

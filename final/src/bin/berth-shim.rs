@@ -32,6 +32,9 @@ struct Args {
     /// Keep the container's stdin open for attached clients.
     #[arg(long)]
     stdin: bool,
+    /// Where the json-file log goes (default: --dir).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
     /// Rotate the log at this size, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     log_max_size: u64,
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let options = berth::shim::Options {
         id: args.id,
         bundle: args.bundle,
+        log_dir: args.log_dir.unwrap_or_else(|| args.dir.clone()),
         dir: args.dir,
         runtime: args.runtime,
         runtime_root: args.runtime_root,

@@ -35,7 +35,7 @@
 //!             resize, wait, delete                                   to the shim)
 //! ```
 //!
-//! Single-threaded, no async runtime: one `poll(2)` loop ([`server`]).
+//! Single-threaded, no async runtime: one `poll(2)` loop (`server`).
 
 pub mod client;
 pub mod logs;
@@ -81,6 +81,10 @@ pub struct Options {
     /// Keep the container's stdin open for attached clients (`-i`);
     /// otherwise it reads `/dev/null`.
     pub stdin: bool,
+    /// Where the json-file log goes (the daemon keeps it with the
+    /// container's data, which outlives a reboot; the socket's directory
+    /// is under /run).
+    pub log_dir: PathBuf,
     /// The log's size cap and rotation.
     pub log: logs::Limits,
 }
@@ -169,7 +173,7 @@ pub fn main(mut options: Options) -> Result<String, Error> {
     })?;
     // The shim leaves the caller's working directory (it must not keep a
     // mount busy): every path becomes absolute first.
-    for path in [&mut options.bundle, &mut options.dir] {
+    for path in [&mut options.bundle, &mut options.dir, &mut options.log_dir] {
         *path = absolute(path)?;
     }
     if let Some(root) = &mut options.runtime_root {

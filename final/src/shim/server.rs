@@ -160,7 +160,7 @@ impl Shim {
             .map_err(path_io::at("listen on", &socket))?;
         // Only root (the daemon) may talk to the shim.
         set_mode(&socket, 0o600)?;
-        let log = Writer::open(dir, options.log)?;
+        let log = Writer::open(&options.log_dir, options.log)?;
         let runtime = Runtime {
             path: options.runtime.clone(),
             root: options.runtime_root.clone(),

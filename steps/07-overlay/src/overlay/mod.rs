@@ -515,29 +515,10 @@ pub struct Container {
 }
 
 impl Container {
-    // ANCHOR: options
-    /// The overlay mount options.
+    /// The overlay mount options ([`options`]).
     pub fn options(&self) -> Result<String, Error> {
-        let lower: Vec<String> =
-            self.lower.iter().map(|p| p.display().to_string()).collect();
-        let mut options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            self.upper.display(),
-            self.work.display()
-        );
-        if self.rootless {
-            options.push_str(",userxattr");
-        }
-        if options.len() >= 4096 {
-            return Err(Error::TooManyLayers {
-                layers: self.lower.len(),
-                len: options.len(),
-            });
-        }
-        Ok(options)
+        options(&self.lower, &self.upper, &self.work, self.rootless)
     }
-    // ANCHOR_END: options
 
     // ANCHOR: mount
     /// Mount the overlay on [`Container::merged`]. Call it in the child,
@@ -596,6 +577,38 @@ impl Container {
         Ok(summary)
     }
 }
+
+// ANCHOR: options
+/// The overlay mount options for `lower` (top first), `upper` and
+/// `work`; `userxattr` when mounted in a user namespace (`rootless`).
+/// Refused when the list does not fit in one page, the limit of
+/// `mount(2)`'s data.
+pub fn options(
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    rootless: bool,
+) -> Result<String, Error> {
+    let lower: Vec<String> =
+        lower.iter().map(|p| p.display().to_string()).collect();
+    let mut options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if rootless {
+        options.push_str(",userxattr");
+    }
+    if options.len() >= 4096 {
+        return Err(Error::TooManyLayers {
+            layers: lower.len(),
+            len: options.len(),
+        });
+    }
+    Ok(options)
+}
+// ANCHOR_END: options
 
 impl Drop for Container {
     /// The upper directory goes with the container (as `docker run --rm`);

@@ -115,7 +115,9 @@ pub enum Error {
     #[error("process.cwd {0:?} leads outside the container's root")]
     CwdOutside(PathBuf),
     /// The program is not found on the container's `PATH`.
-    #[error("{program:?} not found in the container (PATH={path})")]
+    #[error(
+        "exec: {program:?}: executable file not found in $PATH (PATH={path})"
+    )]
     NotFound {
         /// The program.
         program: String,

@@ -1,0 +1,119 @@
+//! `berth`: the engine's command line. `berth daemon` runs the daemon;
+//! the client commands come next (issue 9). Everything is in the
+//! library ([`berth::daemon`]); this parses the flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// berth: a mini container engine.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: the Docker Engine API on a unix socket.
+    Daemon {
+        /// Persistent state: images, snapshots, containers.
+        #[arg(long, default_value = "/var/lib/berth")]
+        data_root: PathBuf,
+        /// Runtime state: shims, the runtime's root.
+        #[arg(long, default_value = "/run/berth")]
+        exec_root: PathBuf,
+        /// The socket, as unix://PATH (default: EXEC_ROOT/berth.sock).
+        #[arg(short = 'H', long = "host")]
+        host: Option<String>,
+        /// An OCI runtime, NAME=PATH (berth-runtime, runc and crun are
+        /// known by default where installed).
+        #[arg(long = "runtime", value_name = "NAME=PATH")]
+        runtimes: Vec<String>,
+        /// The runtime of containers that name none.
+        #[arg(long, default_value = "berth-runtime")]
+        default_runtime: String,
+    },
+}
+
+/// `name` beside this executable if it is there, else `name` (for PATH).
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// `name` on PATH, if it is there.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Daemon {
+            data_root,
+            exec_root,
+            host,
+            runtimes,
+            default_runtime,
+        } => {
+            let socket = match host.as_deref() {
+                None => exec_root.join("berth.sock"),
+                Some(h) => match h.strip_prefix("unix://") {
+                    Some(path) => PathBuf::from(path),
+                    None => {
+                        eprintln!(
+                            "berth: -H {h}: only unix://PATH is supported"
+                        );
+                        return ExitCode::from(1);
+                    }
+                },
+            };
+            let mut known = BTreeMap::new();
+            known.insert("berth-runtime".to_owned(), sibling("berth-runtime"));
+            for name in ["runc", "crun"] {
+                if let Some(path) = on_path(name) {
+                    known.insert(name.to_owned(), path);
+                }
+            }
+            for runtime in runtimes {
+                let Some((name, path)) = runtime.split_once('=') else {
+                    eprintln!("berth: --runtime {runtime}: expected NAME=PATH");
+                    return ExitCode::from(1);
+                };
+                known.insert(name.to_owned(), PathBuf::from(path));
+            }
+            if !known.contains_key(&default_runtime) {
+                eprintln!(
+                    "berth: --default-runtime {default_runtime}: no such runtime"
+                );
+                return ExitCode::from(1);
+            }
+            let config = berth::daemon::Config {
+                data_root,
+                exec_root,
+                socket,
+                runtimes: known,
+                default_runtime,
+                shim: sibling("berth-shim"),
+            };
+            match berth::daemon::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("berth daemon: {error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,932 @@
+//! The Docker Engine API on a unix socket: HTTP/1.1 with hyper, a router
+//! by hand (method and path segments, an optional `/v1.NN` prefix), JSON
+//! in and out, errors as `{"message": …}` with Docker's status codes, and
+//! the hijacked connection of `attach`.
+//!
+//! Version negotiation: `/_ping` answers with an `API-Version` header; the
+//! docker CLI then uses the lower of its version and ours. A request for
+//! a newer version than ours is refused with Docker's message.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::containers::{
+    Engine, Error, Record, Status, blocking, parse_signal, unix_seconds,
+};
+use super::{API_VERSION, MIN_API_VERSION, images};
+use crate::shim::logs;
+use crate::shim::protocol::{Stream, frame_header};
+
+/// The body of every response.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// The largest JSON body accepted.
+pub const MAX_JSON: usize = 4 << 20;
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let engine = engine.clone();
+                async move { Ok::<_, Infallible>(handle(engine, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn respond(
+    status: StatusCode,
+    body: Body,
+    content_type: &str,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        content_type.parse().unwrap_or_else(|_| unreachable!()),
+    );
+    headers.insert(
+        "Api-Version",
+        API_VERSION.parse().unwrap_or_else(|_| unreachable!()),
+    );
+    headers
+        .insert("Ostype", "linux".parse().unwrap_or_else(|_| unreachable!()));
+    headers
+        .insert("Server", "berth".parse().unwrap_or_else(|_| unreachable!()));
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    respond(status, full(bytes), "application/json")
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    respond(status, full(Bytes::new()), "text/plain")
+}
+
+fn error_response(error: &Error) -> Response<Body> {
+    let status = match error {
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::NotModified(_) => return empty(StatusCode::NOT_MODIFIED),
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_response(status, &json!({ "message": error.to_string() }))
+}
+
+/// The query string, decoded.
+fn query(request: &Request<Incoming>) -> HashMap<String, String> {
+    request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Percent-decoding, `+` as a space.
+pub fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex =
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn flag(query: &HashMap<String, String>, name: &str) -> bool {
+    query
+        .get(name)
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
+}
+
+/// The body, at most [`MAX_JSON`] bytes, as JSON.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Error> {
+    let bytes = Limited::new(request.into_body(), MAX_JSON)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::BadRequest(format!(
+                    "request body is larger than {} MiB",
+                    MAX_JSON >> 20
+                ))
+            } else {
+                Error::BadRequest(format!("cannot read the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::BadRequest("request body is empty".into()));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))
+}
+
+/// `/v1.45/containers/json` → (`Some("1.45")`, `/containers/json`).
+fn split_version(path: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = path.strip_prefix("/v")
+        && let Some(slash) = rest.find('/')
+        && rest[..slash]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        return (Some(&rest[..slash]), &rest[slash..]);
+    }
+    (None, path)
+}
+
+/// `1.45` as (1, 45).
+fn version_tuple(version: &str) -> (u32, u32) {
+    let (major, minor) = version.split_once('.').unwrap_or((version, "0"));
+    (major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
+}
+
+async fn handle(
+    engine: Arc<Engine>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let (version, route) = split_version(&path);
+    if let Some(version) = version {
+        if version_tuple(version) > version_tuple(API_VERSION) {
+            return error_response(&Error::BadRequest(format!(
+                "client version {version} is too new. Maximum supported API version is {API_VERSION}"
+            )));
+        }
+        if version_tuple(version) < version_tuple(MIN_API_VERSION) {
+            return error_response(&Error::BadRequest(format!(
+                "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+            )));
+        }
+    }
+    let route = route.to_owned();
+    match dispatch(engine, request, &route).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn dispatch(
+    engine: Arc<Engine>,
+    request: Request<Incoming>,
+    route: &str,
+) -> Result<Response<Body>, Error> {
+    let method = request.method().clone();
+    let q = query(&request);
+    let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
+    let ok = |value: Value| Ok(json_response(StatusCode::OK, &value));
+    match (&method, segments.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => {
+            let mut response = respond(
+                StatusCode::OK,
+                full("OK"),
+                "text/plain; charset=utf-8",
+            );
+            let headers = response.headers_mut();
+            headers.insert(
+                "Builder-Version",
+                "1".parse().unwrap_or_else(|_| unreachable!()),
+            );
+            headers.insert(
+                "Docker-Experimental",
+                "false".parse().unwrap_or_else(|_| unreachable!()),
+            );
+            headers.insert(
+                "Cache-Control",
+                "no-cache, no-store, must-revalidate"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            );
+            Ok(response)
+        }
+        (&Method::GET, ["version"]) => ok(version_info()),
+        (&Method::GET, ["info"]) => ok(info(&engine)),
+        (&Method::GET, ["images", "json"]) => ok(images::list(&engine).await?),
+        (&Method::POST, ["images", "load"]) => load(engine, request).await,
+        (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            ok(images::inspect(&engine, &decode(&name.join("/"))).await?)
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            let repo = q.get("repo").cloned().unwrap_or_default();
+            let tag = q.get("tag").cloned().unwrap_or_default();
+            images::tag(&engine, &decode(&name.join("/")), &repo, &tag).await?;
+            Ok(empty(StatusCode::CREATED))
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            ok(images::remove(
+                &engine,
+                &decode(&name.join("/")),
+                flag(&q, "force"),
+            )
+            .await?)
+        }
+        (&Method::POST, ["containers", "create"]) => {
+            let name = q.get("name").cloned();
+            let mut body: bollard::models::ContainerCreateBody =
+                json_body(request).await?;
+            let host = body.host_config.take().unwrap_or_default();
+            let config: bollard::models::ContainerConfig =
+                serde_json::from_value(
+                    serde_json::to_value(&body).unwrap_or_default(),
+                )
+                .map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))?;
+            let engine = engine.clone();
+            let record =
+                blocking(move || engine.create(name.as_deref(), config, host))
+                    .await??;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({ "Id": record.id, "Warnings": [] }),
+            ))
+        }
+        (&Method::GET, ["containers", "json"]) => ok(list(&engine, &q)?),
+        (_, ["containers", name, rest @ ..]) => {
+            let id = engine.resolve(&decode(name))?;
+            container_route(engine, request, &method, &id, rest, &q).await
+        }
+        _ => Err(Error::NotFound(format!("page not found: {method} {route}"))),
+    }
+}
+
+async fn container_route(
+    engine: Arc<Engine>,
+    request: Request<Incoming>,
+    method: &Method,
+    id: &str,
+    rest: &[&str],
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    match (method, rest) {
+        (&Method::GET, ["json"]) => Ok(json_response(
+            StatusCode::OK,
+            &inspect(&engine.record(id)?, &engine),
+        )),
+        (&Method::POST, ["start"]) => {
+            engine.start(id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["kill"]) => {
+            let name =
+                q.get("signal").cloned().unwrap_or_else(|| "KILL".into());
+            let signal = parse_signal(&name).ok_or_else(|| {
+                Error::BadRequest(format!("invalid signal: {name}"))
+            })?;
+            engine.kill(id, signal).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["stop"]) => {
+            let timeout =
+                q.get("t").or(q.get("timeout")).and_then(|t| t.parse().ok());
+            engine.stop(id, timeout).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["wait"]) => wait(
+            engine,
+            id,
+            q.get("condition")
+                .map(String::as_str)
+                .unwrap_or("not-running"),
+        ),
+        (&Method::POST, ["attach"]) => attach(engine, request, id, q).await,
+        (&Method::POST, ["resize"]) => {
+            let h: u16 = q.get("h").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let w: u16 = q.get("w").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let record = engine.record(id)?;
+            if !record.state.status.is_running() {
+                return Err(Error::Conflict(format!(
+                    "Container {id} is not running"
+                )));
+            }
+            let client = crate::shim::client::Client::new(
+                &engine.config.exec_root.join(id),
+            );
+            blocking(move || client.resize(h, w)).await??;
+            Ok(empty(StatusCode::OK))
+        }
+        (&Method::GET, ["logs"]) => logs(engine, id, q).await,
+        (&Method::DELETE, []) => {
+            engine.remove(id, flag(q, "force")).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(Error::NotFound(format!(
+            "page not found: {method} /containers/{id}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+fn version_info() -> Value {
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let version = env!("CARGO_PKG_VERSION");
+    json!({
+        "Platform": { "Name": "berth" },
+        "Components": [{ "Name": "Engine", "Version": version, "Details": { "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": std::env::consts::ARCH, "KernelVersion": kernel } }],
+        "Version": version,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+        "Arch": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", other => other },
+        "KernelVersion": kernel,
+        "GitCommit": "",
+        "GoVersion": "",
+        "BuildTime": "",
+    })
+}
+
+fn info(engine: &Engine) -> Value {
+    let records = engine.records();
+    let count =
+        |s: Status| records.iter().filter(|r| r.state.status == s).count();
+    let images = crate::image::lookup::list(&engine.store)
+        .map(|i| i.len())
+        .unwrap_or(0);
+    let runtimes: serde_json::Map<String, Value> = engine
+        .config
+        .runtimes
+        .iter()
+        .map(|(name, path)| (name.clone(), json!({ "path": path })))
+        .collect();
+    json!({
+        "ID": "",
+        "Containers": records.len(),
+        "ContainersRunning": count(Status::Running),
+        "ContainersPaused": count(Status::Paused),
+        "ContainersStopped": count(Status::Exited) + count(Status::Created) + count(Status::Dead),
+        "Images": images,
+        "Driver": "overlay",
+        "DockerRootDir": engine.config.data_root,
+        "OperatingSystem": "Linux",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "Name": nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Runtimes": runtimes,
+        "DefaultRuntime": engine.config.default_runtime,
+        "CgroupDriver": "cgroupfs",
+        "LoggingDriver": "json-file",
+        "SecurityOptions": [],
+        "Warnings": [],
+    })
+}
+
+/// Docker's `units.HumanDuration`: how `docker ps` says how long ago.
+pub fn human_duration(d: Duration) -> String {
+    let seconds = d.as_secs();
+    let minutes = seconds / 60;
+    let hours = minutes / 60;
+    match () {
+        _ if seconds < 1 => "Less than a second".into(),
+        _ if seconds == 1 => "1 second".into(),
+        _ if seconds < 60 => format!("{seconds} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    }
+}
+
+fn since(time: &str) -> Duration {
+    crate::time::parse_rfc3339(time)
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
+}
+
+/// `docker ps`'s STATUS column.
+fn status_text(record: &Record) -> String {
+    let state = &record.state;
+    match state.status {
+        Status::Created => "Created".into(),
+        Status::Running => {
+            format!("Up {}", human_duration(since(&state.started_at)))
+        }
+        Status::Paused => {
+            format!("Up {} (Paused)", human_duration(since(&state.started_at)))
+        }
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            state.exit_code,
+            human_duration(since(&state.finished_at))
+        ),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+fn command_text(record: &Record) -> String {
+    super::spec::args(&record.config)
+        .unwrap_or_default()
+        .join(" ")
+}
+
+/// `GET /containers/json?all=&filters=`: running ones, or all; filters
+/// by `name`, `status`, `label`, `id`.
+fn list(engine: &Engine, q: &HashMap<String, String>) -> Result<Value, Error> {
+    let all = flag(q, "all");
+    let filters: HashMap<String, Value> =
+        match q.get("filters").filter(|f| !f.is_empty()) {
+            Some(f) => serde_json::from_str(f).map_err(|e| {
+                Error::BadRequest(format!("invalid filter: {e}"))
+            })?,
+            None => HashMap::new(),
+        };
+    // Filters come as {"name": {"x": true}} or {"name": ["x"]}.
+    let values = |key: &str| -> Vec<String> {
+        match filters.get(key) {
+            Some(Value::Object(map)) => map.keys().cloned().collect(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let (names, statuses, labels, ids) = (
+        values("name"),
+        values("status"),
+        values("label"),
+        values("id"),
+    );
+    let mut records = engine.records();
+    records.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut out = Vec::new();
+    for record in records {
+        let status = record.state.status;
+        if !all && statuses.is_empty() && !status.is_running() {
+            continue;
+        }
+        if !names.is_empty()
+            && !names
+                .iter()
+                .any(|n| record.name.contains(n.trim_start_matches('/')))
+        {
+            continue;
+        }
+        if !statuses.is_empty()
+            && !statuses.iter().any(|s| s == status.as_str())
+        {
+            continue;
+        }
+        if !ids.is_empty() && !ids.iter().any(|i| record.id.starts_with(i)) {
+            continue;
+        }
+        let record_labels = record.config.labels.clone().unwrap_or_default();
+        let label_match = |l: &String| match l.split_once('=') {
+            Some((k, v)) => record_labels.get(k) == Some(&v.to_owned()),
+            None => record_labels.contains_key(l),
+        };
+        if !labels.iter().all(label_match) {
+            continue;
+        }
+        out.push(json!({
+            "Id": record.id,
+            "Names": [format!("/{}", record.name)],
+            "Image": record.image,
+            "ImageID": record.image_id,
+            "Command": command_text(&record),
+            "Created": unix_seconds(&record.created),
+            "Ports": [],
+            "Labels": record_labels,
+            "State": status.as_str(),
+            "Status": status_text(&record),
+            "HostConfig": { "NetworkMode": record.host_config.network_mode.clone().unwrap_or_else(|| "default".into()) },
+            "NetworkSettings": { "Networks": {} },
+            "Mounts": [],
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `GET /containers/ID/json`.
+fn inspect(record: &Record, engine: &Engine) -> Value {
+    let args = super::spec::args(&record.config).unwrap_or_default();
+    let dir = engine.config.data_root.join("containers").join(&record.id);
+    let state = &record.state;
+    let status = state.status;
+    json!({
+        "Id": record.id,
+        "Created": record.created,
+        "Path": args.first().cloned().unwrap_or_default(),
+        "Args": args.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": status.as_str(),
+            "Running": status == Status::Running || status == Status::Paused,
+            "Paused": status == Status::Paused,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": status == Status::Dead,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at,
+            "FinishedAt": state.finished_at,
+        },
+        "Image": record.image_id,
+        "ResolvConfPath": dir.join("resolv.conf"),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "LogPath": dir.join(logs::FILE),
+        "Name": format!("/{}", record.name),
+        "RestartCount": 0,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": record.host_config,
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": { "UpperDir": dir.join("upper"), "WorkDir": dir.join("work"), "MergedDir": dir.join("rootfs") },
+        },
+        "Mounts": [],
+        "Config": record.config,
+        "NetworkSettings": { "Networks": {} },
+    })
+}
+
+/// A body whose frames a task sends.
+fn channel_body()
+-> (http_body_util::channel::Sender<Bytes, std::io::Error>, Body) {
+    let (sender, body) =
+        http_body_util::channel::Channel::<Bytes, std::io::Error>::new(16);
+    (sender, body.boxed())
+}
+
+/// `POST /containers/ID/wait?condition=`: the headers at once, the body
+/// (`{"StatusCode": N}`) when the condition holds.
+fn wait(
+    engine: Arc<Engine>,
+    id: &str,
+    condition: &str,
+) -> Result<Response<Body>, Error> {
+    let mut changes = engine.watch(id)?;
+    let start = *changes.borrow();
+    let condition = match condition {
+        "" | "not-running" => 0,
+        "next-exit" => 1,
+        "removed" => 2,
+        other => {
+            return Err(Error::BadRequest(format!(
+                "invalid condition: {other:?}"
+            )));
+        }
+    };
+    let (mut sender, body) = channel_body();
+    tokio::spawn(async move {
+        let done = changes
+            .wait_for(|c| match condition {
+                0 => !c.running,
+                1 => c.exits > start.exits || c.removed,
+                _ => c.removed,
+            })
+            .await
+            .map(|c| *c);
+        let code = match done {
+            Ok(change) => change.code,
+            // The container went away with its channel: removed.
+            Err(_) => start.code,
+        };
+        let _ = sender
+            .send_data(Bytes::from(format!(
+                "{{\"Error\":null,\"StatusCode\":{code}}}\n"
+            )))
+            .await;
+    });
+    Ok(respond(StatusCode::OK, body, "application/json"))
+}
+
+/// `GET /containers/ID/logs`: the json-file records, filtered, framed
+/// (or raw with a terminal); `follow` goes on while the container runs.
+///
+/// Simplification: `follow` re-reads the log every 100 ms and skips what
+/// it has sent, counted in records; a rotation meanwhile may repeat or
+/// skip records. Docker follows the file by inotify.
+async fn logs(
+    engine: Arc<Engine>,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    let record = engine.record(id)?;
+    let tty = record.config.tty == Some(true);
+    let (stdout, stderr) = (flag(q, "stdout"), flag(q, "stderr"));
+    if !stdout && !stderr {
+        return Err(Error::BadRequest(
+            "Bad parameters: you must choose at least one stream".into(),
+        ));
+    }
+    let follow = flag(q, "follow");
+    let timestamps = flag(q, "timestamps");
+    let tail: Option<usize> = q.get("tail").and_then(|t| t.parse().ok());
+    let since = q
+        .get("since")
+        .filter(|s| !s.is_empty() && *s != "0")
+        .and_then(|s| crate::time::parse_rfc3339(s));
+    let until = q
+        .get("until")
+        .filter(|s| !s.is_empty() && *s != "0")
+        .and_then(|s| crate::time::parse_rfc3339(s));
+    let dir = engine.config.data_root.join("containers").join(id);
+    let (mut sender, body) = channel_body();
+    let id = id.to_owned();
+    let frame = move |entry: &logs::Entry| -> Option<Bytes> {
+        let stream = match entry.stream.as_str() {
+            "stdout" if stdout => Stream::Stdout,
+            "stderr" if stderr => Stream::Stderr,
+            _ => return None,
+        };
+        let at = crate::time::parse_rfc3339(&entry.time);
+        if since.is_some_and(|s| at.is_some_and(|t| t < s))
+            || until.is_some_and(|u| at.is_some_and(|t| t > u))
+        {
+            return None;
+        }
+        let mut payload = Vec::new();
+        if timestamps {
+            payload.extend_from_slice(entry.time.as_bytes());
+            payload.push(b' ');
+        }
+        payload.extend_from_slice(entry.log.as_bytes());
+        if tty {
+            return Some(Bytes::from(payload));
+        }
+        let mut framed = frame_header(stream, payload.len() as u32).to_vec();
+        framed.extend_from_slice(&payload);
+        Some(Bytes::from(framed))
+    };
+    tokio::spawn(async move {
+        let read = {
+            let dir = dir.clone();
+            move || logs::read(&dir).unwrap_or_default()
+        };
+        let Ok(entries) = blocking(read.clone()).await else {
+            return;
+        };
+        let mut sent = entries.len();
+        let first = tail.map_or(0, |n| entries.len().saturating_sub(n));
+        for entry in &entries[first..] {
+            if let Some(bytes) = frame(entry)
+                && sender.send_data(bytes).await.is_err()
+            {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            let running = engine
+                .record(&id)
+                .is_ok_and(|r| r.state.status.is_running());
+            let Ok(entries) = blocking(read.clone()).await else {
+                return;
+            };
+            for entry in entries.iter().skip(sent) {
+                if let Some(bytes) = frame(entry)
+                    && sender.send_data(bytes).await.is_err()
+                {
+                    return;
+                }
+            }
+            sent = sent.max(entries.len());
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(respond(StatusCode::OK, body, content_type))
+}
+
+/// `POST /images/load`: the tar body to the archive loader, on a
+/// blocking thread fed chunk by chunk.
+async fn load(
+    engine: Arc<Engine>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let loader = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        crate::image::archive::load(&engine.store, reader)
+    });
+    let mut body = request.into_body();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && tx.send(data).await.is_err()
+                {
+                    break;
+                }
+            }
+            Err(e) => {
+                return Err(Error::BadRequest(format!(
+                    "cannot read the request body: {e}"
+                )));
+            }
+        }
+    }
+    drop(tx);
+    let loaded = loader
+        .await
+        .map_err(|e| Error::Internal(format!("load failed: {e}")))?
+        .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))?;
+    let mut lines = String::new();
+    for image in loaded {
+        if image.names.is_empty() {
+            lines.push_str(&json!({ "stream": format!("Loaded image ID: {}\n", image.id) }).to_string());
+        }
+        for name in image.names {
+            lines.push_str(&json!({ "stream": format!("Loaded image: {}\n", name.familiar()) }).to_string());
+            lines.push('\n');
+        }
+    }
+    Ok(respond(StatusCode::OK, full(lines), "application/json"))
+}
+
+/// A blocking reader of the chunks an async task sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(bytes) => self.current = bytes,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// `POST /containers/ID/attach`: answer `101 UPGRADED`, take the
+/// connection over, and copy bytes both ways between it and the shim's
+/// attach stream (already framed by the shim without a terminal). The
+/// client's end of input half-closes the shim's side; the end of the
+/// container's output closes the client's.
+async fn attach(
+    engine: Arc<Engine>,
+    mut request: Request<Incoming>,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    let record = engine.record(id)?;
+    let tty = record.config.tty == Some(true);
+    let stream = engine
+        .attach(id, flag(q, "stdin"), flag(q, "stdout"), flag(q, "stderr"))
+        .await?;
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let Ok(shim) = tokio::net::UnixStream::from_std(stream) else {
+            return;
+        };
+        let (mut shim_read, mut shim_write) = shim.into_split();
+        let (mut client_read, mut client_write) =
+            tokio::io::split(TokioIo::new(upgraded));
+        let input = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut shim_write).await;
+            let _ = shim_write.shutdown().await;
+        });
+        let _ = tokio::io::copy(&mut shim_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+        input.abort();
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let mut response = respond(
+        StatusCode::SWITCHING_PROTOCOLS,
+        full(Bytes::new()),
+        content_type,
+    );
+    response.headers_mut().insert(
+        CONNECTION,
+        "Upgrade".parse().unwrap_or_else(|_| unreachable!()),
+    );
+    response
+        .headers_mut()
+        .insert(UPGRADE, "tcp".parse().unwrap_or_else(|_| unreachable!()));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_split_off_and_compare() {
+        assert_eq!(
+            split_version("/v1.45/containers/json"),
+            (Some("1.45"), "/containers/json")
+        );
+        assert_eq!(split_version("/_ping"), (None, "/_ping"));
+        assert!(version_tuple("1.47") > version_tuple("1.45"));
+        assert!(version_tuple("1.9") < version_tuple("1.24"));
+    }
+
+    #[test]
+    fn queries_decode() {
+        assert_eq!(decode("a%2Fb+c%zz%"), "a/b c%zz%");
+        assert_eq!(decode("%7B%22name%22%3A%7B%7D%7D"), "{\"name\":{}}");
+    }
+
+    #[test]
+    fn durations_read_as_docker_prints_them() {
+        let d = Duration::from_secs;
+        assert_eq!(human_duration(d(0)), "Less than a second");
+        assert_eq!(human_duration(d(5)), "5 seconds");
+        assert_eq!(human_duration(d(90)), "About a minute");
+        assert_eq!(human_duration(d(3 * 3600)), "3 hours");
+        assert_eq!(human_duration(d(3 * 86400)), "3 days");
+    }
+}

@@ -1,0 +1,191 @@
+//! The image endpoints of the Docker Engine API, over the image store:
+//! list, inspect, load, tag, remove.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::containers::{Engine, Error, blocking, unix_seconds};
+use crate::image::lookup::{self, Image};
+use crate::image::reference::{Reference, Version};
+
+/// The image `name`, or Docker's 404.
+pub async fn find(engine: &Arc<Engine>, name: &str) -> Result<Image, Error> {
+    let engine = engine.clone();
+    let owned = name.to_owned();
+    blocking(move || lookup::find(&engine.store, &owned))
+        .await??
+        .ok_or_else(|| Error::NotFound(format!("No such image: {name}")))
+}
+
+fn tags(image: &Image) -> Vec<String> {
+    image
+        .names
+        .iter()
+        .filter(|n| matches!(n.version, Version::Tag(_)))
+        .map(Reference::familiar)
+        .collect()
+}
+
+fn created(image: &Image) -> String {
+    image.config.created().clone().unwrap_or_default()
+}
+
+/// `GET /images/json`.
+pub async fn list(engine: &Arc<Engine>) -> Result<Value, Error> {
+    let store_engine = engine.clone();
+    let images = blocking(move || lookup::list(&store_engine.store)).await??;
+    let mut out = Vec::new();
+    for image in images {
+        let id = image.id.to_string();
+        let labels: HashMap<String, String> = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        out.push(json!({
+            "Id": id,
+            "ParentId": "",
+            "RepoTags": tags(&image),
+            "RepoDigests": [],
+            "Created": unix_seconds(&created(&image)),
+            "Size": image.size,
+            "SharedSize": -1,
+            "Labels": labels,
+            "Containers": engine.users_of(&id).len(),
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `GET /images/NAME/json`: Docker's shape, `RootFS.Layers` the diff
+/// IDs, `Config` the image config's.
+pub async fn inspect(engine: &Arc<Engine>, name: &str) -> Result<Value, Error> {
+    let image = find(engine, name).await?;
+    let config = &image.config;
+    let diff_ids: Vec<String> = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let inner = config.config().clone().map(|c| {
+        json!({
+            "User": c.user().clone().unwrap_or_default(),
+            "Env": c.env().clone().unwrap_or_default(),
+            "Cmd": c.cmd(),
+            "Entrypoint": c.entrypoint(),
+            "WorkingDir": c.working_dir().clone().unwrap_or_default(),
+            "Labels": c.labels(),
+            "StopSignal": c.stop_signal(),
+            "ExposedPorts": c.exposed_ports().as_ref().map(|ports| {
+                ports.iter().map(|p| (p.clone(), json!({}))).collect::<serde_json::Map<_, _>>()
+            }),
+            "Volumes": c.volumes().as_ref().map(|vols| {
+                vols.iter().map(|v| (v.clone(), json!({}))).collect::<serde_json::Map<_, _>>()
+            }),
+        })
+    });
+    Ok(json!({
+        "Id": image.id.to_string(),
+        "RepoTags": tags(&image),
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": "",
+        "Created": created(&image),
+        "DockerVersion": "",
+        "Author": config.author().clone().unwrap_or_default(),
+        "Config": inner,
+        "Architecture": config.architecture().to_string(),
+        "Os": config.os().to_string(),
+        "Size": image.size,
+        "GraphDriver": { "Name": "overlay", "Data": null },
+        "RootFS": { "Type": "layers", "Layers": diff_ids },
+        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
+    }))
+}
+
+/// `POST /images/NAME/tag?repo=R&tag=T`.
+pub async fn tag(
+    engine: &Arc<Engine>,
+    name: &str,
+    repo: &str,
+    tag: &str,
+) -> Result<(), Error> {
+    let image = find(engine, name).await?;
+    let target = if tag.is_empty() {
+        repo.to_owned()
+    } else {
+        format!("{repo}:{tag}")
+    };
+    let reference: Reference = target.parse().map_err(
+        |e: crate::image::reference::BadReference| {
+            Error::BadRequest(e.to_string())
+        },
+    )?;
+    let engine = engine.clone();
+    let descriptor = crate::image::store::manifest_descriptor(
+        &image.manifest,
+        engine.store.size(&image.manifest)?,
+    );
+    blocking(move || {
+        let _lock = engine.store.lock()?;
+        engine.store.tag(&reference, &descriptor)
+    })
+    .await??;
+    Ok(())
+}
+
+/// `DELETE /images/NAME?force=`: a name is untagged; an ID (or the last
+/// name) removes the image, refused while a container uses it unless
+/// `force`. The blobs stay until a garbage collection (issue 9's GC).
+pub async fn remove(
+    engine: &Arc<Engine>,
+    name: &str,
+    force: bool,
+) -> Result<Value, Error> {
+    let image = find(engine, name).await?;
+    let id = image.id.to_string();
+    let by_name = name
+        .parse::<Reference>()
+        .ok()
+        .filter(|r| image.names.contains(r));
+    let users = engine.users_of(&id);
+    let removes_image = by_name.is_none() || image.names.len() == 1;
+    if removes_image && !users.is_empty() && !force {
+        let short: String = users[0].chars().take(12).collect();
+        return Err(Error::Conflict(format!(
+            "conflict: unable to remove repository reference \"{name}\" (must force) - container {short} is using its referenced image {}",
+            &image.id.hex()[..12]
+        )));
+    }
+    if by_name.is_none() && image.names.len() > 1 && !force {
+        return Err(Error::Conflict(format!(
+            "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+            &image.id.hex()[..12]
+        )));
+    }
+    let targets: Vec<Reference> = match by_name {
+        Some(reference) => vec![reference],
+        None => image.names.clone(),
+    };
+    let mut out = Vec::new();
+    for reference in targets {
+        let engine = engine.clone();
+        let untag = reference.clone();
+        blocking(move || {
+            let _lock = engine.store.lock()?;
+            engine.store.untag(&untag)
+        })
+        .await??;
+        out.push(json!({ "Untagged": reference.familiar() }));
+    }
+    if removes_image {
+        out.push(json!({ "Deleted": id }));
+    }
+    Ok(Value::Array(out))
+}

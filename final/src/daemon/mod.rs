@@ -1,0 +1,95 @@
+//! `berth daemon`: the engine's server. It speaks a subset of the Docker
+//! Engine API on a unix socket ([`http`]), keeps containers' records and
+//! images on disk ([`containers`], [`crate::image`]), and runs every
+//! container through a `berth-shim` ([`crate::shim`]): it never forks a
+//! container itself, so it can be restarted (or killed) under running
+//! containers and find them again ([`containers::Engine::restore`]).
+//!
+//! ```text
+//!   DATA_ROOT/image/                    the image store (OCI layout)
+//!   DATA_ROOT/snapshots/                layers, unpacked, by chain ID
+//!   DATA_ROOT/containers/ID/            container.json (the record),
+//!                                       config.json + rootfs (the bundle),
+//!                                       upper/ work/ (its overlay), json.log
+//!   EXEC_ROOT/ID/                       the shim: shim.sock, exit.json
+//!   EXEC_ROOT/runtime/                  the runtime's --root
+//!   EXEC_ROOT/berth.sock                the API (mode 0660, root: access
+//!                                       to it is root on the host)
+//! ```
+//!
+//! tokio lives here and in the CLI only; the shims and the runtime are
+//! separate single-threaded processes.
+
+pub mod containers;
+pub mod http;
+pub mod images;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The daemon's settings (`berth daemon`'s flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Persistent state: images, snapshots, containers.
+    pub data_root: PathBuf,
+    /// State that lives as long as the machine runs: shims, the runtime's
+    /// root, the socket.
+    pub exec_root: PathBuf,
+    /// The API's unix socket.
+    pub socket: PathBuf,
+    /// The OCI runtimes by name (`berth-runtime`, `runc`, `crun`).
+    pub runtimes: BTreeMap<String, PathBuf>,
+    /// The runtime of a container that names none.
+    pub default_runtime: String,
+    /// The shim's executable.
+    pub shim: PathBuf,
+}
+
+/// The API version this daemon speaks, and the oldest it accepts.
+pub const API_VERSION: &str = "1.45";
+/// The oldest API version accepted.
+pub const MIN_API_VERSION: &str = "1.24";
+
+/// Run the daemon until SIGTERM or SIGINT: open the engine, restore its
+/// containers, serve the API on the socket (refusing to start if another
+/// daemon answers there).
+pub fn run(config: Config) -> Result<(), containers::Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            containers::Error::Internal(format!("cannot start tokio: {e}"))
+        })?;
+    runtime.block_on(async move {
+        let socket = config.socket.clone();
+        let engine = std::sync::Arc::new(containers::Engine::open(config)?);
+        engine.restore()?;
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(containers::Error::Conflict(format!(
+                "another daemon is listening on {}",
+                socket.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&socket);
+        if let Some(parent) = socket.parent() {
+            std::fs::create_dir_all(parent).map_err(crate::path_io::at("create", parent))?;
+        }
+        let listener = tokio::net::UnixListener::bind(&socket)
+            .map_err(crate::path_io::at("listen on", &socket))?;
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+            .map_err(crate::path_io::at("chmod", &socket))?;
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        http::serve(engine, listener, shutdown).await;
+        let _ = std::fs::remove_file(&socket);
+        Ok(())
+    })
+}

@@ -1,0 +1,406 @@
+//! berth daemon driven by the real docker CLI: images loaded, listed,
+//! inspected, tagged and removed; containers run attached and detached,
+//! listed, logged, stopped, killed, waited for and removed; errors as
+//! docker prints them; nothing left behind.
+
+use berth_tests::daemons::Berth;
+use berth_tests::fixture::rootfs;
+use berth_tests::privileged;
+
+#[test]
+fn docker_runs_containers_through_berth() {
+    if !privileged("engine_daemon::docker_runs_containers") {
+        return;
+    }
+    let berth = Berth::start("docker-cli", &[]);
+    let (code, out, err) =
+        berth.run(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!((code, out.trim()), (0, "1.45"), "{err}");
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let (code, out, err) =
+        berth.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!((code, out.as_str()), (0, "berth-test:latest\n"), "{err}");
+    let (code, out, err) =
+        berth.run(&["run", "--rm", "berth-test", "echo", "hi"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "hi\n", ""),
+        "{}",
+        berth.daemon_log()
+    );
+    let (code, out, err) = berth.run(&[
+        "run",
+        "--rm",
+        "berth-test",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}
+
+#[test]
+fn detached_containers_are_listed_logged_stopped_and_removed() {
+    if !privileged("engine_daemon::detached") {
+        return;
+    }
+    let berth = Berth::start("detached", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let script = "trap 'echo bye; exit 0' TERM; echo started; while true; do sleep 0.1; done";
+    let (code, id, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "tier=front",
+        "berth-test",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(code, 0, "{err}{}", berth.daemon_log());
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+    // The name is taken: 409, one line.
+    let (code, _, err) =
+        berth.run(&["run", "-d", "--name", "web", "berth-test", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("is already in use by container"), "{err}");
+    let (_, out, _) =
+        berth.run(&["ps", "--format", "{{.Names}} {{.Image}} {{.Status}}"]);
+    assert!(out.starts_with("web berth-test Up "), "{out}");
+    let (_, out, _) = berth.run(&["ps", "-q", "--filter", "label=tier=front"]);
+    assert_eq!(out.trim(), &id[..12]);
+    let (_, out, _) = berth.run(&["ps", "-q", "--filter", "label=tier=back"]);
+    assert_eq!(out, "");
+    let wait_for_log = |want: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let (_, out, _) = berth.run(&["logs", "web"]);
+            if out.contains(want) {
+                return out;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "no {want:?} in {out:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for_log("started\n");
+    let (code, out, _) = berth.run(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.Name}} {{.Config.Labels.tier}}",
+        "web",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "running /web front\n"));
+    // Removing a running container needs -f.
+    let (code, _, err) = berth.run(&["rm", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("container is running"), "{err}");
+    let (code, _, err) = berth.run(&["stop", "-t", "5", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = berth.run(&["logs", "web"]);
+    assert_eq!(out, "started\nbye\n");
+    let (_, out, _) = berth.run(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "web",
+    ]);
+    assert_eq!(out, "exited 0\n");
+    let (_, out, _) = berth.run(&["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(out.starts_with("Exited (0) "), "{out}");
+    let (code, out, _) = berth.run(&["wait", "web"]);
+    assert_eq!((code, out.as_str()), (0, "0\n"));
+    // Started again: same container, new process.
+    let (code, _, err) = berth.run(&["start", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["kill", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = berth.run(&["wait", "web"]);
+    assert_eq!((code, out.as_str()), (0, "137\n"));
+    let (code, _, err) = berth.run(&["kill", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not running"), "{err}");
+    let (code, _, err) = berth.run(&["rm", "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}
+
+#[test]
+fn errors_are_one_line_with_dockers_codes() {
+    if !privileged("engine_daemon::errors") {
+        return;
+    }
+    let berth = Berth::start("errors", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let (code, _, err) = berth.run(&["inspect", "--type", "container", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such container: nope"), "{err}");
+    let (code, _, err) = berth.run(&["rm", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such container: nope"), "{err}");
+    let (code, _, err) = berth.run(&["image", "inspect", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such image: nope"), "{err}");
+    let (code, _, err) =
+        berth.run(&["run", "--rm", "berth-test", "no-such-program"]);
+    assert_eq!(code, 127, "{err}");
+    let (code, _, err) =
+        berth.run(&["run", "--rm", "--cap-add", "FLY", "berth-test", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unknown capability"), "{err}");
+    // A corrupt archive: refused, and nothing new in the store.
+    let bad = berth.data_root().with_extension("bad.tar");
+    std::fs::write(&bad, b"this is not a tar").unwrap();
+    let (code, _, err) = berth.run(&["load", "-i", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (_, out, _) = berth.run(&["images", "-q"]);
+    assert_eq!(out.lines().count(), 1);
+    // Raw API abuse: a malformed body, a huge body, a too new version.
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/stderr",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(berth.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{not json",
+        "http://d/containers/create",
+    ]);
+    assert_eq!(status, "400", "{body}");
+    assert!(body.starts_with("{\"message\":\"invalid JSON"), "{body}");
+    let big = berth.data_root().with_extension("big.json");
+    std::fs::write(&big, vec![b' '; 100 << 20]).unwrap();
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        "http://d/containers/create",
+    ]);
+    assert_eq!(status, "400", "{body}");
+    assert!(body.contains("larger than"), "{body}");
+    let _ = std::fs::remove_file(&big);
+    let (status, body) = curl(&["http://d/v1.99/version"]);
+    assert_eq!(status, "400", "{body}");
+    assert!(body.contains("is too new"), "{body}");
+    let (_, out, _) = berth.run(&["ps", "-aq"]);
+    assert_eq!(out, "");
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}
+
+#[test]
+fn images_are_tagged_inspected_and_removed() {
+    if !privileged("engine_daemon::images") {
+        return;
+    }
+    let berth = Berth::start("images", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let (code, _, err) =
+        berth.run(&["tag", "berth-test", "example.com/team/app:v1"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) =
+        berth.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut names: Vec<&str> = out.lines().collect();
+    names.sort();
+    assert_eq!(names, ["berth-test:latest", "example.com/team/app:v1"]);
+    let (_, out, _) = berth.run(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .RootFS.Layers}} {{.Config.Cmd}} {{.Os}}",
+        "example.com/team/app:v1",
+    ]);
+    assert_eq!(out, "1 [sh] linux\n");
+    // An image in use: removing its last name needs -f.
+    let (code, _, err) =
+        berth.run(&["create", "--name", "user", "berth-test", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = berth.run(&["rmi", "example.com/team/app:v1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "Untagged: example.com/team/app:v1\n");
+    let (code, _, err) = berth.run(&["rmi", "berth-test"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("must force"), "{err}");
+    berth.run(&["rm", "user"]);
+    let (code, out, err) = berth.run(&["rmi", "berth-test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("Untagged: berth-test:latest\nDeleted: sha256:"),
+        "{out}"
+    );
+    let (_, out, _) = berth.run(&["images", "-q"]);
+    assert_eq!(out, "");
+}
+
+/// Wait (up to 10 s) until `check` holds, naming `what` if it never does.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn containers_outlive_a_killed_daemon() {
+    if !privileged("engine_daemon::daemon_kill_9") {
+        return;
+    }
+    let mut berth = Berth::start("kill-9", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    // One that keeps running and logging, one that will exit meanwhile.
+    let ticker =
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done";
+    let (code, _, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "berth-test",
+        "sh",
+        "-c",
+        ticker,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "leaver",
+        "berth-test",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eventually("ticker logs", || {
+        berth.run(&["logs", "ticker"]).1.contains("tick 3\n")
+    });
+    berth.kill_9();
+    // The daemon is gone; the containers are not. One exits meanwhile.
+    let (_, pid, _) = {
+        let record =
+            std::fs::read_dir(berth.data_root().join("containers")).unwrap();
+        let mut leaver_pid = String::new();
+        for entry in record.flatten() {
+            let text =
+                std::fs::read_to_string(entry.path().join("container.json"))
+                    .unwrap();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if value["name"] == "leaver" {
+                leaver_pid = value["state"]["pid"].to_string();
+            }
+        }
+        (0, leaver_pid, 0)
+    };
+    let pid: i32 = pid.parse().unwrap();
+    assert!(pid > 0, "leaver's pid {pid}");
+    // SAFETY: kill(2) takes integers only.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    berth.restart(&[]);
+    let (_, out, _) =
+        berth.run(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["leaver exited", "ticker running"],
+        "{}",
+        berth.daemon_log()
+    );
+    let (_, out, _) =
+        berth.run(&["inspect", "--format", "{{.State.ExitCode}}", "leaver"]);
+    assert_eq!(out, "137\n");
+    // The log has no gap: every tick, in order, across the restart.
+    let last_tick = || -> u32 {
+        let (_, out, _) = berth.run(&["logs", "--tail", "1", "ticker"]);
+        out.trim().trim_start_matches("tick ").parse().unwrap_or(0)
+    };
+    let before = last_tick();
+    eventually("more ticks after the restart", || last_tick() > before + 3);
+    let (_, logs, _) = berth.run(&["logs", "ticker"]);
+    for (n, line) in logs.lines().enumerate() {
+        assert_eq!(line, format!("tick {n}"), "{logs}");
+    }
+    // And the restarted daemon drives it as before.
+    let (code, _, err) = berth.run(&["stop", "-t", "1", "ticker"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = berth.run(&["wait", "ticker"]);
+    assert_eq!(out, "137\n");
+    for name in ["ticker", "leaver"] {
+        let (code, _, err) = berth.run(&["rm", name]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}
+
+#[test]
+fn a_killed_shim_marks_its_container_dead_and_rm_cleans_it() {
+    if !privileged("engine_daemon::shim_kill_9") {
+        return;
+    }
+    let berth = Berth::start("shim-kill", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let (code, id, err) =
+        berth.run(&["run", "-d", "berth-test", "sleep", "1000"]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim();
+    let shim: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(berth.exec_root().join(id).join("shim.pid"))
+            .unwrap(),
+    )
+    .unwrap();
+    // SAFETY: kill(2) takes integers only.
+    unsafe { libc::kill(shim["pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    eventually("dead", || {
+        berth
+            .run(&["inspect", "--format", "{{.State.Status}}", id])
+            .1
+            == "dead\n"
+    });
+    let (_, out, _) =
+        berth.run(&["inspect", "--format", "{{.State.Error}}", id]);
+    assert!(out.contains("shim died"), "{out}");
+    let pid =
+        std::fs::read_to_string(berth.exec_root().join(id).join("init.pid"))
+            .unwrap();
+    let (code, _, err) = berth.run(&["rm", "-f", id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+    // The orphaned container went with it.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+    assert!(
+        stat.map_or(true, |s| s.contains(") Z ")),
+        "the container still runs"
+    );
+}
