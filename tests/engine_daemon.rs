@@ -404,3 +404,117 @@ fn a_killed_shim_marks_its_container_dead_and_rm_cleans_it() {
         "the container still runs"
     );
 }
+
+#[test]
+fn a_terminal_logs_follow_and_many_at_once() {
+    if !privileged("engine_daemon::tty_follow_concurrent") {
+        return;
+    }
+    let berth = Berth::start("tty", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    // -it under script(1), which gives the docker CLI a terminal.
+    let line = format!(
+        "DOCKER_HOST=unix://{} docker run --rm -it berth-test sh -c 'tty; exit 3'",
+        berth.socket().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("DOCKER_CONFIG", berth.data_root().with_extension("docker"))
+        .env_remove("DOCKER_API_VERSION")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}{}", berth.daemon_log());
+    assert!(text.contains("/dev/pts/0\r\n"), "{text:?}");
+    // logs -f follows a running container to its end.
+    let script = "for i in 1 2 3; do echo line $i; sleep 0.2; done";
+    let (code, _, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "berth-test",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = berth.run(&["logs", "-f", "slow"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "line 1\nline 2\nline 3\n"),
+        "{err}"
+    );
+    let (_, out, _) = berth.run(&["logs", "--tail", "1", "-t", "slow"]);
+    assert!(
+        out.ends_with("Z line 3\n") && out.starts_with("20"),
+        "{out}"
+    );
+    berth.run(&["rm", "slow"]);
+    // Twenty at once: all succeed, each with its own output.
+    let runs: Vec<_> = (0..20)
+        .map(|n| {
+            let mut command = berth.docker(&[
+                "run",
+                "--rm",
+                "berth-test",
+                "sh",
+                "-c",
+                &format!("echo run {n}"),
+            ]);
+            std::thread::spawn(move || command.output().unwrap())
+        })
+        .collect();
+    for (n, run) in runs.into_iter().enumerate() {
+        let out = run.join().unwrap();
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            ),
+            (Some(0), format!("run {n}\n")),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eventually("all removed", || berth.run(&["ps", "-aq"]).1.is_empty());
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}
+
+#[test]
+fn a_daemon_killed_in_the_middle_of_create_and_rm_leaves_a_consistent_store() {
+    if !privileged("engine_daemon::kill_9_loop") {
+        return;
+    }
+    let mut berth = Berth::start("kill-9-loop", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    for round in 0..8u64 {
+        let mut run =
+            berth.docker(&["run", "-d", "berth-test", "sleep", "1000"]);
+        // The container of the round before, if any, removed meanwhile.
+        let (_, ids, _) = berth.run(&["ps", "-aq"]);
+        let mut rm =
+            berth.docker(&["rm", "-f", ids.lines().next().unwrap_or("none")]);
+        let a = std::thread::spawn(move || run.output());
+        let b = std::thread::spawn(move || rm.output());
+        std::thread::sleep(std::time::Duration::from_millis(15 * (round % 6)));
+        berth.kill_9();
+        let _ = (a.join(), b.join());
+        berth.restart(&[]);
+        // Whatever was caught halfway, the daemon answers and every
+        // container it lists is whole enough to inspect.
+        let (code, ids, err) = berth.run(&["ps", "-aq"]);
+        assert_eq!(code, 0, "{err}");
+        for id in ids.lines() {
+            let (code, _, err) = berth.run(&["inspect", id]);
+            assert_eq!(code, 0, "round {round}: {err}");
+        }
+    }
+    let (_, ids, _) = berth.run(&["ps", "-aq"]);
+    for id in ids.lines() {
+        let (code, _, err) = berth.run(&["rm", "-f", id]);
+        assert_eq!(code, 0, "{err}{}", berth.daemon_log());
+    }
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}
