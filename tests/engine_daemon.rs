@@ -518,3 +518,92 @@ fn a_daemon_killed_in_the_middle_of_create_and_rm_leaves_a_consistent_store() {
     }
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }
+
+#[test]
+fn hostile_containers_fast_exits_and_a_second_daemon() {
+    if !privileged("engine_daemon::hostile") {
+        return;
+    }
+    let berth = Berth::start("hostile", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    // A container that leaves a FIFO where the daemon reads the image's
+    // users: the next start must neither hang nor read it.
+    let (code, _, err) = berth.run(&[
+        "run",
+        "--name",
+        "fifo",
+        "berth-test",
+        "sh",
+        "-c",
+        "rm /etc/passwd && mkfifo /etc/passwd",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let started = std::process::Command::new("timeout")
+        .arg("20")
+        .args([
+            "env",
+            &format!("DOCKER_HOST=unix://{}", berth.socket().display()),
+        ])
+        .args(["docker", "start", "-a", "fifo"])
+        .env("DOCKER_CONFIG", berth.data_root().with_extension("docker"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    // The FIFO stays (the command fails on it the second time): what
+    // matters is that start answered.
+    assert_ne!(started.status.code(), Some(124), "start hung on the FIFO");
+    // Processes that end at once are recorded as exited, never running.
+    for _ in 0..10 {
+        let (code, _, err) = berth.run(&["run", "-d", "berth-test", "true"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    eventually("every quick container exited", || {
+        let (_, out, _) = berth.run(&["ps", "-a", "--format", "{{.Status}}"]);
+        out.lines().count() == 11
+            && out.lines().all(|l| l.starts_with("Exited ("))
+    });
+    // The end of a big output reaches the attached client in full.
+    let (code, out, err) = berth.run(&[
+        "run",
+        "--rm",
+        "berth-test",
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/zero | tr '\\0' x; echo",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.len(), 3_000_001);
+    // A second daemon on the same data root is refused before it
+    // touches anything.
+    let mut second = std::process::Command::new(
+        berth_tests::workspace_root().join(berth_tests::step_binary("berth")),
+    )
+    .arg("daemon")
+    .arg("--data-root")
+    .arg(berth.data_root())
+    .args(["--exec-root", "/run/berth-test/hostile-second"])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = second.kill();
+            panic!("a second daemon ran on the same data root");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("another daemon is using"), "{err}");
+    let _ = std::fs::remove_dir_all("/run/berth-test/hostile-second");
+    let (_, ids, _) = berth.run(&["ps", "-aq"]);
+    assert_eq!(ids.lines().count(), 11);
+}

@@ -445,3 +445,23 @@ fn hostile_clients_get_an_error_and_cannot_stall_the_container() {
     }
     client.delete().unwrap();
 }
+
+#[test]
+fn a_deleted_shim_still_sends_an_attacher_the_end_of_the_output() {
+    if !privileged("engine_shim::flush") {
+        return;
+    }
+    let shim =
+        Shim::new("flush", &["sh", "-c", "head -c 2000000 /dev/zero"], |_| {});
+    shim.created(&[]);
+    let client = shim.client();
+    // Attached, and not reading until the container is gone and the
+    // shim deleted: most of the output waits in the shim.
+    let attached = client.attach(false, true, true, false).unwrap();
+    client.start().unwrap();
+    assert_eq!(client.wait().unwrap().code, 0);
+    let deleter = std::thread::spawn(move || client.delete());
+    let (out, _) = frames(attached);
+    assert_eq!(out.len(), 2_000_000);
+    deleter.join().unwrap().unwrap();
+}

@@ -69,7 +69,8 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
         && secs.bytes().all(|b| b.is_ascii_digit())
     {
         let secs: u64 = secs.parse().ok()?;
-        return Some(UNIX_EPOCH + Duration::new(secs, nanos_of(fraction)?));
+        return UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos_of(fraction)?));
     }
     let bytes = text.as_bytes();
     if bytes.len() < 20
@@ -123,7 +124,7 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let days = days_from_civil(year, month as u32, day as u32);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
     let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 #[cfg(test)]

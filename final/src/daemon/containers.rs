@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -141,6 +142,23 @@ struct Entry {
     record: Record,
     changes: watch::Sender<Change>,
     op: Arc<tokio::sync::Mutex<()>>,
+    /// How many shims have been launched for it (one per run).
+    run: u64,
+    /// The run whose exit was recorded last: a `start` that learns of its
+    /// run's exit after the fact must not mark it running.
+    exited_run: u64,
+}
+
+impl Entry {
+    fn new(record: Record, change: Change) -> Entry {
+        Entry {
+            record,
+            changes: watch::channel(change).0,
+            op: Arc::new(tokio::sync::Mutex::new(())),
+            run: 0,
+            exited_run: 0,
+        }
+    }
 }
 
 /// What can go wrong, with the HTTP status Docker would answer.
@@ -376,17 +394,44 @@ impl Engine {
     }
 
     /// Change the record of `id` with `edit`, write it durably, tell the
-    /// waiters.
+    /// waiters. Blocking (an fsync): from async code, through
+    /// [`Engine::update_async`].
     fn update(
         &self,
         id: &str,
         edit: impl FnOnce(&mut Record),
     ) -> Result<Record, Error> {
+        self.update_entry(id, |entry| {
+            edit(&mut entry.record);
+            false
+        })
+    }
+
+    /// [`Engine::update`] off the async threads.
+    async fn update_async(
+        self: &Arc<Self>,
+        id: &str,
+        edit: impl FnOnce(&mut Record) + Send + 'static,
+    ) -> Result<Record, Error> {
+        let engine = self.clone();
+        let id = id.to_owned();
+        blocking(move || engine.update(&id, edit)).await?
+    }
+
+    /// Change the entry of `id` with `edit`, which says whether the
+    /// change is an exit (waiters for the next exit wake up); write the
+    /// record durably; tell the waiters. The map stays locked throughout,
+    /// so that two changes are written in the order they were made.
+    fn update_entry(
+        &self,
+        id: &str,
+        edit: impl FnOnce(&mut Entry) -> bool,
+    ) -> Result<Record, Error> {
         let mut containers = self.lock();
         let entry = containers.get_mut(id).ok_or_else(|| {
             Error::NotFound(format!("No such container: {id}"))
         })?;
-        edit(&mut entry.record);
+        let exited = edit(entry);
         let bytes =
             serde_json::to_vec_pretty(&entry.record).unwrap_or_default();
         path_io::replace_durably(
@@ -398,7 +443,7 @@ impl Engine {
         let running = state.status.is_running();
         let code = state.exit_code;
         entry.changes.send_modify(|c| {
-            if c.running && !running {
+            if exited {
                 c.exits += 1;
             }
             c.running = running;
@@ -504,14 +549,7 @@ impl Engine {
             let _ = fs::remove_dir_all(&dir);
             return Err(e.into());
         }
-        containers.insert(
-            id,
-            Entry {
-                record: record.clone(),
-                changes: watch::channel(Change::default()).0,
-                op: Arc::new(tokio::sync::Mutex::new(())),
-            },
-        );
+        containers.insert(id, Entry::new(record.clone(), Change::default()));
         Ok(record)
     }
 
@@ -524,16 +562,25 @@ impl Engine {
 
     /// Make sure a shim holds a created (not started) runtime container
     /// for `id`: mount the overlay, write the bundle, launch the shim.
-    async fn prepare(self: &Arc<Self>, id: &str) -> Result<Client, Error> {
+    async fn prepare(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<(Client, u64), Error> {
         let engine = self.clone();
         let id = id.to_owned();
         blocking(move || engine.prepare_blocking(&id)).await?
     }
 
-    fn prepare_blocking(self: &Arc<Self>, id: &str) -> Result<Client, Error> {
+    fn prepare_blocking(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<(Client, u64), Error> {
         if let Some((client, status)) = self.shim(id) {
             match status {
-                ShimStatus::Created => return Ok(client),
+                ShimStatus::Created => {
+                    let run = self.lock().get(id).map_or(0, |e| e.run);
+                    return Ok((client, run));
+                }
                 ShimStatus::Running => {
                     return Err(Error::Conflict(format!(
                         "container {id} is already running"
@@ -629,13 +676,24 @@ impl Engine {
             return Err(Error::Internal(message));
         }
         let client = Client::new(&shim_dir);
-        self.monitor(id, client.clone());
-        Ok(client)
+        let run = {
+            let mut containers = self.lock();
+            let entry = containers.get_mut(id).ok_or_else(|| {
+                Error::NotFound(format!("No such container: {id}"))
+            })?;
+            entry.run += 1;
+            entry.run
+        };
+        self.monitor(id, client.clone(), run);
+        Ok((client, run))
     }
 
-    /// Watch the shim of `id` until its container exits: record the exit,
-    /// collect the shim, remove the container if it asked for that.
-    fn monitor(self: &Arc<Self>, id: &str, client: Client) {
+    /// Watch the shim of `id` (launched for run `run`) until its
+    /// container exits: collect the shim (so that whoever sees the exit
+    /// never meets it again), record the exit, remove the container if it
+    /// asked for that. A shim that vanishes instead marks the container
+    /// dead.
+    fn monitor(self: &Arc<Self>, id: &str, client: Client, run: u64) {
         let engine = self.clone();
         let id = id.to_owned();
         tokio::runtime::Handle::current().spawn(async move {
@@ -648,34 +706,56 @@ impl Engine {
                 Ok(Ok(exit)) => exit,
                 Ok(Err(error)) => {
                     // The shim went away: deleted by rm, or killed.
-                    if engine.record(&id).is_ok() && engine.shim(&id).is_none()
-                    {
+                    let gone = {
+                        let engine = engine.clone();
+                        let id = id.clone();
+                        blocking(move || engine.shim(&id).is_none()).await
+                    };
+                    if engine.record(&id).is_ok() && gone.unwrap_or(false) {
                         let reason = format!(
                             "its shim died ({})",
                             crate::child::error_chain(&error)
                         );
-                        let _ = engine.update(&id, |r| {
-                            if r.state.status.is_running() {
-                                r.state.status = Status::Dead;
-                                r.state.error = reason;
-                                r.state.pid = 0;
-                            }
-                        });
+                        let engine2 = engine.clone();
+                        let _ = blocking(move || {
+                            engine2.update_entry(&id, |entry| {
+                                let state = &mut entry.record.state;
+                                if !state.status.is_running() {
+                                    return false;
+                                }
+                                state.status = Status::Dead;
+                                state.error = reason;
+                                state.pid = 0;
+                                true
+                            })
+                        })
+                        .await;
                     }
                     return;
                 }
                 Err(_) => return,
             };
-            let _ = engine.update(&id, |r| {
-                r.state.status = Status::Exited;
-                r.state.exit_code = i64::from(exit.code);
-                r.state.finished_at = exit.at.clone();
-                r.state.pid = 0;
-            });
             let _ = blocking(move || client.delete()).await;
-            let auto_remove = engine
-                .record(&id)
-                .is_ok_and(|r| r.host_config.auto_remove == Some(true));
+            let recorded = {
+                let engine = engine.clone();
+                let id = id.clone();
+                blocking(move || {
+                    engine.update_entry(&id, |entry| {
+                        entry.exited_run = run;
+                        let state = &mut entry.record.state;
+                        state.status = Status::Exited;
+                        state.exit_code = i64::from(exit.code);
+                        state.finished_at = exit.at.clone();
+                        state.pid = 0;
+                        true
+                    })
+                })
+                .await
+            };
+            let auto_remove = matches!(
+                recorded,
+                Ok(Ok(record)) if record.host_config.auto_remove == Some(true)
+            );
             if auto_remove {
                 let _ = engine.remove(&id, true).await;
             }
@@ -696,7 +776,7 @@ impl Engine {
         let client = match record.state.status {
             Status::Running | Status::Paused => Client::new(&self.shim_dir(id)),
             Status::Created | Status::Exited => match self.prepare(id).await {
-                Ok(client) => client,
+                Ok((client, _)) => client,
                 // As with dockerd, whose attach never reaches the runtime:
                 // the stream ends at once, and `start`, which meets the
                 // same failure, reports it.
@@ -753,28 +833,47 @@ impl Engine {
             }
             Status::Created | Status::Exited => {}
         }
-        let client = self.prepare(id).await?;
+        let (client, run) = self.prepare(id).await?;
         let started = blocking({
             let client = client.clone();
-            move || client.start().and_then(|()| client.state())
+            // The pid first: a process that ends at once may have had
+            // its shim collected by the monitor before a later question.
+            move || {
+                let state = client.state()?;
+                client.start().map(|()| state)
+            }
         })
         .await?;
         match started {
             Ok((pid, _, _)) => {
-                self.update(id, |r| {
-                    r.state.status = Status::Running;
-                    r.state.pid = i64::from(pid);
-                    r.state.error.clear();
-                    r.state.started_at =
-                        crate::time::rfc3339(SystemTime::now());
-                    r.state.finished_at = ZERO_TIME.into();
-                })?;
+                let engine = self.clone();
+                let id = id.to_owned();
+                let now = crate::time::rfc3339(SystemTime::now());
+                blocking(move || {
+                    engine.update_entry(&id, |entry| {
+                        let state = &mut entry.record.state;
+                        state.error.clear();
+                        state.started_at = now;
+                        // Its exit may have been recorded already (a
+                        // process that ends at once): then it stays so.
+                        if entry.exited_run != run {
+                            state.status = Status::Running;
+                            state.pid = i64::from(pid);
+                            state.finished_at = ZERO_TIME.into();
+                        }
+                        false
+                    })
+                })
+                .await??;
                 Ok(())
             }
             Err(error) => {
                 let message = crate::child::error_chain(&error);
                 let _ = blocking(move || client.delete()).await;
-                let _ = self.update(id, |r| r.state.error = message.clone());
+                let recorded = message.clone();
+                let _ = self
+                    .update_async(id, move |r| r.state.error = recorded)
+                    .await;
                 Err(Error::Internal(message))
             }
         }
@@ -789,7 +888,14 @@ impl Engine {
             )));
         }
         let client = Client::new(&self.shim_dir(id));
-        Ok(blocking(move || client.kill(signal, false)).await??)
+        match blocking(move || client.kill(signal, false)).await? {
+            Ok(()) => Ok(()),
+            // It exited, and its shim was collected, just now.
+            Err(crate::shim::Error::Client { .. }) => {
+                Err(Error::Conflict(format!("Container {id} is not running")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Wait until `id` no longer runs, at most `timeout` (`None`: for
@@ -852,7 +958,9 @@ impl Engine {
                     record.name
                 )));
             }
-            if self.shim(id).is_some() {
+            let engine = self.clone();
+            let id_owned = id.to_owned();
+            if blocking(move || engine.shim(&id_owned).is_some()).await? {
                 let _ = self.kill(id, libc::SIGKILL).await;
                 self.wait_stopped(id, Some(Duration::from_secs(10))).await?;
             }
@@ -871,9 +979,15 @@ impl Engine {
     }
 
     fn remove_blocking(&self, id: &str) -> Result<(), Error> {
-        if let Some((client, _)) = self.shim(id) {
-            client.delete()?;
-        } else {
+        let deleted = match self.shim(id) {
+            // The monitor may collect the same shim meanwhile: a shim
+            // gone by the end is as good as deleted.
+            Some((client, _)) => {
+                client.delete().is_ok() || self.shim(id).is_none()
+            }
+            None => false,
+        };
+        if !deleted {
             // No shim (never prepared, or killed): the runtime may still
             // hold a container.
             self.runtime_delete(id);
@@ -969,22 +1083,22 @@ impl Engine {
             }
             let running = record.state.status.is_running();
             let code = record.state.exit_code;
-            self.lock().insert(
-                id.clone(),
-                Entry {
-                    record,
-                    changes: watch::channel(Change {
-                        running,
-                        code,
-                        ..Change::default()
-                    })
-                    .0,
-                    op: Arc::new(tokio::sync::Mutex::new(())),
-                },
-            );
+            let change = Change {
+                running,
+                code,
+                ..Change::default()
+            };
+            self.lock().insert(id.clone(), Entry::new(record, change));
             let _ = self.update(&id, |_| {});
             if let Some((client, _)) = shim {
-                self.monitor(&id, client);
+                let run = {
+                    let mut containers = self.lock();
+                    containers.get_mut(&id).map_or(0, |e| {
+                        e.run += 1;
+                        e.run
+                    })
+                };
+                self.monitor(&id, client, run);
             }
         }
         Ok(())
@@ -1198,23 +1312,34 @@ fn resolve_user(
     Ok((uid, gid, additional))
 }
 
-/// A small file of the rootfs, looked up inside it; at most 1 MiB.
+/// A small regular file of the rootfs, looked up inside it; at most
+/// 1 MiB. The image (or an earlier run of the container) owns what is
+/// there: the path is first opened `O_PATH`, which opens no device and
+/// waits on no FIFO, and only a regular file is then opened for reading
+/// (through the `O_PATH` fd, so it is the very file checked).
 fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
+    use nix::fcntl::OFlag;
     use std::io::Read;
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
     let root = fs::File::open(rootfs).ok()?;
-    let fd = crate::mount::open_in_root(
+    let handle = crate::mount::open_in_root(
         root.as_fd(),
         Path::new(path),
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW,
+        OFlag::O_PATH,
         nix::sys::stat::Mode::empty(),
     )
     .ok()?;
-    let mut text = String::new();
-    fs::File::from(fd)
-        .take(1 << 20)
-        .read_to_string(&mut text)
+    let stat = nix::sys::stat::fstat(&handle).ok()?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
         .ok()?;
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
     Some(text)
 }
 

@@ -667,9 +667,8 @@ fn wait(
 /// `GET /containers/ID/logs`: the json-file records, filtered, framed
 /// (or raw with a terminal); `follow` goes on while the container runs.
 ///
-/// Simplification: `follow` re-reads the log every 100 ms and skips what
-/// it has sent, counted in records; a rotation meanwhile may repeat or
-/// skip records. Docker follows the file by inotify.
+/// `follow` reads on every 100 ms ([`logs::Follower`], across
+/// rotations); Docker waits on inotify instead.
 async fn logs(
     engine: Arc<Engine>,
     id: &str,
@@ -723,16 +722,12 @@ async fn logs(
         Some(Bytes::from(framed))
     };
     tokio::spawn(async move {
-        let read = {
-            let dir = dir.clone();
-            move || logs::read(&dir).unwrap_or_default()
-        };
-        let Ok(entries) = blocking(read.clone()).await else {
+        let opened = blocking(move || logs::Follower::open(&dir)).await;
+        let Ok(Ok((mut follower, backlog))) = opened else {
             return;
         };
-        let mut sent = entries.len();
-        let first = tail.map_or(0, |n| entries.len().saturating_sub(n));
-        for entry in &entries[first..] {
+        let first = tail.map_or(0, |n| backlog.len().saturating_sub(n));
+        for entry in &backlog[first..] {
             if let Some(bytes) = frame(entry)
                 && sender.send_data(bytes).await.is_err()
             {
@@ -746,17 +741,23 @@ async fn logs(
             let running = engine
                 .record(&id)
                 .is_ok_and(|r| r.state.status.is_running());
-            let Ok(entries) = blocking(read.clone()).await else {
+            let polled = blocking(move || {
+                let entries = follower.poll();
+                (follower, entries)
+            })
+            .await;
+            let Ok((back, Ok(entries))) = polled else {
                 return;
             };
-            for entry in entries.iter().skip(sent) {
+            follower = back;
+            for entry in &entries {
                 if let Some(bytes) = frame(entry)
                     && sender.send_data(bytes).await.is_err()
                 {
                     return;
                 }
             }
-            sent = sent.max(entries.len());
+            // What it wrote before it stopped has been read: the end.
             if !running {
                 return;
             }

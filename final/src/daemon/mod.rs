@@ -64,14 +64,17 @@ pub fn run(config: Config) -> Result<(), containers::Error> {
         })?;
     runtime.block_on(async move {
         let socket = config.socket.clone();
-        let engine = std::sync::Arc::new(containers::Engine::open(config)?);
-        engine.restore()?;
+        // One daemon per data root, and per socket: a second one would
+        // restore (rewrite, collect) the containers the first one runs.
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             return Err(containers::Error::Conflict(format!(
                 "another daemon is listening on {}",
                 socket.display()
             )));
         }
+        let _data_lock = lock_data_root(&config.data_root)?;
+        let engine = std::sync::Arc::new(containers::Engine::open(config)?);
+        engine.restore()?;
         let _ = std::fs::remove_file(&socket);
         if let Some(parent) = socket.parent() {
             std::fs::create_dir_all(parent).map_err(crate::path_io::at("create", parent))?;
@@ -92,4 +95,28 @@ pub fn run(config: Config) -> Result<(), containers::Error> {
         let _ = std::fs::remove_file(&socket);
         Ok(())
     })
+}
+
+/// Take the data root's lock (`DATA_ROOT/berth.lock`, `flock(2)`), held
+/// while the returned file is open; refused if another daemon holds it.
+fn lock_data_root(
+    data_root: &std::path::Path,
+) -> Result<std::fs::File, containers::Error> {
+    std::fs::create_dir_all(data_root)
+        .map_err(crate::path_io::at("create", data_root))?;
+    let path = data_root.join("berth.lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(crate::path_io::at("open", &path))?;
+    match crate::overlay::try_lock(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(containers::Error::Conflict(format!(
+            "another daemon is using {}",
+            data_root.display()
+        ))),
+        Err(e) => Err(crate::path_io::at("lock", &path)(e).into()),
+    }
 }

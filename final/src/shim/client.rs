@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use super::protocol::{Exit, MAX_REQUEST, Reply, Request, Status};
 use super::{Error, SOCKET};
 
+/// The longest a shim may take to answer: its slowest request runs the
+/// runtime's `create` hooks or `delete`; a shim stuck longer is treated
+/// as failed rather than stalling the daemon.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The shim whose directory is `dir`.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -28,10 +33,17 @@ impl Client {
     }
 
     /// Send `request` on a new connection and read the reply line; the
-    /// connection is returned for what follows it (attach).
+    /// connection is returned for what follows it (attach), without a
+    /// timeout. A reply must come within [`TIMEOUT`], but for `wait`,
+    /// which may wait for ever.
     fn ask(&self, request: &Request) -> Result<(Reply, UnixStream), Error> {
         let mut stream =
             UnixStream::connect(&self.socket).map_err(self.fail("connect"))?;
+        let timeout = (*request != Request::Wait).then_some(TIMEOUT);
+        stream
+            .set_read_timeout(timeout)
+            .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+            .map_err(self.fail("connect"))?;
         let mut line = serde_json::to_vec(request).unwrap_or_default();
         line.push(b'\n');
         stream.write_all(&line).map_err(self.fail("send"))?;
@@ -56,6 +68,10 @@ impl Client {
                 _ => reply.push(byte[0]),
             }
         }
+        stream
+            .set_read_timeout(None)
+            .and_then(|()| stream.set_write_timeout(None))
+            .map_err(self.fail("read the reply"))?;
         let reply: Reply = serde_json::from_slice(&reply)
             .map_err(|_| Error::Unexpected(self.socket.clone()))?;
         match reply {

@@ -16,7 +16,7 @@
 //! `max-file` options.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -210,21 +210,103 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 /// Every record kept in `dir`, oldest first. A line that is not a record
 /// (a torn last line after a crash) is skipped.
 pub fn read(dir: &Path) -> Result<Vec<Entry>, PathIo> {
-    let mut entries = Vec::new();
-    for path in files(dir) {
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(path_io::at("open", &path)(e)),
-        };
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(path_io::at("read", &path))?;
-            if let Ok(entry) = serde_json::from_slice(&line) {
-                entries.push(entry);
-            }
+    Follower::open(dir).map(|(_, backlog)| backlog)
+}
+
+/// Reads a container's log as it grows, across rotations (`docker logs
+/// --follow`): the current file is kept open and read on from where it
+/// was; when `json.log` is another file than the one open (the shim
+/// rotated it), the old one is read to its end and the new one opened.
+///
+/// Simplification: a rotation between [`Follower::open`]'s listing of
+/// the rotated files and its opening of the current one loses the
+/// records of the file rotated away meanwhile (Docker's follower has the
+/// same window).
+#[derive(Debug)]
+pub struct Follower {
+    path: PathBuf,
+    file: Option<(File, u64)>,
+    partial: Vec<u8>,
+}
+
+fn inode(file: &File) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map_or(0, |m| m.ino())
+}
+
+fn parse_lines(partial: &mut Vec<u8>, bytes: &[u8], out: &mut Vec<Entry>) {
+    partial.extend_from_slice(bytes);
+    let Some(last) = partial.iter().rposition(|&b| b == b'\n') else {
+        return;
+    };
+    let rest = partial.split_off(last + 1);
+    for line in partial.split(|&b| b == b'\n') {
+        if let Ok(entry) = serde_json::from_slice(line) {
+            out.push(entry);
         }
     }
-    Ok(entries)
+    *partial = rest;
+}
+
+impl Follower {
+    /// Start following `dir`'s log: every record kept so far (the
+    /// backlog), and the follower for what comes next.
+    pub fn open(dir: &Path) -> Result<(Follower, Vec<Entry>), PathIo> {
+        let path = dir.join(FILE);
+        let mut backlog = Vec::new();
+        for rotated in files(dir).iter().filter(|f| **f != path) {
+            match fs::read(rotated) {
+                Ok(bytes) => parse_lines(&mut Vec::new(), &bytes, &mut backlog),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(path_io::at("read", rotated)(e)),
+            }
+        }
+        let mut follower = Follower {
+            path,
+            file: None,
+            partial: Vec::new(),
+        };
+        backlog.extend(follower.poll()?);
+        Ok((follower, backlog))
+    }
+
+    /// The records written since the last call.
+    pub fn poll(&mut self) -> Result<Vec<Entry>, PathIo> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        loop {
+            if self.file.is_none() {
+                match File::open(&self.path) {
+                    Ok(file) => {
+                        let ino = inode(&file);
+                        self.file = Some((file, ino));
+                    }
+                    // No output yet.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(out);
+                    }
+                    Err(e) => return Err(path_io::at("open", &self.path)(e)),
+                }
+            }
+            let Some((file, ino)) = &mut self.file else {
+                return Ok(out);
+            };
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map_err(path_io::at("read", &self.path))?;
+            parse_lines(&mut self.partial, &bytes, &mut out);
+            let rotated = fs::metadata(&self.path).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino() != *ino
+            });
+            if !rotated {
+                return Ok(out);
+            }
+            // Read to its end above; now the new file, from its start.
+            self.file = None;
+            self.partial.clear();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +423,35 @@ mod tests {
                 .unwrap();
         }
         assert!(fs::metadata(dir.join(FILE)).unwrap().len() <= 200);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_follower_reads_on_across_rotations() {
+        let dir = dir("follow");
+        let limits = Limits {
+            max_size: 300,
+            max_files: 3,
+        };
+        let mut log = Writer::open(&dir, limits).unwrap();
+        log.write(Stream::Stdout, b"before\n", SystemTime::now())
+            .unwrap();
+        let (mut follower, backlog) = Follower::open(&dir).unwrap();
+        assert_eq!(backlog.len(), 1);
+        let mut seen = Vec::new();
+        for n in 0..12 {
+            log.write(
+                Stream::Stdout,
+                format!("line {n}\n").as_bytes(),
+                SystemTime::now(),
+            )
+            .unwrap();
+            seen.extend(follower.poll().unwrap().into_iter().map(|e| e.log));
+        }
+        let want: Vec<String> =
+            (0..12).map(|n| format!("line {n}\n")).collect();
+        assert_eq!(seen, want);
+        assert!(files(&dir).len() > 1, "the log never rotated");
         fs::remove_dir_all(dir).unwrap();
     }
 }

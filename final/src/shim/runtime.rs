@@ -60,11 +60,15 @@ impl Runtime {
         let mut command = self.command(args);
         command.stderr(Stdio::piped());
         let mut child = self.spawn(op, &mut command)?;
-        let mut stderr = String::new();
+        let mut stderr = Vec::new();
         if let Some(mut pipe) = child.stderr.take() {
-            // Capped: a runtime that floods stderr cannot fill our memory.
-            let _ = pipe.by_ref().take(64 * 1024).read_to_string(&mut stderr);
+            // Capped: a runtime that floods stderr cannot fill our memory;
+            // the rest is read and dropped, so that it never blocks on a
+            // full pipe while we wait for it.
+            let _ = pipe.by_ref().take(64 * 1024).read_to_end(&mut stderr);
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
         }
+        let stderr = String::from_utf8_lossy(&stderr);
         let status = child.wait().map_err(|source| Error::Spawn {
             runtime: self.path.clone(),
             op,

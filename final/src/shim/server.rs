@@ -40,6 +40,9 @@ use crate::runtime::state::Identity;
 
 /// The most output kept for one client that does not read it.
 pub const MAX_BUFFERED: usize = 8 << 20;
+/// How long the shim, deleted, waits for each client to take the rest
+/// of what it is owed.
+pub const FLUSH: Duration = Duration::from_secs(2);
 /// How long output is still read after the first process has exited.
 pub const DRAIN: Duration = Duration::from_secs(1);
 /// The most stdin kept for a container that does not read it; clients
@@ -171,7 +174,11 @@ impl Shim {
         let identity = Identity::of(nix::unistd::getpid());
         let pid_file = dir.join(PID_FILE);
         let bytes = serde_json::to_vec(&identity).unwrap_or_default();
-        path_io::replace_durably(&pid_file, &bytes, 0o600)?;
+        if let Err(e) = path_io::replace_durably(&pid_file, &bytes, 0o600) {
+            let _ = runtime.run("delete", &["delete", "--force", &options.id]);
+            let _ = fs::remove_file(&socket);
+            return Err(e.into());
+        }
         Ok(Shim {
             options,
             runtime,
@@ -637,9 +644,11 @@ impl Shim {
         Ok(None)
     }
 
-    /// After `delete`: reap a first process that never ran, tell client
-    /// `i` (blocking: it is the last thing the shim does), and remove the
-    /// socket and pid file. The log and the exit record stay for the
+    /// After `delete`: reap a first process that never ran, send every
+    /// client what it is owed (the attachers may still hold the end of
+    /// the output, the deleting client its reply; blocking now, at most
+    /// [`FLUSH`] each: it is the last thing the shim does), and remove
+    /// the socket and pid file. The log and the exit record stay for the
     /// daemon, which owns the directory.
     fn finish(&mut self, i: usize) {
         if self.exit.is_none() {
@@ -648,10 +657,15 @@ impl Shim {
         }
         let _ = fs::remove_file(self.options.dir.join(SOCKET));
         let _ = fs::remove_file(self.options.dir.join(PID_FILE));
-        let client = &mut self.clients[i];
-        client.reply(&Reply::Ok);
-        let _ = client.stream.set_nonblocking(false);
-        let _ = client.stream.write_all(&client.output);
+        self.clients[i].reply(&Reply::Ok);
+        for client in &mut self.clients {
+            if client.gone || client.output.is_empty() {
+                continue;
+            }
+            let _ = client.stream.set_nonblocking(false);
+            let _ = client.stream.set_write_timeout(Some(FLUSH));
+            let _ = client.stream.write_all(&client.output);
+        }
     }
 
     /// Reap every child that has exited; the first process's exit is
@@ -835,9 +849,28 @@ fn create_container(
         let _ = runtime.run("delete", &["delete", "--force", &options.id]);
         return Err(e);
     }
+    // From here on a runtime container exists: whatever fails deletes it,
+    // or its first process would wait on its exec fifo for ever.
+    let finished =
+        finish_create(options, console_listener, &console, &pid_file, stdio);
+    if finished.is_err() {
+        let _ = runtime.run("delete", &["delete", "--force", &options.id]);
+    }
+    finished
+}
+
+/// The rest of a successful `create`: with a terminal, take the pty
+/// master from the console socket; read the first process's pid.
+fn finish_create(
+    options: &Options,
+    console_listener: Option<UnixListener>,
+    console: &std::path::Path,
+    pid_file: &std::path::Path,
+    mut stdio: Stdio3,
+) -> Result<(Pid, Stdio3), Error> {
     if let Some(listener) = console_listener {
         let master = receive_master(&listener);
-        let _ = fs::remove_file(&console);
+        let _ = fs::remove_file(console);
         let master = master?;
         nix::fcntl::fcntl(
             &master,
@@ -854,19 +887,13 @@ fn create_container(
         stdio.master = Some(dup(&master)?);
         stdio.outputs = vec![(Stream::Stdout, master)];
     }
-    let pid = fs::read_to_string(&pid_file)
+    let pid = fs::read_to_string(pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .filter(|pid| *pid > 0)
         .map(Pid::from_raw)
-        .ok_or_else(|| Error::PidFile(pid_file.clone()));
-    match pid {
-        Ok(pid) => Ok((pid, stdio)),
-        Err(e) => {
-            let _ = runtime.run("delete", &["delete", "--force", &options.id]);
-            Err(e)
-        }
-    }
+        .ok_or_else(|| Error::PidFile(pid_file.to_owned()))?;
+    Ok((pid, stdio))
 }
 
 /// The pty master the runtime sent on the console socket during
