@@ -816,3 +816,21 @@ impl Drop for Berth {
         self.clean_leftovers();
     }
 }
+
+/// A multiplexed attach stream (the Docker Engine API's frames) as the
+/// book prints it: each 8-byte header in hex, its payload quoted.
+pub fn render_frames(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    let mut rest = bytes;
+    while rest.len() >= 8 {
+        let len =
+            u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let header: Vec<String> =
+            rest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let payload =
+            String::from_utf8_lossy(&rest[8..8 + len.min(rest.len() - 8)]);
+        text.push_str(&format!("{}  {payload:?}\n", header.join(" ")));
+        rest = &rest[(8 + len).min(rest.len())..];
+    }
+    text
+}

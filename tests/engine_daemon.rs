@@ -607,3 +607,55 @@ fn hostile_containers_fast_exits_and_a_second_daemon() {
     let (_, ids, _) = berth.run(&["ps", "-aq"]);
     assert_eq!(ids.lines().count(), 11);
 }
+
+#[test]
+fn an_attach_stream_byte_by_byte() {
+    if !privileged("engine_daemon::attach_bytes") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let berth = Berth::start("api-bytes", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let script = "echo hello; sleep 0.1; echo oops >&2";
+    let (code, _, err) = berth.run(&[
+        "create",
+        "--name",
+        "talker",
+        "berth-test",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let request = "POST /v1.45/containers/talker/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\n\
+                   Host: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n";
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(berth.socket()).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    // The response's head, up to its empty line; then the stream is ours.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let (code, _, err) = berth.run(&["start", "talker"]);
+    assert_eq!(code, 0, "{err}");
+    let mut frames = Vec::new();
+    stream.read_to_end(&mut frames).unwrap();
+    let text = format!(
+        "# the request\n{}\n# the response's head\n{}\n# docker start talker; then the frames\n{}",
+        request.replace("\r\n", "\\r\\n\n"),
+        String::from_utf8_lossy(&head).replace("\r\n", "\\r\\n\n"),
+        berth_tests::daemons::render_frames(&frames),
+    );
+    berth.run(&["rm", "talker"]);
+    let mut settings = berth_tests::snapshot_settings();
+    settings.add_filter(r"(?m)^date: .*$", "date: [DATE]\\r\\n");
+    settings.bind(|| insta::assert_snapshot!("engine_api_attach", text));
+}

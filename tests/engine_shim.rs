@@ -465,3 +465,47 @@ fn a_deleted_shim_still_sends_an_attacher_the_end_of_the_output() {
     assert_eq!(out.len(), 2_000_000);
     deleter.join().unwrap().unwrap();
 }
+
+#[test]
+fn what_a_shim_keeps_and_sends_as_the_book_shows_it() {
+    if !privileged("engine_shim::book") {
+        return;
+    }
+    let shim = Shim::new(
+        "book",
+        &[
+            "sh",
+            "-c",
+            "echo out; sleep 0.1; echo err >&2; sleep 0.1; echo more; exit 3",
+        ],
+        |_| {},
+    );
+    let ready = shim.created(&[]);
+    let client = shim.client();
+    let mut attached = client.attach(false, true, true, false).unwrap();
+    client.start().unwrap();
+    let mut stream = Vec::new();
+    attached.read_to_end(&mut stream).unwrap();
+    client.wait().unwrap();
+    let mut files: Vec<String> = fs::read_dir(&shim.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let text = format!(
+        "$ berth-shim --id book --bundle BUNDLE --dir DIR --runtime berth-runtime\n{ready}\n\
+         \n$ ls DIR\n{}\n\
+         \n# attach (stdout, stderr), start: the stream, frame by frame\n{}\
+         \n$ cat DIR/json.log\n{}\
+         \n$ cat DIR/exit.json\n{}\n",
+        files.join("  "),
+        berth_tests::daemons::render_frames(&stream),
+        fs::read_to_string(shim.dir.join("json.log")).unwrap(),
+        fs::read_to_string(shim.dir.join("exit.json")).unwrap(),
+    );
+    client.delete().unwrap();
+    let mut settings = berth_tests::snapshot_settings();
+    settings.add_filter(r#""(pid|shim_pid)":[0-9]+"#, r#""$1":[PID]"#);
+    settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", "[TIME]");
+    settings.bind(|| insta::assert_snapshot!("engine_shim_book", text));
+}

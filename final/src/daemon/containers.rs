@@ -688,6 +688,7 @@ impl Engine {
         Ok((client, run))
     }
 
+    // ANCHOR: monitor
     /// Watch the shim of `id` (launched for run `run`) until its
     /// container exits: collect the shim (so that whoever sees the exit
     /// never meets it again), record the exit, remove the container if it
@@ -761,6 +762,7 @@ impl Engine {
             }
         });
     }
+    // ANCHOR_END: monitor
 
     /// `POST /containers/ID/attach`: the shim's attach stream.
     pub async fn attach(
@@ -1026,6 +1028,7 @@ impl Engine {
         }
     }
 
+    // ANCHOR: restore
     /// After a restart: read every record back and reconcile it with
     /// what is really there. A container whose shim answers goes on (its
     /// monitor restarts); one whose shim is gone exited (its exit record
@@ -1103,6 +1106,7 @@ impl Engine {
         }
         Ok(())
     }
+    // ANCHOR_END: restore
 }
 
 /// The signal that stops `record`'s container (its StopSignal, SIGTERM

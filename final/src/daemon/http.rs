@@ -842,6 +842,7 @@ impl std::io::Read for ChannelReader {
     }
 }
 
+// ANCHOR: attach
 /// `POST /containers/ID/attach`: answer `101 UPGRADED`, take the
 /// connection over, and copy bytes both ways between it and the shim's
 /// attach stream (already framed by the shim without a terminal). The
@@ -899,6 +900,7 @@ async fn attach(
         .insert(UPGRADE, "tcp".parse().unwrap_or_else(|_| unreachable!()));
     Ok(response)
 }
+// ANCHOR_END: attach
 
 #[cfg(test)]
 mod tests {

@@ -92,6 +92,7 @@ impl Writer {
         })
     }
 
+    // ANCHOR: write
     /// Add `bytes` read from `stream` at `time`: every complete line
     /// becomes a record, the rest waits for more (or for [`Writer::end`]).
     pub fn write(
@@ -118,6 +119,7 @@ impl Writer {
         self.partial[slot] = rest.to_vec();
         result
     }
+    // ANCHOR_END: write
 
     /// The stream has ended: what is left of its last line becomes a
     /// record of its own.

@@ -158,6 +158,7 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> Error {
     move |source| Error::Sys { what, source }
 }
 
+// ANCHOR: launch
 /// `berth-shim`'s whole life. In the calling process: fork, wait for the
 /// shim to say that the container is created (or why not), print
 /// `{"pid":N,"shim_pid":M}` and return. In the forked shim: detach, serve
@@ -217,6 +218,7 @@ pub fn main(mut options: Options) -> Result<String, Error> {
         }
     }
 }
+// ANCHOR_END: launch
 
 /// The forked shim: detach, set up, tell the launcher through `ready`,
 /// serve. Returns the shim's exit code.
@@ -245,6 +247,7 @@ fn absolute(path: &Path) -> Result<PathBuf, Error> {
         .map_err(Error::from)
 }
 
+// ANCHOR: detach
 /// A new session (no terminal, no process group of the daemon's),
 /// subreaper of what the runtime leaves behind, stdio on `/dev/null`.
 fn detach() -> Result<(), Error> {
@@ -267,3 +270,4 @@ fn detach() -> Result<(), Error> {
     }
     Ok(())
 }
+// ANCHOR_END: detach

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 /// The longest request line the shim reads; longer ones are refused.
 pub const MAX_REQUEST: usize = 64 * 1024;
 
+// ANCHOR: request
 /// A client's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -73,6 +74,7 @@ pub enum Request {
     /// collected the exit status.
     Delete,
 }
+// ANCHOR_END: request
 
 /// What a container's first process is doing, as the shim sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +163,7 @@ impl Stream {
     }
 }
 
+// ANCHOR: frame_header
 /// The 8-byte header of one frame of the Docker Engine API's multiplexed
 /// stream: the stream, three zero bytes, the payload's length (big
 /// endian). `len` is at most `u32::MAX`; the shim's chunks are far
@@ -169,6 +172,7 @@ pub fn frame_header(stream: Stream, len: u32) -> [u8; 8] {
     let [a, b, c, d] = len.to_be_bytes();
     [stream as u8, 0, 0, 0, a, b, c, d]
 }
+// ANCHOR_END: frame_header
 
 /// Read one frame of a multiplexed stream: `None` at a clean end between
 /// frames; an error for an unknown stream or a frame cut short.

@@ -337,6 +337,7 @@ impl Shim {
         Ok(true)
     }
 
+    // ANCHOR: tell
     /// Once the process has exited and its output has ended: waiters get
     /// the exit, attachers the end of their stream.
     fn tell_if_over(&mut self) {
@@ -358,6 +359,7 @@ impl Shim {
             self.told = true;
         }
     }
+    // ANCHOR_END: tell
 
     fn accept(&mut self) {
         while let Ok((stream, _)) = self.listener.accept() {
@@ -668,6 +670,7 @@ impl Shim {
         }
     }
 
+    // ANCHOR: reap
     /// Reap every child that has exited; the first process's exit is
     /// recorded.
     fn reap(&mut self) -> Result<(), Error> {
@@ -704,6 +707,7 @@ impl Shim {
             self.drain_until = Some(Instant::now() + DRAIN);
         }
     }
+    // ANCHOR_END: reap
 }
 
 /// What a poll entry is.
