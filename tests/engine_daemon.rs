@@ -659,3 +659,58 @@ fn an_attach_stream_byte_by_byte() {
     settings.add_filter(r"(?m)^date: .*$", "date: [DATE]\\r\\n");
     settings.bind(|| insta::assert_snapshot!("engine_api_attach", text));
 }
+
+#[test]
+fn pause_unpause_restart_and_rename() {
+    if !privileged("engine_daemon::pause") {
+        return;
+    }
+    let berth = Berth::start("pause", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let counter = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
+    let (code, _, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "pa",
+        "berth-test",
+        "sh",
+        "-c",
+        counter,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines = || berth.run(&["logs", "pa"]).1.lines().count();
+    eventually("output", || lines() > 2);
+    let (code, _, err) = berth.run(&["pause", "pa"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = berth.run(&["ps", "--format", "{{.Status}}"]);
+    assert!(out.trim_end().ends_with("(Paused)"), "{out}");
+    // Frozen: not a line more.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let frozen = lines();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(lines(), frozen);
+    let (code, _, err) = berth.run(&["pause", "pa"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is already paused"), "{err}");
+    let (code, _, err) = berth.run(&["unpause", "pa"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("output again", || lines() > frozen + 2);
+    let (code, _, err) = berth.run(&["rename", "pa", "qa"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = berth.run(&["inspect", "--type", "container", "pa"]);
+    assert_eq!(code, 1);
+    let inspect =
+        |what: &str| berth.run(&["inspect", "--format", what, "qa"]).1;
+    let started = inspect("{{.State.StartedAt}}");
+    let (code, _, err) = berth.run(&["restart", "-t", "1", "qa"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(inspect("{{.State.Status}}"), "running\n");
+    assert_ne!(inspect("{{.State.StartedAt}}"), started);
+    // A paused container is stopped and removed too.
+    let (code, _, err) = berth.run(&["pause", "qa"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["rm", "-f", "qa"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}

@@ -918,7 +918,7 @@ impl Engine {
     /// `POST /containers/ID/stop`: the stop signal, then SIGKILL after
     /// `timeout` seconds.
     pub async fn stop(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         timeout: Option<i64>,
     ) -> Result<(), Error> {
@@ -928,6 +928,11 @@ impl Engine {
         }
         let signal = stop_signal(&record)?;
         let seconds = timeout.or(record.config.stop_timeout).unwrap_or(10);
+        // A frozen process cannot act on its signal: thaw it first, as
+        // Docker does.
+        if record.state.status == Status::Paused {
+            self.pause(id, false).await?;
+        }
         match self.kill(id, signal).await {
             Ok(()) | Err(Error::Conflict(_)) => {}
             Err(e) => return Err(e),
@@ -940,6 +945,83 @@ impl Engine {
             }
             self.wait_stopped(id, None).await?;
         }
+        Ok(())
+    }
+
+    /// `POST /containers/ID/pause` (`pause`) and `/unpause`: the
+    /// runtime freezes or thaws every process of the container.
+    pub async fn pause(
+        self: &Arc<Self>,
+        id: &str,
+        pause: bool,
+    ) -> Result<(), Error> {
+        let op = self.op_lock(id)?;
+        let _op = op.lock().await;
+        let record = self.record(id)?;
+        let short: String = id.chars().take(12).collect();
+        match (record.state.status, pause) {
+            (Status::Running, true) | (Status::Paused, false) => {}
+            (Status::Paused, true) => {
+                return Err(Error::Conflict(format!(
+                    "Container {short} is already paused"
+                )));
+            }
+            (Status::Running, false) => {
+                return Err(Error::Conflict(format!(
+                    "Container {short} is not paused"
+                )));
+            }
+            (Status::Created | Status::Exited | Status::Dead, _) => {
+                return Err(Error::Conflict(format!(
+                    "Container {short} is not running"
+                )));
+            }
+        }
+        let client = Client::new(&self.shim_dir(id));
+        blocking(move || {
+            if pause {
+                client.pause()
+            } else {
+                client.resume()
+            }
+        })
+        .await??;
+        let status = if pause {
+            Status::Paused
+        } else {
+            Status::Running
+        };
+        self.update_async(id, move |r| {
+            // Unless it exited meanwhile.
+            if r.state.status.is_running() {
+                r.state.status = status;
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /containers/ID/rename?name=NEW`.
+    pub fn rename(&self, id: &str, name: &str) -> Result<(), Error> {
+        let name = name.strip_prefix('/').unwrap_or(name).to_owned();
+        if !valid_name(&name) {
+            return Err(Error::BadRequest(format!(
+                "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        {
+            let containers = self.lock();
+            if let Some(other) = containers
+                .values()
+                .find(|e| e.record.name == name && e.record.id != id)
+            {
+                return Err(Error::Conflict(format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    other.record.id
+                )));
+            }
+        }
+        self.update(id, |r| r.name = name)?;
         Ok(())
     }
 
@@ -959,6 +1041,10 @@ impl Engine {
                     "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
                     record.name
                 )));
+            }
+            if record.state.status == Status::Paused {
+                let client = Client::new(&self.shim_dir(id));
+                let _ = blocking(move || client.resume()).await;
             }
             let engine = self.clone();
             let id_owned = id.to_owned();
@@ -1064,6 +1150,7 @@ impl Engine {
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok());
             match (&shim, record.state.status) {
+                (Some((_, ShimStatus::Running)), Status::Paused) => {}
                 (Some((_, ShimStatus::Running)), _) => {
                     record.state.status = Status::Running;
                 }

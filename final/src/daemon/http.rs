@@ -367,6 +367,25 @@ async fn container_route(
             Ok(empty(StatusCode::OK))
         }
         (&Method::GET, ["logs"]) => logs(engine, id, q).await,
+        (&Method::POST, [which @ ("pause" | "unpause")]) => {
+            engine.pause(id, *which == "pause").await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["restart"]) => {
+            let timeout =
+                q.get("t").or(q.get("timeout")).and_then(|t| t.parse().ok());
+            match engine.stop(id, timeout).await {
+                Ok(()) | Err(Error::NotModified(_)) => {}
+                Err(e) => return Err(e),
+            }
+            engine.start(id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["rename"]) => {
+            let name = q.get("name").cloned().unwrap_or_default();
+            engine.rename(id, &name)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
         (&Method::DELETE, []) => {
             engine.remove(id, flag(q, "force")).await?;
             Ok(empty(StatusCode::NO_CONTENT))

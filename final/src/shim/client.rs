@@ -141,6 +141,16 @@ impl Client {
         }
     }
 
+    /// Freeze the container.
+    pub fn pause(&self) -> Result<(), Error> {
+        self.ok(&Request::Pause)
+    }
+
+    /// Thaw the container.
+    pub fn resume(&self) -> Result<(), Error> {
+        self.ok(&Request::Resume)
+    }
+
     /// Delete the container; the shim then exits.
     pub fn delete(&self) -> Result<(), Error> {
         self.ok(&Request::Delete)

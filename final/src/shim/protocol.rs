@@ -70,6 +70,10 @@ pub enum Request {
     },
     /// Answer once the container has exited and its output has ended.
     Wait,
+    /// `runtime pause`: freeze every process of the container.
+    Pause,
+    /// `runtime resume`: thaw them.
+    Resume,
     /// `runtime delete --force`, then the shim exits: the daemon has
     /// collected the exit status.
     Delete,

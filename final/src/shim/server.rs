@@ -621,6 +621,20 @@ impl Shim {
                 }
                 return Ok(None);
             }
+            Request::Pause | Request::Resume => match status {
+                Status::Running => {
+                    let op = if request == Request::Pause {
+                        "pause"
+                    } else {
+                        "resume"
+                    };
+                    answer(self.runtime.run(op, &[op, &id]))
+                }
+                Status::Created | Status::Stopped => refuse(
+                    Failure::Conflict,
+                    "the container is not running".into(),
+                ),
+            },
             Request::Delete => match status {
                 Status::Running => refuse(
                     Failure::Conflict,
