@@ -194,7 +194,7 @@ fn a_shim_holds_a_container_logs_it_records_its_exit_and_deletes_it() {
     want.sort();
     assert_eq!(sorted, want, "{logged:?}");
     // Without a terminal there is nothing to resize.
-    match client.resize(24, 80) {
+    match client.resize(24, 80, None) {
         Err(Error::Refused { failure, .. }) => {
             assert_eq!(failure, Failure::BadRequest)
         }
@@ -249,7 +249,7 @@ fn a_terminal_is_a_pty_that_is_resized_and_read_raw() {
     let client = shim.client();
     let mut attached = client.attach(true, true, true, true).unwrap();
     client.start().unwrap();
-    client.resize(31, 101).unwrap();
+    client.resize(31, 101, None).unwrap();
     attached.write_all(b"stty size; tty; exit 5\n").unwrap();
     let mut raw = String::new();
     attached.read_to_string(&mut raw).unwrap();

@@ -198,6 +198,10 @@ impl From<crate::shim::Error> for Error {
                 failure: Failure::BadRequest,
                 message,
             } => Error::BadRequest(message.clone()),
+            crate::shim::Error::Refused {
+                failure: Failure::NotFound,
+                message,
+            } => Error::NotFound(message.clone()),
             _ => Error::internal(&error),
         }
     }

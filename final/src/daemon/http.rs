@@ -363,7 +363,7 @@ async fn container_route(
             let client = crate::shim::client::Client::new(
                 &engine.config.exec_root.join(id),
             );
-            blocking(move || client.resize(h, w)).await??;
+            blocking(move || client.resize(h, w, None)).await??;
             Ok(empty(StatusCode::OK))
         }
         (&Method::GET, ["logs"]) => logs(engine, id, q).await,

@@ -107,9 +107,55 @@ impl Client {
         self.ok(&Request::Kill { signal, all })
     }
 
-    /// Set the terminal's size.
-    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), Error> {
-        self.ok(&Request::Resize { rows, cols })
+    /// Set the size of the container's terminal, or (`exec`) of an exec
+    /// session's.
+    pub fn resize(
+        &self,
+        rows: u16,
+        cols: u16,
+        exec: Option<&str>,
+    ) -> Result<(), Error> {
+        self.ok(&Request::Resize {
+            rows,
+            cols,
+            exec: exec.map(str::to_owned),
+        })
+    }
+
+    /// Start an exec session `id` running `process` (the runtime spec's);
+    /// with `attach`, the returned stream carries its stdio as after
+    /// [`Client::attach`] (stdin if `stdin`).
+    pub fn exec(
+        &self,
+        id: &str,
+        process: serde_json::Value,
+        tty: bool,
+        stdin: bool,
+        attach: bool,
+    ) -> Result<UnixStream, Error> {
+        let request = Request::Exec {
+            id: id.to_owned(),
+            process,
+            tty,
+            stdin,
+            stdout: attach,
+            stderr: attach,
+        };
+        match self.ask(&request)? {
+            (Reply::Ok, stream) => Ok(stream),
+            _ => Err(Error::Unexpected(self.socket.clone())),
+        }
+    }
+
+    /// An exec session's pid, status and exit.
+    pub fn exec_state(
+        &self,
+        id: &str,
+    ) -> Result<(i32, Status, Option<Exit>), Error> {
+        match self.ask(&Request::ExecState { id: id.to_owned() })?.0 {
+            Reply::State { pid, status, exit } => Ok((pid, status, exit)),
+            _ => Err(Error::Unexpected(self.socket.clone())),
+        }
     }
 
     /// Block until the container has exited and its output has ended.

@@ -42,6 +42,7 @@ pub mod logs;
 pub mod protocol;
 pub mod runtime;
 mod server;
+mod stdio;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};

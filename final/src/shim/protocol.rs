@@ -50,6 +50,36 @@ pub enum Request {
         rows: u16,
         /// Columns.
         cols: u16,
+        /// The exec session's terminal rather than the container's.
+        #[serde(default)]
+        exec: Option<String>,
+    },
+    /// `runtime exec --detach`: start another process in the container,
+    /// its stdio held by the shim like the first one's (not logged). With
+    /// `stdout` or `stderr`, the connection then carries its stdio, as
+    /// after [`Request::Attach`].
+    Exec {
+        /// The daemon's name for the session.
+        id: String,
+        /// The runtime spec's `process` (its `terminal` must match `tty`).
+        process: serde_json::Value,
+        /// A pty as its stdio.
+        #[serde(default)]
+        tty: bool,
+        /// Forward what this client sends to its stdin.
+        #[serde(default)]
+        stdin: bool,
+        /// Send its stdout.
+        #[serde(default)]
+        stdout: bool,
+        /// Send its stderr.
+        #[serde(default)]
+        stderr: bool,
+    },
+    /// An exec session's pid, status and exit.
+    ExecState {
+        /// The daemon's name for it.
+        id: String,
     },
     /// Stream the container's stdio over this connection.
     Attach {
@@ -115,6 +145,8 @@ pub enum Failure {
     Conflict,
     /// The request itself is wrong (unparsable, too long).
     BadRequest,
+    /// It names an exec session the shim does not have.
+    NotFound,
     /// The runtime, or a system call, failed.
     Runtime,
 }

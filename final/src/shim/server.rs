@@ -1,5 +1,6 @@
 //! The shim's one loop: `poll(2)` over its socket, its clients, the
-//! container's output, stdin and a `signalfd(2)` for `SIGCHLD`.
+//! output and stdin of the container's processes (its first one, and
+//! those `exec` started), and a `signalfd(2)` for `SIGCHLD`.
 //!
 //! Nothing in it blocks on a client: sockets and pipes are non-blocking,
 //! what a client cannot take yet waits in its buffer. The runtime's
@@ -12,14 +13,15 @@
 //! container down to the slowest attacher); output still coming
 //! [`DRAIN`] after the container's first process exited (a daemonised
 //! grandchild in a shared pid namespace holding the pipe) is no longer
-//! waited for.
+//! waited for; at most [`MAX_EXECS`] exec sessions are kept, the oldest
+//! finished one forgotten first.
 
+use std::collections::BTreeMap;
+use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
-use std::{fs, io};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
@@ -32,6 +34,7 @@ use super::protocol::{
     Exit, Failure, MAX_REQUEST, Reply, Request, Status, Stream, frame_header,
 };
 use super::runtime::{Runtime, log_size};
+use super::stdio::{Plan, Stdio, resize};
 use super::{
     EXIT_FILE, Error, Options, PID_FILE, RUNTIME_LOG, SHIM_LOG, SOCKET, sys,
 };
@@ -43,27 +46,32 @@ pub const MAX_BUFFERED: usize = 8 << 20;
 /// How long the shim, deleted, waits for each client to take the rest
 /// of what it is owed.
 pub const FLUSH: Duration = Duration::from_secs(2);
-/// How long output is still read after the first process has exited.
+/// How long output is still read after a process has exited.
 pub const DRAIN: Duration = Duration::from_secs(1);
-/// The most stdin kept for a container that does not read it; clients
+/// The most exec sessions kept.
+pub const MAX_EXECS: usize = 256;
+/// The most stdin kept for a process that does not read it; clients
 /// are not read from meanwhile.
 const MAX_STDIN: usize = 1 << 20;
 /// One read of output.
 const CHUNK: usize = 32 * 1024;
+/// The key of the container's first process.
+const INIT: u64 = 0;
 
 /// What a client is to the shim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     /// Its request line is being read.
     Asking,
-    /// It gets the output (and may send stdin).
+    /// It gets process `proc`'s output (and may send its stdin).
     Attached {
+        proc: u64,
         stdin: bool,
         stdout: bool,
         stderr: bool,
         close_stdin: bool,
     },
-    /// It waits for the exit.
+    /// It waits for the first process's exit.
     Waiting,
     /// Its last bytes are being sent; then it is closed.
     Closing,
@@ -97,19 +105,32 @@ impl Client {
     }
 }
 
-/// The container's stdio, the shim's ends.
-#[derive(Debug, Default)]
-struct Stdio3 {
-    /// Readable ends still open: stdout and stderr pipes, or the pty
-    /// master (as stdout).
-    outputs: Vec<(Stream, OwnedFd)>,
-    /// The writable end of stdin (a pipe, or the master again).
-    stdin: Option<OwnedFd>,
-    stdin_pending: Vec<u8>,
-    /// Close stdin once `stdin_pending` is written.
-    stdin_closing: bool,
-    /// The pty master, for `TIOCSWINSZ`.
-    master: Option<OwnedFd>,
+/// A process the shim holds: the container's first one, or an exec
+/// session's.
+#[derive(Debug)]
+struct Proc {
+    /// The exec session's name; `None` for the first process.
+    exec: Option<String>,
+    pid: Pid,
+    tty: bool,
+    /// Started (an exec session's process is started when made).
+    started: bool,
+    stdio: Stdio,
+    exit: Option<Exit>,
+    /// When output stops being waited for, once it has exited.
+    drain_until: Option<Instant>,
+    /// Waiters and attachers have been told that it is over.
+    told: bool,
+}
+
+impl Proc {
+    fn status(&self) -> Status {
+        match (self.started, &self.exit) {
+            (_, Some(_)) => Status::Stopped,
+            (true, None) => Status::Running,
+            (false, None) => Status::Created,
+        }
+    }
 }
 
 /// A shim serving one container.
@@ -118,16 +139,21 @@ pub struct Shim {
     runtime: Runtime,
     listener: UnixListener,
     signals: SignalFd,
-    pid: Pid,
-    started: bool,
-    exit: Option<Exit>,
-    /// When output stops being waited for, once the process has exited.
-    drain_until: Option<Instant>,
-    stdio: Stdio3,
+    /// Its processes by key: [`INIT`], then one per exec session.
+    procs: BTreeMap<u64, Proc>,
+    next_key: u64,
     log: Writer,
     clients: Vec<Client>,
-    /// Waiters and attachers have been told that it is over.
-    told: bool,
+}
+
+/// What a poll entry is.
+#[derive(Debug, Clone, Copy)]
+enum Tag {
+    Signals,
+    Listener,
+    Output(u64, usize),
+    Stdin(u64),
+    Client(usize),
 }
 
 impl Shim {
@@ -169,8 +195,20 @@ impl Shim {
             root: options.runtime_root.clone(),
             log: dir.join(RUNTIME_LOG),
         };
-        let (pid, stdio) = create_container(&options, &runtime)
-            .inspect_err(|_| drop(fs::remove_file(&socket)))?;
+        let (pid, stdio) = run_with_stdio(
+            &runtime,
+            "create",
+            vec![
+                "create".into(),
+                "--bundle".into(),
+                options.bundle.to_string_lossy().into_owned(),
+            ],
+            &options.id,
+            options.tty,
+            options.stdin,
+            dir,
+        )
+        .inspect_err(|_| drop(fs::remove_file(&socket)))?;
         let identity = Identity::of(nix::unistd::getpid());
         let pid_file = dir.join(PID_FILE);
         let bytes = serde_json::to_vec(&identity).unwrap_or_default();
@@ -179,26 +217,38 @@ impl Shim {
             let _ = fs::remove_file(&socket);
             return Err(e.into());
         }
+        let init = Proc {
+            exec: None,
+            pid,
+            tty: options.tty,
+            started: false,
+            stdio,
+            exit: None,
+            drain_until: None,
+            told: false,
+        };
         Ok(Shim {
             options,
             runtime,
             listener,
             signals,
-            pid,
-            started: false,
-            exit: None,
-            drain_until: None,
-            stdio,
+            procs: BTreeMap::from([(INIT, init)]),
+            next_key: INIT + 1,
             log,
             clients: Vec::new(),
-            told: false,
         })
+    }
+
+    fn init(&self) -> &Proc {
+        self.procs
+            .get(&INIT)
+            .unwrap_or_else(|| unreachable!("init is never removed"))
     }
 
     /// What the launcher prints for the daemon.
     pub fn ready_line(&self) -> String {
         serde_json::json!({
-            "pid": self.pid.as_raw(),
+            "pid": self.init().pid.as_raw(),
             "shim_pid": std::process::id(),
         })
         .to_string()
@@ -229,11 +279,6 @@ impl Shim {
             .and_then(|mut f| f.write_all(line.as_bytes()));
     }
 
-    /// Output has ended (or is no longer waited for).
-    fn output_done(&self) -> bool {
-        self.stdio.outputs.is_empty()
-    }
-
     /// One `poll(2)` and what it found; `false` once the shim is done.
     fn turn(&mut self) -> Result<bool, Error> {
         let mut fds = Vec::new();
@@ -248,20 +293,30 @@ impl Shim {
         };
         watch(self.signals.as_raw_fd(), libc::POLLIN, Tag::Signals);
         watch(self.listener.as_raw_fd(), libc::POLLIN, Tag::Listener);
-        for (i, (_, fd)) in self.stdio.outputs.iter().enumerate() {
-            watch(fd.as_raw_fd(), libc::POLLIN, Tag::Output(i));
+        let mut deadline: Option<Instant> = None;
+        for (&key, proc) in &self.procs {
+            for (i, (_, fd)) in proc.stdio.outputs.iter().enumerate() {
+                watch(fd.as_raw_fd(), libc::POLLIN, Tag::Output(key, i));
+            }
+            if let Some(stdin) = &proc.stdio.stdin
+                && !proc.stdio.stdin_pending.is_empty()
+            {
+                watch(stdin.as_raw_fd(), libc::POLLOUT, Tag::Stdin(key));
+            }
+            if let Some(until) = proc.drain_until
+                && !proc.stdio.outputs.is_empty()
+            {
+                deadline = Some(deadline.map_or(until, |d| d.min(until)));
+            }
         }
-        if let Some(stdin) = &self.stdio.stdin
-            && !self.stdio.stdin_pending.is_empty()
-        {
-            watch(stdin.as_raw_fd(), libc::POLLOUT, Tag::Stdin);
-        }
-        let stdin_room = self.stdio.stdin_pending.len() < MAX_STDIN;
         for (i, client) in self.clients.iter().enumerate() {
             let mut events = 0;
             let reads = match client.role {
                 Role::Asking => true,
-                Role::Attached { .. } => stdin_room,
+                Role::Attached { proc, .. } => self
+                    .procs
+                    .get(&proc)
+                    .is_some_and(|p| p.stdio.stdin_pending.len() < MAX_STDIN),
                 Role::Waiting | Role::Closing => false,
             };
             if reads && !client.read_done {
@@ -272,12 +327,12 @@ impl Shim {
             }
             watch(client.stream.as_raw_fd(), events, Tag::Client(i));
         }
-        let timeout = match self.drain_until {
-            Some(until) if !self.output_done() => {
+        let timeout = match deadline {
+            Some(until) => {
                 let left = until.saturating_duration_since(Instant::now());
                 i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
             }
-            _ => -1,
+            None => -1,
         };
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds that lives
         // across the call.
@@ -296,12 +351,12 @@ impl Shim {
             match tag {
                 Tag::Signals => self.reap()?,
                 Tag::Listener => self.accept(),
-                Tag::Output(i) => {
-                    if !self.read_output(i) {
-                        closed_outputs.push(i);
+                Tag::Output(key, i) => {
+                    if !self.read_output(key, i) {
+                        closed_outputs.push((key, i));
                     }
                 }
-                Tag::Stdin => self.write_stdin(),
+                Tag::Stdin(key) => self.write_stdin(key),
                 Tag::Client(i) => {
                     let hangup =
                         pollfd.revents & (libc::POLLHUP | libc::POLLERR) != 0;
@@ -319,15 +374,23 @@ impl Shim {
                 }
             }
         }
-        for i in closed_outputs.into_iter().rev() {
-            self.end_output(i);
+        for (key, i) in closed_outputs.into_iter().rev() {
+            self.end_output(key, i);
         }
-        if self
-            .drain_until
-            .is_some_and(|until| Instant::now() >= until)
-        {
-            while !self.stdio.outputs.is_empty() {
-                self.end_output(0);
+        let now = Instant::now();
+        let overdue: Vec<u64> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.drain_until.is_some_and(|until| now >= until))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in overdue {
+            while self
+                .procs
+                .get(&key)
+                .is_some_and(|p| !p.stdio.outputs.is_empty())
+            {
+                self.end_output(key, 0);
             }
         }
         self.tell_if_over();
@@ -338,25 +401,28 @@ impl Shim {
     }
 
     // ANCHOR: tell
-    /// Once the process has exited and its output has ended: waiters get
+    /// Once a process has exited and its output has ended: waiters get
     /// the exit, attachers the end of their stream.
     fn tell_if_over(&mut self) {
-        if let (Some(exit), true, false) =
-            (&self.exit, self.output_done(), self.told)
-        {
-            let exit = exit.clone();
+        for (&key, proc) in &mut self.procs {
+            let Some(exit) = &proc.exit else { continue };
+            if proc.told || !proc.stdio.outputs.is_empty() {
+                continue;
+            }
             for client in &mut self.clients {
                 match client.role {
-                    Role::Waiting => {
+                    Role::Waiting if key == INIT => {
                         client.reply(&Reply::Exited(exit.clone()));
                         client.role = Role::Closing;
                     }
-                    Role::Attached { .. } => client.role = Role::Closing,
-                    Role::Asking | Role::Closing => {}
+                    Role::Attached { proc, .. } if proc == key => {
+                        client.role = Role::Closing;
+                    }
+                    _ => {}
                 }
             }
-            self.stdio.stdin = None;
-            self.told = true;
+            proc.stdio.stdin = None;
+            proc.told = true;
         }
     }
     // ANCHOR_END: tell
@@ -376,11 +442,16 @@ impl Shim {
         }
     }
 
-    /// Read what output `i` has: to the log and the attached clients.
-    /// `false` at its end.
-    fn read_output(&mut self, i: usize) -> bool {
-        let (stream, fd) = &self.stdio.outputs[i];
+    /// Read what output `i` of process `key` has: to the log (the first
+    /// process's only, as Docker logs no exec session) and the attached
+    /// clients. `false` at its end.
+    fn read_output(&mut self, key: u64, i: usize) -> bool {
+        let Some(proc) = self.procs.get(&key) else {
+            return false;
+        };
+        let (stream, fd) = &proc.stdio.outputs[i];
         let stream = *stream;
+        let tty = proc.tty;
         let mut buffer = vec![0u8; CHUNK];
         let n = match nix::unistd::read(fd, &mut buffer) {
             Ok(0) => return false,
@@ -390,18 +461,25 @@ impl Shim {
             Err(_) => return false,
         };
         let bytes = &buffer[..n];
-        if let Err(e) = self.log.write(stream, bytes, SystemTime::now()) {
+        if key == INIT
+            && let Err(e) = self.log.write(stream, bytes, SystemTime::now())
+        {
             self.warn(&crate::child::error_chain(&e));
         }
-        let tty = self.options.tty;
         for client in &mut self.clients {
-            if let Role::Attached { stdout, stderr, .. } = client.role {
+            if let Role::Attached {
+                proc,
+                stdout,
+                stderr,
+                ..
+            } = client.role
+            {
                 let wanted = match stream {
                     Stream::Stdout => stdout,
                     Stream::Stderr => stderr,
                     Stream::Stdin => false,
                 };
-                if !wanted {
+                if proc != key || !wanted {
                     continue;
                 }
                 if tty {
@@ -416,40 +494,43 @@ impl Shim {
         true
     }
 
-    fn end_output(&mut self, i: usize) {
-        let (stream, _) = self.stdio.outputs.remove(i);
-        if let Err(e) = self.log.end(stream, SystemTime::now()) {
+    fn end_output(&mut self, key: u64, i: usize) {
+        let Some(proc) = self.procs.get_mut(&key) else {
+            return;
+        };
+        if i >= proc.stdio.outputs.len() {
+            return;
+        }
+        let (stream, _) = proc.stdio.outputs.remove(i);
+        if key == INIT
+            && let Err(e) = self.log.end(stream, SystemTime::now())
+        {
             self.warn(&crate::child::error_chain(&e));
         }
     }
 
-    fn write_stdin(&mut self) {
-        let Some(stdin) = &self.stdio.stdin else {
+    fn write_stdin(&mut self, key: u64) {
+        let Some(proc) = self.procs.get_mut(&key) else {
             return;
         };
-        match nix::unistd::write(stdin, &self.stdio.stdin_pending) {
+        let stdio = &mut proc.stdio;
+        let Some(stdin) = &stdio.stdin else {
+            return;
+        };
+        match nix::unistd::write(stdin, &stdio.stdin_pending) {
             Ok(n) => {
-                self.stdio.stdin_pending.drain(..n);
+                stdio.stdin_pending.drain(..n);
             }
             Err(Errno::EAGAIN | Errno::EINTR) => {}
-            // The container closed its stdin: what is left goes nowhere.
+            // The process closed its stdin: what is left goes nowhere.
             Err(_) => {
-                self.stdio.stdin_pending.clear();
-                self.stdio.stdin = None;
+                stdio.stdin_pending.clear();
+                stdio.stdin = None;
             }
         }
-        if self.stdio.stdin_pending.is_empty() && self.stdio.stdin_closing {
-            self.close_stdin();
+        if stdio.stdin_pending.is_empty() && stdio.stdin_closing {
+            close_stdin_of(proc);
         }
-    }
-
-    fn close_stdin(&mut self) {
-        // With a pty, stdin is the master: closing it would hang the
-        // terminal up. End-of-input is Ctrl-D, which the client sends.
-        if !self.options.tty {
-            self.stdio.stdin = None;
-        }
-        self.stdio.stdin_closing = false;
     }
 
     /// Read from client `i`. `Some(false)`: the shim is done (deleted).
@@ -502,18 +583,25 @@ impl Shim {
                 }
             }
             Role::Attached {
-                stdin, close_stdin, ..
+                proc: key,
+                stdin,
+                close_stdin,
+                ..
             } => {
+                let Some(proc) = self.procs.get_mut(&key) else {
+                    client.read_done = true;
+                    return Ok(None);
+                };
                 if n == 0 {
                     client.read_done = true;
                     if stdin && close_stdin {
-                        self.stdio.stdin_closing = true;
-                        if self.stdio.stdin_pending.is_empty() {
-                            self.close_stdin();
+                        proc.stdio.stdin_closing = true;
+                        if proc.stdio.stdin_pending.is_empty() {
+                            close_stdin_of(proc);
                         }
                     }
-                } else if stdin && self.stdio.stdin.is_some() {
-                    self.stdio.stdin_pending.extend_from_slice(&buffer[..n]);
+                } else if stdin && proc.stdio.stdin.is_some() {
+                    proc.stdio.stdin_pending.extend_from_slice(&buffer[..n]);
                 }
             }
             Role::Waiting | Role::Closing => {
@@ -525,11 +613,20 @@ impl Shim {
         Ok(None)
     }
 
-    fn status(&self) -> Status {
-        match (self.started, &self.exit) {
-            (_, Some(_)) => Status::Stopped,
-            (true, None) => Status::Running,
-            (false, None) => Status::Created,
+    /// Make client `i` an attacher of process `key`; bytes it sent right
+    /// after its request are stdin already.
+    fn attach(&mut self, i: usize, key: u64, role: Role) {
+        let told = self.procs.get(&key).is_none_or(|p| p.told);
+        let client = &mut self.clients[i];
+        client.reply(&Reply::Ok);
+        client.role = if told { Role::Closing } else { role };
+        let early = std::mem::take(&mut client.input);
+        if let (Role::Attached { stdin: true, .. }, Some(proc)) =
+            (role, self.procs.get_mut(&key))
+            && !early.is_empty()
+            && proc.stdio.stdin.is_some()
+        {
+            proc.stdio.stdin_pending.extend_from_slice(&early);
         }
     }
 
@@ -539,18 +636,33 @@ impl Shim {
         i: usize,
         request: Request,
     ) -> Result<Option<bool>, Error> {
-        let status = self.status();
+        let status = self.init().status();
         let id = self.options.id.clone();
         let reply = match request {
             Request::State => Reply::State {
-                pid: self.pid.as_raw(),
+                pid: self.init().pid.as_raw(),
                 status,
-                exit: self.exit.clone(),
+                exit: self.init().exit.clone(),
+            },
+            Request::ExecState { id } => match self.exec_key(&id) {
+                Some(key) => {
+                    let proc = &self.procs[&key];
+                    Reply::State {
+                        pid: proc.pid.as_raw(),
+                        status: proc.status(),
+                        exit: proc.exit.clone(),
+                    }
+                }
+                None => {
+                    refuse(Failure::NotFound, format!("no exec session {id}"))
+                }
             },
             Request::Start => match status {
                 Status::Created => {
                     let result = self.runtime.run("start", &["start", &id]);
-                    self.started = result.is_ok();
+                    if let Some(init) = self.procs.get_mut(&INIT) {
+                        init.started = result.is_ok();
+                    }
                     answer(result)
                 }
                 Status::Running => refuse(
@@ -576,43 +688,85 @@ impl Shim {
                     "the container is not running".into(),
                 ),
             },
-            Request::Resize { rows, cols } => match &self.stdio.master {
-                Some(master) => {
-                    answer(resize(master.as_fd().as_raw_fd(), rows, cols))
+            Request::Resize { rows, cols, exec } => {
+                let key = match &exec {
+                    None => Some(INIT),
+                    Some(name) => self.exec_key(name),
+                };
+                match key.and_then(|k| self.procs.get(&k)) {
+                    Some(Proc {
+                        stdio:
+                            Stdio {
+                                master: Some(master),
+                                ..
+                            },
+                        ..
+                    }) => answer(resize(master.as_raw_fd(), rows, cols)),
+                    Some(_) => refuse(
+                        Failure::BadRequest,
+                        "the process has no terminal".into(),
+                    ),
+                    None => {
+                        refuse(Failure::NotFound, "no such exec session".into())
+                    }
                 }
-                None => refuse(
-                    Failure::BadRequest,
-                    "the container has no terminal".into(),
-                ),
-            },
+            }
             Request::Attach {
                 stdin,
                 stdout,
                 stderr,
                 close_stdin,
             } => {
-                let client = &mut self.clients[i];
-                client.reply(&Reply::Ok);
-                client.role = if self.told {
-                    Role::Closing
-                } else {
-                    Role::Attached {
-                        stdin,
-                        stdout,
-                        stderr,
-                        close_stdin,
-                    }
+                let role = Role::Attached {
+                    proc: INIT,
+                    stdin,
+                    stdout,
+                    stderr,
+                    close_stdin,
                 };
-                // Bytes sent right after the request are stdin already.
-                let early = std::mem::take(&mut client.input);
-                if stdin && !early.is_empty() && self.stdio.stdin.is_some() {
-                    self.stdio.stdin_pending.extend_from_slice(&early);
-                }
+                self.attach(i, INIT, role);
                 return Ok(None);
+            }
+            Request::Exec {
+                id: name,
+                process,
+                tty,
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                if status != Status::Running {
+                    refuse(
+                        Failure::Conflict,
+                        "the container is not running".into(),
+                    )
+                } else if self.exec_key(&name).is_some() {
+                    refuse(
+                        Failure::Conflict,
+                        format!("exec session {name} exists"),
+                    )
+                } else {
+                    match self.exec(name, &process, tty, stdin) {
+                        Ok(key) if stdout || stderr || stdin => {
+                            let role = Role::Attached {
+                                proc: key,
+                                stdin,
+                                stdout,
+                                stderr,
+                                close_stdin: true,
+                            };
+                            self.attach(i, key, role);
+                            return Ok(None);
+                        }
+                        Ok(_) => Reply::Ok,
+                        Err(e) => answer(Err(e)),
+                    }
+                }
             }
             Request::Wait => {
                 let client = &mut self.clients[i];
-                match (&self.exit, self.told) {
+                let init = &self.procs[&INIT];
+                match (&init.exit, init.told) {
                     (Some(exit), true) => {
                         client.reply(&Reply::Exited(exit.clone()));
                         client.role = Role::Closing;
@@ -660,6 +814,81 @@ impl Shim {
         Ok(None)
     }
 
+    fn exec_key(&self, name: &str) -> Option<u64> {
+        self.procs
+            .iter()
+            .find(|(_, p)| p.exec.as_deref() == Some(name))
+            .map(|(&key, _)| key)
+    }
+
+    /// `runtime exec --detach` of `process` (the runtime spec's), with
+    /// its stdio held here; the new session's key. The oldest finished
+    /// session beyond [`MAX_EXECS`] is forgotten.
+    fn exec(
+        &mut self,
+        name: String,
+        process: &serde_json::Value,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<u64, Error> {
+        let key = self.next_key;
+        self.next_key += 1;
+        let dir = &self.options.dir;
+        let spec = dir.join(format!("exec-{key}.json"));
+        let bytes = serde_json::to_vec(process).unwrap_or_default();
+        fs::write(&spec, bytes).map_err(path_io::at("write", &spec))?;
+        let args = vec![
+            "exec".into(),
+            "--detach".into(),
+            "--process".into(),
+            spec.to_string_lossy().into_owned(),
+        ];
+        let ran = run_with_stdio(
+            &self.runtime,
+            "exec",
+            args,
+            &self.options.id,
+            tty,
+            stdin,
+            dir,
+        );
+        let _ = fs::remove_file(&spec);
+        let (pid, stdio) = ran?;
+        self.procs.insert(
+            key,
+            Proc {
+                exec: Some(name),
+                pid,
+                tty,
+                started: true,
+                stdio,
+                exit: None,
+                drain_until: None,
+                told: false,
+            },
+        );
+        let sessions = self.procs.len() - 1;
+        if sessions > MAX_EXECS {
+            let attached: Vec<u64> = self
+                .clients
+                .iter()
+                .filter_map(|c| match c.role {
+                    Role::Attached { proc, .. } => Some(proc),
+                    _ => None,
+                })
+                .collect();
+            let oldest = self
+                .procs
+                .iter()
+                .find(|(k, p)| **k != INIT && p.told && !attached.contains(k))
+                .map(|(&k, _)| k);
+            if let Some(oldest) = oldest {
+                self.procs.remove(&oldest);
+            }
+        }
+        Ok(key)
+    }
+
     /// After `delete`: reap a first process that never ran, send every
     /// client what it is owed (the attachers may still hold the end of
     /// the output, the deleting client its reply; blocking now, at most
@@ -667,9 +896,10 @@ impl Shim {
     /// the socket and pid file. The log and the exit record stay for the
     /// daemon, which owns the directory.
     fn finish(&mut self, i: usize) {
-        if self.exit.is_none() {
+        let init = &self.procs[&INIT];
+        if init.exit.is_none() {
             // `delete --force` killed it; it is our child.
-            let _ = waitpid(self.pid, None);
+            let _ = waitpid(init.pid, None);
         }
         let _ = fs::remove_file(self.options.dir.join(SOCKET));
         let _ = fs::remove_file(self.options.dir.join(PID_FILE));
@@ -685,8 +915,8 @@ impl Shim {
     }
 
     // ANCHOR: reap
-    /// Reap every child that has exited; the first process's exit is
-    /// recorded.
+    /// Reap every child that has exited; the exit of a process the shim
+    /// holds is recorded (the first process's also on disk, atomically).
     fn reap(&mut self) -> Result<(), Error> {
         while let Ok(Some(_)) = self.signals.read_signal() {}
         loop {
@@ -703,35 +933,41 @@ impl Shim {
                     Err(Errno::EINTR) => continue,
                     Err(e) => return Err(sys("reap")(e)),
                 };
-            if pid != self.pid || self.exit.is_some() {
+            let Some((&key, proc)) = self
+                .procs
+                .iter_mut()
+                .find(|(_, p)| p.pid == pid && p.exit.is_none())
+            else {
                 continue;
-            }
+            };
             let exit = Exit {
                 pid: pid.as_raw(),
                 code,
                 signal,
                 at: crate::time::rfc3339(SystemTime::now()),
             };
-            let bytes = serde_json::to_vec(&exit).unwrap_or_default();
-            let path = self.options.dir.join(EXIT_FILE);
-            if let Err(e) = path_io::replace_durably(&path, &bytes, 0o600) {
-                self.warn(&crate::child::error_chain(&e));
+            proc.exit = Some(exit.clone());
+            proc.drain_until = Some(Instant::now() + DRAIN);
+            if key == INIT {
+                let bytes = serde_json::to_vec(&exit).unwrap_or_default();
+                let path = self.options.dir.join(EXIT_FILE);
+                if let Err(e) = path_io::replace_durably(&path, &bytes, 0o600) {
+                    self.warn(&crate::child::error_chain(&e));
+                }
             }
-            self.exit = Some(exit);
-            self.drain_until = Some(Instant::now() + DRAIN);
         }
     }
     // ANCHOR_END: reap
 }
 
-/// What a poll entry is.
-#[derive(Debug, Clone, Copy)]
-enum Tag {
-    Signals,
-    Listener,
-    Output(usize),
-    Stdin,
-    Client(usize),
+/// Close `proc`'s stdin (its client ended its input).
+fn close_stdin_of(proc: &mut Proc) {
+    // With a pty, stdin is the master: closing it would hang the
+    // terminal up. End-of-input is Ctrl-D, which the client sends.
+    if !proc.tty {
+        proc.stdio.stdin = None;
+    }
+    proc.stdio.stdin_closing = false;
 }
 
 fn refuse(failure: Failure, message: String) -> Reply {
@@ -773,184 +1009,64 @@ fn set_mode(path: &std::path::Path, mode: u32) -> Result<(), Error> {
         .map_err(Error::from)
 }
 
-/// `TIOCSWINSZ` on the pty master `fd`.
-fn resize(fd: RawFd, rows: u16, cols: u16) -> Result<(), Error> {
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize through the pointer, alive here.
-    let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) };
-    Errno::result(rc)
-        .map(drop)
-        .map_err(sys("resize the terminal"))
-}
-
-/// A pipe whose `keep` end (0 read, 1 write) is ours and non-blocking;
-/// the other end is for the container.
-fn pipe(keep: usize) -> Result<(OwnedFd, OwnedFd), Error> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(sys("pipe"))?;
-    let (ours, theirs) = if keep == 0 {
-        (read, write)
-    } else {
-        (write, read)
-    };
-    nix::fcntl::fcntl(
-        &ours,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .map_err(sys("make a pipe non-blocking"))?;
-    Ok((ours, theirs))
-}
-
-/// `runtime create` with the container's stdio: pipes, or with a
-/// terminal a console socket on which the pty master arrives. The
-/// container's first process, orphaned when `create` exits, is now the
-/// shim's child (the shim is its subreaper).
-fn create_container(
-    options: &Options,
+/// `RUNTIME ARGS… --pid-file P [--console-socket S] ID` with the new
+/// process's stdio (pipes, or the pty that arrives on the console
+/// socket), to its end; the process's pid and the shim's ends of its
+/// stdio. For `create`, the process is then the shim's child: orphaned
+/// when the runtime exits, it is reparented to its subreaper. Whatever
+/// fails once the runtime has succeeded deletes what it made (for
+/// `create`), or its process would wait on its exec fifo for ever.
+fn run_with_stdio(
     runtime: &Runtime,
-) -> Result<(Pid, Stdio3), Error> {
-    let dir = &options.dir;
-    let pid_file = dir.join("init.pid");
+    op: &'static str,
+    mut args: Vec<String>,
+    id: &str,
+    tty: bool,
+    stdin: bool,
+    dir: &std::path::Path,
+) -> Result<(Pid, Stdio), Error> {
+    let pid_file = dir.join(if op == "create" { "init.pid" } else { "exec.pid" });
     let _ = fs::remove_file(&pid_file);
-    let bundle = options.bundle.to_string_lossy().into_owned();
-    let pid_arg = pid_file.to_string_lossy().into_owned();
-    let mut args = vec!["create", "--bundle", &bundle, "--pid-file", &pid_arg];
-    let mut stdio = Stdio3::default();
-    let mut command;
-    let console = dir.join("console.sock");
-    let console_arg = console.to_string_lossy().into_owned();
-    let console_listener = if options.tty {
-        let _ = fs::remove_file(&console);
-        let listener = UnixListener::bind(&console)
-            .map_err(path_io::at("listen on", &console))?;
-        set_mode(&console, 0o600)?;
-        args.extend(["--console-socket", &console_arg]);
-        args.push(&options.id);
-        command = runtime.command(&args);
-        Some(listener)
-    } else {
-        args.push(&options.id);
-        command = runtime.command(&args);
-        let (stdout, theirs_out) = pipe(0)?;
-        let (stderr, theirs_err) = pipe(0)?;
-        command
-            .stdout(Stdio::from(theirs_out))
-            .stderr(Stdio::from(theirs_err));
-        stdio.outputs =
-            vec![(Stream::Stdout, stdout), (Stream::Stderr, stderr)];
-        if options.stdin {
-            let (stdin, theirs_in) = pipe(1)?;
-            command.stdin(Stdio::from(theirs_in));
-            stdio.stdin = Some(stdin);
-        }
-        None
-    };
+    args.push("--pid-file".into());
+    args.push(pid_file.to_string_lossy().into_owned());
+    let console = dir.join(format!("{op}-console.sock"));
+    let (plan, child) = Plan::new(tty, stdin, &console, &mut args)?;
+    args.push(id.to_owned());
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut command = runtime.command(&arg_refs);
+    Plan::apply(&mut command, child);
     let mark = log_size(&runtime.log);
-    let mut child = runtime.spawn("create", &mut command)?;
-    // Our copies of the container's ends go: only the container holds
-    // them, so its exit is our end-of-file.
+    let spawned = runtime.spawn(op, &mut command);
+    // Our copies of the process's ends go: only it holds them, so its
+    // exit is our end-of-file.
     drop(command);
-    let status = child.wait().map_err(|source| Error::Spawn {
-        runtime: runtime.path.clone(),
-        op: "create",
-        source,
-    })?;
-    let created = runtime.check("create", status, mark, "");
-    if let Err(e) = created {
-        let _ = fs::remove_file(&console);
-        // Whatever the runtime left half made.
-        let _ = runtime.run("delete", &["delete", "--force", &options.id]);
+    let status = spawned.and_then(|mut child| {
+        child.wait().map_err(|source| Error::Spawn {
+            runtime: runtime.path.clone(),
+            op,
+            source,
+        })
+    });
+    let ran = status.and_then(|status| runtime.check(op, status, mark, ""));
+    if let Err(e) = ran {
+        plan.abandon();
+        if op == "create" {
+            // Whatever the runtime left half made.
+            let _ = runtime.run("delete", &["delete", "--force", id]);
+        }
         return Err(e);
     }
-    // From here on a runtime container exists: whatever fails deletes it,
-    // or its first process would wait on its exec fifo for ever.
-    let finished =
-        finish_create(options, console_listener, &console, &pid_file, stdio);
-    if finished.is_err() {
-        let _ = runtime.run("delete", &["delete", "--force", &options.id]);
+    let finished = plan.finish().and_then(|stdio| {
+        let pid = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+            .map(Pid::from_raw)
+            .ok_or_else(|| Error::PidFile(pid_file.clone()))?;
+        Ok((pid, stdio))
+    });
+    if finished.is_err() && op == "create" {
+        let _ = runtime.run("delete", &["delete", "--force", id]);
     }
     finished
-}
-
-/// The rest of a successful `create`: with a terminal, take the pty
-/// master from the console socket; read the first process's pid.
-fn finish_create(
-    options: &Options,
-    console_listener: Option<UnixListener>,
-    console: &std::path::Path,
-    pid_file: &std::path::Path,
-    mut stdio: Stdio3,
-) -> Result<(Pid, Stdio3), Error> {
-    if let Some(listener) = console_listener {
-        let master = receive_master(&listener);
-        let _ = fs::remove_file(console);
-        let master = master?;
-        nix::fcntl::fcntl(
-            &master,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .map_err(sys("make the pty non-blocking"))?;
-        let dup = |fd: &OwnedFd| {
-            fd.try_clone().map_err(|e| Error::Sys {
-                what: "dup the pty master",
-                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            })
-        };
-        stdio.stdin = options.stdin.then(|| dup(&master)).transpose()?;
-        stdio.master = Some(dup(&master)?);
-        stdio.outputs = vec![(Stream::Stdout, master)];
-    }
-    let pid = fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .filter(|pid| *pid > 0)
-        .map(Pid::from_raw)
-        .ok_or_else(|| Error::PidFile(pid_file.to_owned()))?;
-    Ok((pid, stdio))
-}
-
-/// The pty master the runtime sent on the console socket during
-/// `create` (the connection waits in the listener's backlog).
-fn receive_master(listener: &UnixListener) -> Result<OwnedFd, Error> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    listener.set_nonblocking(true).map_err(|e| Error::Sys {
-        what: "accept the console connection",
-        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    })?;
-    let (stream, _) = listener.accept().map_err(|e| Error::Sys {
-        what: "accept the console connection (the runtime sent no terminal)",
-        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    })?;
-    let mut name = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut name)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let message = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(sys("receive the pty master"))?;
-    let mut received = None;
-    for cmsg in message.cmsgs().map_err(sys("receive the pty master"))? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            for fd in fds {
-                // SAFETY: the kernel installed these fds for us just now;
-                // each is owned once (extra ones are closed by the drop).
-                let fd = unsafe {
-                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
-                };
-                received.get_or_insert(fd);
-            }
-        }
-    }
-    received.ok_or(Error::Sys {
-        what: "receive the pty master (no fd came)",
-        source: Errno::EBADMSG,
-    })
 }
