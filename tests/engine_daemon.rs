@@ -714,3 +714,99 @@ fn pause_unpause_restart_and_rename() {
     assert_eq!(code, 0, "{err}");
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }
+
+#[test]
+fn docker_exec_runs_in_the_container() {
+    if !privileged("engine_daemon::exec") {
+        return;
+    }
+    let berth = Berth::start("exec", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let (code, _, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "host",
+        "-e",
+        "FROM=image",
+        "berth-test",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = berth.run(&["exec", "host", "echo", "hi"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hi\n"),
+        "{err}{}",
+        berth.daemon_log()
+    );
+    let (code, _, _) = berth.run(&["exec", "host", "sh", "-c", "exit 3"]);
+    assert_eq!(code, 3);
+    let (_, out, _) = berth.run(&[
+        "exec",
+        "-e",
+        "X=1",
+        "-w",
+        "/tmp",
+        "host",
+        "sh",
+        "-c",
+        "echo $X $FROM $(pwd)",
+    ]);
+    assert_eq!(out, "1 image /tmp\n");
+    let (_, out, _) = berth.run(&["exec", "-u", "nobody", "host", "id", "-u"]);
+    assert_eq!(out, "65534\n");
+    // Detached: it runs on after the command returns.
+    let (code, _, err) = berth.run(&[
+        "exec",
+        "-d",
+        "host",
+        "sh",
+        "-c",
+        "sleep 0.3; touch /tmp/done",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eventually("the detached exec ran", || {
+        berth.run(&["exec", "host", "test", "-f", "/tmp/done"]).0 == 0
+    });
+    // stdin, and its end.
+    let mut cat = berth.docker(&["exec", "-i", "host", "cat"]);
+    cat.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cat.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"typed in\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"typed in\n"[..])
+    );
+    // A terminal of its own.
+    let line = format!(
+        "DOCKER_HOST=unix://{} docker exec -it host sh -c 'tty; exit 4'",
+        berth.socket().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("DOCKER_CONFIG", berth.data_root().with_extension("docker"))
+        .env_remove("DOCKER_API_VERSION")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    // What cannot run says why (on the stream, as dockerd does), and
+    // exits as a shell would.
+    let (code, out, err) = berth.run(&["exec", "host", "no-such-program"]);
+    assert_eq!(code, 127, "{out}{err}");
+    assert!(out.contains("executable file not found"), "{out}{err}");
+    berth.run(&["stop", "-t", "0", "host"]);
+    let (code, _, err) = berth.run(&["exec", "host", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not running"), "{err}");
+    let (code, _, err) = berth.run(&["rm", "host"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}

@@ -228,6 +228,8 @@ pub struct Engine {
     pub store: Store,
     /// The unpacked layers.
     pub snapshots: Snapshots,
+    /// The exec sessions.
+    pub execs: super::exec::Sessions,
     containers: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -249,7 +251,7 @@ fn random(bytes: &mut [u8]) -> Result<(), Error> {
 }
 
 /// 32 random bytes as hex.
-fn random_id() -> Result<String, Error> {
+pub fn random_id() -> Result<String, Error> {
     let mut bytes = [0u8; 32];
     random(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -321,15 +323,22 @@ impl Engine {
             config,
             store,
             snapshots,
+            execs: super::exec::Sessions::default(),
             containers: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Container `id`'s directory (record, bundle, overlay, log).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir(id)
     }
 
     fn dir(&self, id: &str) -> PathBuf {
         self.config.data_root.join("containers").join(id)
     }
 
-    fn shim_dir(&self, id: &str) -> PathBuf {
+    /// Container `id`'s shim directory (its socket).
+    pub fn shim_dir(&self, id: &str) -> PathBuf {
         self.config.exec_root.join(id)
     }
 
@@ -1060,6 +1069,7 @@ impl Engine {
         let engine = self.clone();
         let id_owned = id.to_owned();
         blocking(move || engine.remove_blocking(&id_owned)).await??;
+        self.execs.forget(id);
         let mut containers = self.lock();
         if let Some(entry) = containers.remove(id) {
             entry.changes.send_modify(|c| {
@@ -1346,7 +1356,7 @@ fn write_etc(dir: &Path, hostname: &str) -> Result<Vec<PathBuf>, Error> {
 /// through the image's `/etc/passwd` and `/etc/group`, read inside the
 /// rootfs (`openat2(2)` with `RESOLVE_IN_ROOT`: a symlinked
 /// `/etc/passwd` cannot point at the host's).
-fn resolve_user(
+pub fn resolve_user(
     rootfs: &Path,
     user: &str,
 ) -> Result<(u32, u32, Vec<u32>), Error> {

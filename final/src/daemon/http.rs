@@ -303,6 +303,42 @@ async fn dispatch(
             ))
         }
         (&Method::GET, ["containers", "json"]) => ok(list(&engine, &q)?),
+        (&Method::POST, ["containers", name, "exec"]) => {
+            let id = engine.resolve(&decode(name))?;
+            let config: bollard::models::ExecConfig =
+                json_body(request).await?;
+            let exec = super::exec::create(&engine, &id, config)?;
+            Ok(json_response(StatusCode::CREATED, &json!({ "Id": exec })))
+        }
+        (&Method::POST, ["exec", id, "start"]) => {
+            let id = decode(id);
+            let mut request = request;
+            let body = Limited::new(request.body_mut(), MAX_JSON)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let start: bollard::models::ExecStartConfig =
+                serde_json::from_slice(&body).unwrap_or_default();
+            let detach = start.detach == Some(true);
+            let (session, stream) =
+                super::exec::start(&engine, &id, detach).await?;
+            if detach {
+                drop(stream);
+                return Ok(empty(StatusCode::OK));
+            }
+            let tty = session.config.tty == Some(true);
+            Ok(hijack(&mut request, stream, tty))
+        }
+        (&Method::GET, ["exec", id, "json"]) => {
+            ok(super::exec::inspect(&engine, &decode(id)).await?)
+        }
+        (&Method::POST, ["exec", id, "resize"]) => {
+            let h: u16 = q.get("h").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let w: u16 = q.get("w").and_then(|v| v.parse().ok()).unwrap_or(0);
+            super::exec::resize(&engine, &decode(id), h, w).await?;
+            Ok(empty(StatusCode::OK))
+        }
         (_, ["containers", name, rest @ ..]) => {
             let id = engine.resolve(&decode(name))?;
             container_route(engine, request, &method, &id, rest, &q).await
@@ -878,7 +914,19 @@ async fn attach(
     let stream = engine
         .attach(id, flag(q, "stdin"), flag(q, "stdout"), flag(q, "stderr"))
         .await?;
-    let on_upgrade = hyper::upgrade::on(&mut request);
+    Ok(hijack(&mut request, stream, tty))
+}
+
+/// Answer `101 UPGRADED` and, once hyper hands the connection over, copy
+/// bytes both ways between it and `stream` (a shim's attach stream). The
+/// client's end of input half-closes the shim's side; the end of the
+/// process's output closes the client's.
+fn hijack(
+    request: &mut Request<Incoming>,
+    stream: std::os::unix::net::UnixStream,
+    tty: bool,
+) -> Response<Body> {
+    let on_upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
@@ -892,13 +940,36 @@ async fn attach(
         let (mut shim_read, mut shim_write) = shim.into_split();
         let (mut client_read, mut client_write) =
             tokio::io::split(TokioIo::new(upgraded));
-        let input = tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut client_read, &mut shim_write).await;
+        let mut input = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            // Everything the client sends is read, to its end, even once
+            // the shim no longer takes it: a socket closed with unread
+            // bytes resets the connection, and the client would report
+            // that instead of the exit.
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut shim_open = true;
+            while let Ok(n) = client_read.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                if shim_open
+                    && shim_write.write_all(&buffer[..n]).await.is_err()
+                {
+                    shim_open = false;
+                }
+            }
             let _ = shim_write.shutdown().await;
         });
         let _ = tokio::io::copy(&mut shim_read, &mut client_write).await;
         let _ = client_write.shutdown().await;
-        input.abort();
+        // The client closes its side once it has seen the end; one that
+        // does not is cut off after a grace period.
+        if tokio::time::timeout(Duration::from_secs(5), &mut input)
+            .await
+            .is_err()
+        {
+            input.abort();
+        }
     });
     let content_type = if tty {
         "application/vnd.docker.raw-stream"
@@ -917,7 +988,7 @@ async fn attach(
     response
         .headers_mut()
         .insert(UPGRADE, "tcp".parse().unwrap_or_else(|_| unreachable!()));
-    Ok(response)
+    response
 }
 // ANCHOR_END: attach
 

@@ -21,6 +21,7 @@
 //! separate single-threaded processes.
 
 pub mod containers;
+pub mod exec;
 pub mod http;
 pub mod images;
 pub mod spec;

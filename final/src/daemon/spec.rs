@@ -119,8 +119,8 @@ fn capability(name: &str) -> Result<String, Error> {
         .map_err(|_| Error::Capability(name.to_owned()))
 }
 
-/// Every capability the kernel headers name.
-fn all_caps() -> Vec<String> {
+/// Every capability the kernel headers name (`--privileged`).
+pub fn all_caps() -> Vec<String> {
     let mut all: Vec<String> =
         caps::all().iter().map(|c| c.to_string()).collect();
     all.sort();

@@ -1025,7 +1025,11 @@ fn run_with_stdio(
     stdin: bool,
     dir: &std::path::Path,
 ) -> Result<(Pid, Stdio), Error> {
-    let pid_file = dir.join(if op == "create" { "init.pid" } else { "exec.pid" });
+    let pid_file = dir.join(if op == "create" {
+        "init.pid"
+    } else {
+        "exec.pid"
+    });
     let _ = fs::remove_file(&pid_file);
     args.push("--pid-file".into());
     args.push(pid_file.to_string_lossy().into_owned());
