@@ -17,15 +17,21 @@
 //!   (`archive`), snapshots by chain ID unpacked with step 7's unpacker
 //!   (`snapshot`).
 //! - [`shim`] — **`berth-shim`**, one per container: it detaches, calls
-//!   the runtime, holds the container's stdio (pipes or a pty), writes
-//!   its json-file log (`logs`), reaps it and records its exit, and
-//!   serves the daemon on a unix socket (`protocol`, `client`; the loop
-//!   is `server`, the runtime's command line `runtime`). Single-threaded.
+//!   the runtime, holds the stdio (pipes or a pty, `stdio`) of the
+//!   container's first process and of its exec sessions, writes the
+//!   json-file log (`logs`), reaps them and records the exit, and serves
+//!   the daemon on a unix socket (`protocol`, `client`; the loop is
+//!   `server`, the runtime's command line `runtime`). Single-threaded.
+//! - [`daemon`] — **`berth daemon`**: the Docker Engine API on a unix
+//!   socket (`http`), containers' records, lifecycle and restore after a
+//!   crash (`containers`), exec sessions (`exec`), images (`images`), the
+//!   OCI spec Docker would write (`spec`). tokio lives here only.
 //! - [`time`] — RFC 3339 timestamps; [`path_io`] — the error of a file
 //!   operation, and durable replacement of a file.
 //!
-//! Still to come (issue 9 on): the daemon speaking the Docker Engine API,
-//! the `berth` CLI; then registries and builds, then networking.
+//! Still to come (issue 9 on): the `berth` CLI's client commands, image
+//! save/import, events/stats/top/cp/diff/commit; then registries and
+//! builds, then networking.
 
 pub mod daemon;
 pub mod image;
