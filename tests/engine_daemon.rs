@@ -810,3 +810,75 @@ fn docker_exec_runs_in_the_container() {
     assert_eq!(code, 0, "{err}");
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }
+
+#[test]
+fn save_load_and_import_round_trip() {
+    if !privileged("engine_daemon::save_import") {
+        return;
+    }
+    let berth = Berth::start("save", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let (_, id, _) =
+        berth.run(&["image", "inspect", "--format", "{{.Id}}", "berth-test"]);
+    let saved = berth.data_root().with_extension("saved.tar");
+    let (code, _, err) =
+        berth.run(&["save", "-o", saved.to_str().unwrap(), "berth-test"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["rmi", "berth-test"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = berth.run(&["load", "-i", saved.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Loaded image: berth-test:latest\n"),
+        "{err}"
+    );
+    let (_, again, _) =
+        berth.run(&["image", "inspect", "--format", "{{.Id}}", "berth-test"]);
+    assert_eq!(again, id, "the same image after save and load");
+    // The saved tar is also an OCI layout, as Docker 25 writes it.
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    for name in ["oci-layout", "index.json", "manifest.json"] {
+        assert!(names.lines().any(|l| l == name), "{name} not in {names}");
+    }
+    // import: a rootfs tar becomes a one-layer image that runs.
+    let rootfs_tar = berth.data_root().with_extension("rootfs.tar.gz");
+    let made = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&rootfs_tar)
+        .arg("-C")
+        .arg(rootfs())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (code, out, err) =
+        berth.run(&["import", rootfs_tar.to_str().unwrap(), "imported:v1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("sha256:"), "{out}");
+    let (code, out, err) = berth.run(&[
+        "run",
+        "--rm",
+        "imported:v1",
+        "/bin/echo",
+        "from an import",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "from an import\n"), "{err}");
+    // Not a tar: refused, and nothing is left of it.
+    let (_, before, _) = berth.run(&["images", "-q"]);
+    let junk = berth.data_root().with_extension("junk");
+    std::fs::write(&junk, vec![b'j'; 4096]).unwrap();
+    let (code, _, err) =
+        berth.run(&["import", junk.to_str().unwrap(), "junk:v1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid rootfs tar"), "{err}");
+    let (_, after, _) = berth.run(&["images", "-q"]);
+    assert_eq!(before, after);
+    for file in [saved, rootfs_tar, junk] {
+        let _ = std::fs::remove_file(file);
+    }
+}

@@ -377,7 +377,13 @@ fn hostile_clients_get_an_error_and_cannot_stall_the_container() {
     }
     let shim = Shim::new(
         "hostile",
-        &["sh", "-c", "head -c 60000000 /dev/zero; echo end >&2"],
+        // Printable bytes: a NUL takes six bytes of JSON in the log, and
+        // the records after "end" would rotate it away.
+        &[
+            "sh",
+            "-c",
+            "head -c 60000000 /dev/zero | tr '\\0' x; echo end >&2",
+        ],
         |_| {},
     );
     shim.created(&["--log-max-size", "200000", "--log-max-files", "2"]);

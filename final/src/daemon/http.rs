@@ -266,6 +266,29 @@ async fn dispatch(
         (&Method::GET, ["info"]) => ok(info(&engine)),
         (&Method::GET, ["images", "json"]) => ok(images::list(&engine).await?),
         (&Method::POST, ["images", "load"]) => load(engine, request).await,
+        (&Method::GET, ["images", "get"]) => {
+            let names = query_all(&request, "names");
+            if names.is_empty() {
+                return Err(Error::BadRequest("no image names given".into()));
+            }
+            export(&engine, &names).await
+        }
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            export(&engine, &[decode(&name.join("/"))]).await
+        }
+        (&Method::POST, ["images", "create"]) => {
+            if q.get("fromSrc").map(String::as_str) != Some("-") {
+                return Err(Error::BadRequest(
+                    "only import from the request body (fromSrc=-) is supported; pulling from a registry is not".into(),
+                ));
+            }
+            let repo = q.get("repo").cloned().unwrap_or_default();
+            let tag = q.get("tag").cloned().unwrap_or_default();
+            let reader = body_reader(request);
+            let id = images::import(&engine, reader, &repo, &tag).await?;
+            let line = json!({ "status": id }).to_string() + "\n";
+            Ok(respond(StatusCode::OK, full(line), "application/json"))
+        }
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             ok(images::inspect(&engine, &decode(&name.join("/"))).await?)
         }
@@ -827,38 +850,67 @@ async fn logs(
     Ok(respond(StatusCode::OK, body, content_type))
 }
 
+/// Every value of `key` in the query string (`names=a&names=b`).
+fn query_all(request: &Request<Incoming>, key: &str) -> Vec<String> {
+    request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (decode(k) == key).then(|| decode(v))
+        })
+        .collect()
+}
+
+/// `GET /images/get`: the tar, streamed.
+async fn export(
+    engine: &Arc<Engine>,
+    names: &[String],
+) -> Result<Response<Body>, Error> {
+    let mut rx = images::save(engine, names).await?;
+    let (mut sender, body) = channel_body();
+    tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            if sender.send_data(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(respond(StatusCode::OK, body, "application/x-tar"))
+}
+
+/// The request's body as a blocking reader, fed by a task. A body that
+/// fails to arrive ends early: the reader's consumer sees a cut stream.
+fn body_reader(request: Request<Incoming>) -> ChannelReader {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut body = request.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data()
+                && tx.send(data).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    ChannelReader {
+        rx,
+        current: Bytes::new(),
+    }
+}
+
 /// `POST /images/load`: the tar body to the archive loader, on a
 /// blocking thread fed chunk by chunk.
 async fn load(
     engine: Arc<Engine>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let reader = body_reader(request);
     let loader = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
         crate::image::archive::load(&engine.store, reader)
     });
-    let mut body = request.into_body();
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && tx.send(data).await.is_err()
-                {
-                    break;
-                }
-            }
-            Err(e) => {
-                return Err(Error::BadRequest(format!(
-                    "cannot read the request body: {e}"
-                )));
-            }
-        }
-    }
-    drop(tx);
     let loaded = loader
         .await
         .map_err(|e| Error::Internal(format!("load failed: {e}")))?

@@ -189,3 +189,80 @@ pub async fn remove(
     }
     Ok(Value::Array(out))
 }
+
+/// `GET /images/get?names=…` (and `GET /images/NAME/get`): the images as
+/// one tar, written by a blocking thread as the client reads it.
+pub async fn save(
+    engine: &Arc<Engine>,
+    names: &[String],
+) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, Error> {
+    let mut images = Vec::new();
+    for name in names {
+        images.push(find(engine, name).await?);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let writer = ChannelWriter { tx };
+        // A failure midway can only cut the stream short: the client sees
+        // a truncated tar, which its loader refuses.
+        let _ = crate::image::export::save(&engine.store, &images, writer);
+    });
+    Ok(rx)
+}
+
+/// Writes into a channel, blocking while the reader is behind.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(bytes::Bytes::copy_from_slice(buf))
+            .map_err(|_| {
+                std::io::Error::from(std::io::ErrorKind::BrokenPipe)
+            })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `POST /images/create?fromSrc=-&repo=R&tag=T`: the body, a root
+/// filesystem tar, as a one-layer image named `R:T`.
+///
+/// Simplification: a name is required (an unnamed image would have
+/// nothing in the store's index to find it by; Docker lists it as
+/// `<none>`).
+pub async fn import(
+    engine: &Arc<Engine>,
+    reader: impl std::io::Read + Send + 'static,
+    repo: &str,
+    tag: &str,
+) -> Result<String, Error> {
+    if repo.is_empty() {
+        return Err(Error::BadRequest(
+            "import needs a name for the image (REPOSITORY[:TAG])".into(),
+        ));
+    }
+    let target = if tag.is_empty() {
+        repo.to_owned()
+    } else {
+        format!("{repo}:{tag}")
+    };
+    let reference: Reference = target.parse().map_err(
+        |e: crate::image::reference::BadReference| {
+            Error::BadRequest(e.to_string())
+        },
+    )?;
+    let engine = engine.clone();
+    let id = blocking(move || {
+        crate::image::export::import(&engine.store, reader, Some(&reference))
+    })
+    .await?
+    .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))?;
+    Ok(id.to_string())
+}

@@ -16,6 +16,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod export;
 pub mod lookup;
 pub mod reference;
 pub mod snapshot;
