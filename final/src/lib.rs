@@ -26,13 +26,15 @@
 //!   socket (`http`), containers' records, lifecycle and restore after a
 //!   crash (`containers`), exec sessions (`exec`), images (`images`), the
 //!   OCI spec Docker would write (`spec`). tokio lives here only.
+//! - [`cli`] — **`berth`**'s client commands: docker's command line and
+//!   output formats (`format`), a client of the API through bollard.
 //! - [`time`] — RFC 3339 timestamps; [`path_io`] — the error of a file
 //!   operation, and durable replacement of a file.
 //!
-//! Still to come (issue 9 on): the `berth` CLI's client commands, image
-//! save/import, events/stats/top/cp/diff/commit; then registries and
-//! builds, then networking.
+//! Still to come (issue 9 on): `berth run -t`, events/stats/top/cp/
+//! diff/commit; then registries and builds, then networking.
 
+pub mod cli;
 pub mod daemon;
 pub mod image;
 pub mod path_io;

@@ -1,6 +1,6 @@
 //! `berth`: the engine's command line. `berth daemon` runs the daemon;
-//! the client commands come next (issue 9). Everything is in the
-//! library ([`berth::daemon`]); this parses the flags.
+//! every other command is a client of its API ([`berth::cli`]).
+//! Everything is in the library; this parses the flags.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version)]
 struct Cli {
+    /// The daemon's socket, unix://PATH (for the daemon: where it
+    /// listens; default: EXEC_ROOT/berth.sock, and for the client
+    /// $DOCKER_HOST or /run/berth/berth.sock).
+    #[arg(short = 'H', long = "host", global = true)]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,9 +31,6 @@ enum Command {
         /// Runtime state: shims, the runtime's root.
         #[arg(long, default_value = "/run/berth")]
         exec_root: PathBuf,
-        /// The socket, as unix://PATH (default: EXEC_ROOT/berth.sock).
-        #[arg(short = 'H', long = "host")]
-        host: Option<String>,
         /// An OCI runtime, NAME=PATH (berth-runtime, runc and crun are
         /// known by default where installed).
         #[arg(long = "runtime", value_name = "NAME=PATH")]
@@ -37,6 +39,8 @@ enum Command {
         #[arg(long, default_value = "berth-runtime")]
         default_runtime: String,
     },
+    #[command(flatten)]
+    Client(Box<berth::cli::Command>),
 }
 
 /// `name` beside this executable if it is there, else `name` (for PATH).
@@ -59,11 +63,12 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let host = cli.host;
     match cli.command {
+        Command::Client(command) => client(host.as_deref(), *command),
         Command::Daemon {
             data_root,
             exec_root,
-            host,
             runtimes,
             default_runtime,
         } => {
@@ -114,6 +119,31 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// A client command, on a single-threaded tokio runtime: its exit code.
+fn client(host: Option<&str>, command: berth::cli::Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("berth: cannot start tokio: {e}");
+            return ExitCode::from(berth::cli::EXIT_ENGINE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let docker = berth::cli::connect(host)?;
+        berth::cli::run(&docker, command).await
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("berth: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }

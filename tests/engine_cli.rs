@@ -1,0 +1,197 @@
+//! `berth`'s client commands, against berth daemon: they do what the
+//! docker CLI does, print what it prints (the tables compared line for
+//! line with docker's, for the same daemon), and fail as it fails.
+
+use berth_tests::daemons::Berth;
+use berth_tests::fixture::rootfs;
+use berth_tests::{privileged, step_binary, workspace_root};
+
+/// `berth -H unix://SOCK args`: (exit code, stdout, stderr).
+fn berth_cli(daemon: &Berth, args: &[&str]) -> (i32, String, String) {
+    let out =
+        std::process::Command::new(workspace_root().join(step_binary("berth")))
+            .arg("-H")
+            .arg(format!("unix://{}", daemon.socket().display()))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn berth_drives_the_engine_and_prints_what_docker_prints() {
+    if !privileged("engine_cli::berth_cli") {
+        return;
+    }
+    let daemon = Berth::start("cli", &[]);
+    let archive = daemon.data_root().with_extension("image.tar");
+    std::fs::write(
+        &archive,
+        berth_tests::daemons::docker_archive(rootfs(), "berth-test:latest"),
+    )
+    .unwrap();
+    let (code, out, err) =
+        berth_cli(&daemon, &["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Loaded image: berth-test:latest\n"),
+        "{err}"
+    );
+    // run: the output, the exit code.
+    let (code, out, err) = berth_cli(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "berth-test",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 5",
+        ],
+    );
+    assert_eq!((code, out.as_str(), err.as_str()), (5, "out\n", "err\n"));
+    let (code, out, _) = berth_cli(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "berth-test",
+            "sh",
+            "-c",
+            "echo $A $(pwd) $(id -u)",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "1 /tmp 65534\n"));
+    // stdin with -i.
+    let mut cat =
+        std::process::Command::new(workspace_root().join(step_binary("berth")));
+    cat.arg("-H")
+        .arg(format!("unix://{}", daemon.socket().display()))
+        .args(["run", "--rm", "-i", "berth-test", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cat.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped in\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"piped in\n"[..])
+    );
+    // Detached, listed, logged, exec'd, stopped, removed.
+    let (code, id, err) = berth_cli(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-l",
+            "tier=front",
+            "berth-test",
+            "sh",
+            "-c",
+            "echo up; trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
+    let (code, out, _) =
+        berth_cli(&daemon, &["exec", "web", "cat", "/etc/hostname"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("{}\n", &id[..12]).as_str())
+    );
+    let (code, _, _) =
+        berth_cli(&daemon, &["exec", "web", "sh", "-c", "exit 4"]);
+    assert_eq!(code, 4);
+    let (_, logs, _) = berth_cli(&daemon, &["logs", "web"]);
+    assert_eq!(logs, "up\n");
+    // The tables are docker's, for the same daemon.
+    for args in [
+        &["ps", "-a"][..],
+        &["images"][..],
+        &["ps", "-q"][..],
+        &["images", "-q"][..],
+    ] {
+        let (_, ours, _) = berth_cli(&daemon, args);
+        let (_, theirs, _) = daemon.run(args);
+        // Durations tick between the two commands: every "N seconds",
+        // "Less than a second", "About a minute" reads the same.
+        let strip = |text: &str| -> String {
+            text.lines()
+                .map(|l| {
+                    l.replace("Less than a second", "1 second")
+                        .replace("About a minute", "1 minute")
+                        .split_whitespace()
+                        .filter(|w| !w.chars().all(|c| c.is_ascii_digit()))
+                        .map(|w| match w {
+                            "second" | "seconds" | "minute" | "minutes" => {
+                                "[DURATION]"
+                            }
+                            other => other,
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            strip(&ours),
+            strip(&theirs),
+            "berth {args:?}:\n{ours}\ndocker:\n{theirs}"
+        );
+    }
+    let (_, out, _) =
+        berth_cli(&daemon, &["ps", "-q", "--filter", "label=tier=front"]);
+    assert_eq!(out.trim(), &id[..12]);
+    let (_, inspect, _) = berth_cli(&daemon, &["inspect", "web"]);
+    let parsed: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(parsed[0]["Name"], "/web");
+    assert_eq!(parsed[0]["State"]["Status"], "running");
+    let (code, out, err) = berth_cli(&daemon, &["stop", "-t", "5", "web"]);
+    assert_eq!((code, out.as_str()), (0, "web\n"), "{err}");
+    let (_, out, _) = berth_cli(&daemon, &["wait", "web"]);
+    assert_eq!(out, "0\n");
+    let (code, _, err) = berth_cli(&daemon, &["rm", "web"]);
+    assert_eq!(code, 0, "{err}");
+    // Errors: one line, docker's codes.
+    let (code, _, err) =
+        berth_cli(&daemon, &["run", "--rm", "no-such-image", "true"]);
+    assert_eq!(code, 125);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("No such image: no-such-image"), "{err}");
+    let (code, _, err) =
+        berth_cli(&daemon, &["run", "--rm", "berth-test", "no-such-program"]);
+    assert_eq!(code, 127, "{err}");
+    let (code, _, err) = berth_cli(&daemon, &["rm", "nope"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("No such container: nope"), "{err}");
+    // Save, tag, rmi.
+    let (code, _, err) = berth_cli(&daemon, &["tag", "berth-test", "again:v2"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = berth_cli(&daemon, &["rmi", "again:v2"]);
+    assert_eq!((code, out.as_str()), (0, "Untagged: again:v2\n"));
+    let saved = daemon.data_root().with_extension("saved.tar");
+    let (code, _, err) = berth_cli(
+        &daemon,
+        &["save", "-o", saved.to_str().unwrap(), "berth-test"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::metadata(&saved).unwrap().len() > 1024);
+    let _ = std::fs::remove_file(saved);
+    let _ = std::fs::remove_file(archive);
+    assert!(daemon.leftovers().is_empty(), "{:?}", daemon.leftovers());
+}
