@@ -504,3 +504,27 @@ fn an_ordinary_user_runs_a_rootless_container() {
     assert!(err.contains("cgroup"), "{err}");
     let _ = fs::remove_dir_all(&home);
 }
+
+#[test]
+fn devices_at_dev_symlink_paths_do_not_break_the_container() {
+    if !privileged("runtime_commands::dev_ptmx") {
+        return;
+    }
+    // dockerd's spec for --privileged lists every host device, /dev/ptmx
+    // among them: the container's ptmx stays its devpts instance's (a
+    // host node there would open the host's ptys), and the rest is made.
+    let root = fresh_root("dev-ptmx");
+    let dir = bundle("runtime-dev-ptmx", |c| {
+        c["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "readlink /dev/ptmx; ls -l /dev/kmsg | cut -c1"
+        ]);
+        c["linux"]["devices"] = json!([
+            {"path": "/dev/ptmx", "type": "c", "major": 5, "minor": 2, "fileMode": 438, "uid": 0, "gid": 0},
+            {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 420, "uid": 0, "gid": 0},
+        ]);
+    });
+    let (code, out, err) = runtime(&root, &["run", "--bundle", &dir, "ptmx1"]);
+    assert_eq!((code, out.as_str()), (0, "pts/ptmx\nc\n"), "{err}");
+}

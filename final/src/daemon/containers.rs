@@ -502,6 +502,8 @@ impl Engine {
                 ("/etc/hosts", None),
                 ("/etc/resolv.conf", None),
             ],
+            cgroup_v2: false,
+            host_name: "",
         };
         spec::build(&probe).map_err(|e| Error::BadRequest(e.to_string()))?;
         let runtime = host
@@ -621,12 +623,11 @@ impl Engine {
         }
         let user =
             resolve_user(&rootfs, record.config.user.as_deref().unwrap_or(""))?;
-        let hostname = record
-            .config
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| id.chars().take(12).collect());
+        let host_name = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hostname =
+            spec::hostname(&record.config, &record.host_config, id, &host_name);
         let files = write_etc(&dir, &hostname)?;
         let input = spec::Input {
             id,
@@ -638,6 +639,11 @@ impl Engine {
                 ("/etc/hosts", Some(&files[1])),
                 ("/etc/resolv.conf", files.get(2).map(PathBuf::as_path)),
             ],
+            cgroup_v2: matches!(
+                crate::cgroup::detect(),
+                Ok(crate::cgroup::Layout::Unified { .. })
+            ),
+            host_name: &host_name,
         };
         let spec = spec::build(&input)
             .map_err(|e| Error::BadRequest(e.to_string()))?;

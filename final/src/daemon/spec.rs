@@ -4,10 +4,21 @@
 //! config and the request ask for. A pure function of its input
 //! ([`Input`]), so that it is tested without a container.
 //!
-//! Differences from dockerd, named: no AppArmor or SELinux labels (the
-//! runtime is LSM-free); no seccomp profile yet (issue 9 adds Docker's
-//! default); the cgroup parent is `/berth`; the network is a new empty
-//! namespace unless `--network host` (bridge networking comes later).
+//! `tests/engine_spec.rs` compares the result with the `config.json`
+//! dockerd (Debian's docker.io) writes for the same flags, field by
+//! field; its snapshot lists what differs, and why is here:
+//!
+//! - no seccomp profile yet (Docker's default allow-list is to come);
+//! - `/sys/devices/virtual/powercap` is masked, as Docker 25 on masks it
+//!   (the packaged dockerd is older);
+//! - with `--network host` there is no network namespace at all, where
+//!   dockerd names the host's by a path of its own (the same namespace);
+//! - not compared, because they are paths or names of each daemon's: the
+//!   cgroup parent (`/berth`), mount sources, the container's id; no
+//!   AppArmor or SELinux labels either (the runtime is LSM-free).
+//!
+//! The network is a new namespace with only loopback unless `--network
+//! host`: bridge networking comes in a later issue.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,6 +102,12 @@ pub struct Input<'a> {
     /// The files bind-mounted over `/etc/hostname`, `/etc/hosts` and
     /// `/etc/resolv.conf` (each may be absent).
     pub etc: [(&'static str, Option<&'a Path>); 3],
+    /// The host's cgroups are v2 only: a cgroup namespace of its own, as
+    /// Docker gives one there (on v1 and hybrid hosts it shares the
+    /// host's).
+    pub cgroup_v2: bool,
+    /// The host's name: the container's with `--network host`.
+    pub host_name: &'a str,
 }
 
 /// The program and its arguments: the entrypoint, then the command.
@@ -204,31 +221,24 @@ fn resources(host: &HostConfig) -> Value {
     resources
 }
 
-/// Docker's device rules: everything denied but the usual character
-/// devices; `--privileged`: everything allowed.
+/// Docker's device rules: everything denied but `/dev/null`, `zero`,
+/// `full`, `random`, `urandom`, `tty` and `console`, and `/dev/fuse`
+/// denied explicitly; `--privileged`: everything allowed. (The runtime
+/// adds its own rules for the pty devices, as runc does.)
 fn devices(privileged: bool) -> Value {
     if privileged {
         return json!([{ "allow": true, "access": "rwm" }]);
     }
-    let allow = |kind: &str,
-                 major: Option<i64>,
-                 minor: Option<i64>,
-                 access: &str| {
-        json!({ "allow": true, "type": kind, "major": major, "minor": minor, "access": access })
-    };
+    let rule = |allow: bool, major: i64, minor: i64| json!({ "allow": allow, "type": "c", "major": major, "minor": minor, "access": "rwm" });
     json!([
         { "allow": false, "access": "rwm" },
-        allow("c", None, None, "m"),
-        allow("b", None, None, "m"),
-        allow("c", Some(1), Some(3), "rwm"),
-        allow("c", Some(1), Some(8), "rwm"),
-        allow("c", Some(1), Some(7), "rwm"),
-        allow("c", Some(5), Some(0), "rwm"),
-        allow("c", Some(1), Some(5), "rwm"),
-        allow("c", Some(1), Some(9), "rwm"),
-        allow("c", Some(136), None, "rwm"),
-        allow("c", Some(5), Some(2), "rwm"),
-        allow("c", Some(10), Some(200), "rwm"),
+        rule(true, 1, 5),
+        rule(true, 1, 3),
+        rule(true, 1, 9),
+        rule(true, 1, 8),
+        rule(true, 5, 0),
+        rule(true, 5, 1),
+        rule(false, 10, 229),
     ])
 }
 
@@ -291,8 +301,12 @@ fn mounts(input: &Input<'_>) -> Result<Vec<Value>, Error> {
         if !destination.starts_with('/') {
             return Err(Error::Tmpfs(destination));
         }
-        let mut all =
-            vec!["nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()];
+        let mut all = vec![
+            "nosuid".to_owned(),
+            "nodev".to_owned(),
+            "noexec".to_owned(),
+            "rprivate".to_owned(),
+        ];
         all.extend(
             options
                 .split(',')
@@ -301,17 +315,42 @@ fn mounts(input: &Input<'_>) -> Result<Vec<Value>, Error> {
         );
         mounts.push(json!({"destination": destination, "type": "tmpfs", "source": "tmpfs", "options": all}));
     }
+    // Read-only too when the root is (Docker's choice: a read-only
+    // container cannot rewrite its name or its resolver either).
+    let etc_options = if host.readonly_rootfs == Some(true) {
+        json!(["rbind", "rprivate", "ro"])
+    } else {
+        json!(["rbind", "rprivate"])
+    };
     for (destination, source) in input.etc {
         if let Some(source) = source {
             mounts.push(json!({
                 "destination": destination,
                 "type": "bind",
                 "source": source,
-                "options": ["rbind", "rprivate"],
+                "options": etc_options,
             }));
         }
     }
     Ok(mounts)
+}
+
+/// The container's hostname: `--hostname`, else the host's with the
+/// host's network (as Docker does, in a UTS namespace of its own all the
+/// same), else the first 12 digits of its id.
+pub fn hostname(
+    config: &ContainerConfig,
+    host: &HostConfig,
+    id: &str,
+    host_name: &str,
+) -> String {
+    match config.hostname.clone().filter(|h| !h.is_empty()) {
+        Some(name) => name,
+        None if host.network_mode.as_deref() == Some("host") => {
+            host_name.to_owned()
+        }
+        None => id.chars().take(12).collect(),
+    }
 }
 
 /// The spec.
@@ -332,31 +371,53 @@ pub fn build(input: &Input<'_>) -> Result<Value, Error> {
     if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    let hostname = config.hostname.clone().filter(|h| !h.is_empty());
     let network = host.network_mode.clone().unwrap_or_default();
+    let host_network = network == "host";
+    let hostname = hostname(config, host, input.id, input.host_name);
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
     let mut namespaces = vec![
         json!({"type": "mount"}),
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
-        json!({"type": "cgroup"}),
     ];
+    if input.cgroup_v2 {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     match network.as_str() {
-        "host" => {
-            // The host's network and, as Docker does, its hostname.
-            namespaces.retain(|n| n["type"] != "uts");
-        }
+        "host" => {}
         "" | "default" | "none" | "bridge" => {
             namespaces.push(json!({"type": "network"}))
         }
         other => return Err(Error::Network(other.to_owned())),
     }
-    let (uid, gid, additional) = &input.user;
+    let (uid, gid, supplementary) = &input.user;
+    // Docker lists the primary group among the additional ones.
+    let mut additional = vec![*gid];
+    additional.extend(supplementary.iter().filter(|g| **g != *gid));
+    // A user other than root starts with no effective or permitted
+    // capabilities (Docker 23 on; the bounding set still applies to what
+    // it may gain by exec'ing a program with file capabilities).
+    let (effective, permitted) = if *uid == 0 {
+        (caps.clone(), caps.clone())
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let mut linux = json!({
         "resources": resources(host),
         "cgroupsPath": format!("/berth/{}", input.id),
         "namespaces": namespaces,
     });
+    if !host_network {
+        // In a network namespace of its own, any port and ping are the
+        // container's to use without privileges (Docker 20.10 on).
+        linux["sysctl"] = json!({
+            "net.ipv4.ip_unprivileged_port_start": "0",
+            "net.ipv4.ping_group_range": "0 2147483647",
+        });
+    }
     if !privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
@@ -366,11 +427,12 @@ pub fn build(input: &Input<'_>) -> Result<Value, Error> {
         "process": {
             "terminal": tty,
             "user": { "uid": uid, "gid": gid, "additionalGids": additional },
+            "oomScoreAdj": 0,
             "args": args(config)?,
             "env": env,
             "cwd": config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
             "capabilities": {
-                "bounding": caps, "effective": caps, "permitted": caps,
+                "bounding": caps, "effective": effective, "permitted": permitted,
             },
             "noNewPrivileges": host.security_opt.iter().flatten().any(|o| o == "no-new-privileges" || o == "no-new-privileges:true"),
             "rlimits": rlimits(host)?,
@@ -379,11 +441,7 @@ pub fn build(input: &Input<'_>) -> Result<Value, Error> {
         "mounts": mounts(input)?,
         "linux": linux,
     });
-    if network != "host" {
-        spec["hostname"] = json!(
-            hostname.unwrap_or_else(|| input.id.chars().take(12).collect())
-        );
-    }
+    spec["hostname"] = json!(hostname);
     Ok(spec)
 }
 
@@ -407,6 +465,8 @@ mod tests {
                 ("/etc/hosts", None),
                 ("/etc/resolv.conf", None),
             ],
+            cgroup_v2: true,
+            host_name: "the-host",
         }
     }
 
@@ -482,7 +542,7 @@ mod tests {
         );
         assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 100);
         assert_eq!(spec["root"]["readonly"], true);
-        assert!(spec.get("hostname").is_none());
+        assert_eq!(spec["hostname"], "the-host");
         assert_eq!(spec["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
         assert_eq!(spec["process"]["terminal"], true);
         assert!(
@@ -499,7 +559,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             tmpfs["options"],
-            json!(["nosuid", "nodev", "noexec", "size=1m"])
+            json!(["nosuid", "nodev", "noexec", "rprivate", "size=1m"])
         );
     }
 

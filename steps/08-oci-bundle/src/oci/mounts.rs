@@ -333,6 +333,12 @@ pub fn plan(
         }
     }
     for device in &devices {
+        // `/dev/ptmx` is the container's devpts instance's (the symlink
+        // below): a host ptmx node there (dockerd lists every host device
+        // for `--privileged`) would open the host's ptys. runc drops it too.
+        if device.path() == Path::new("/dev/ptmx") {
+            continue;
+        }
         let kind = match device.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
             LinuxDeviceType::B => SFlag::S_IFBLK,
@@ -355,6 +361,12 @@ pub fn plan(
         }));
     }
     for (link, target) in DEV_SYMLINKS {
+        // A device the config asks for at one of these paths wins.
+        if link != "/dev/ptmx"
+            && devices.iter().any(|d| d.path() == Path::new(link))
+        {
+            continue;
+        }
         ops.push(Op::Symlink {
             link: PathBuf::from(link),
             target: PathBuf::from(target),
