@@ -882,3 +882,79 @@ fn save_load_and_import_round_trip() {
         let _ = std::fs::remove_file(file);
     }
 }
+
+#[test]
+fn top_diff_and_commit() {
+    if !privileged("engine_daemon::top_diff_commit") {
+        return;
+    }
+    let berth = Berth::start("commit", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let script = "rm /etc/hostname.orig 2>/dev/null; mkdir /data && echo kept > /data/file && rm /bin/vi && touch /tmp/marker && exec sleep 1000";
+    let (code, _, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "worker",
+        "-e",
+        "MODE=saved",
+        "berth-test",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    eventually("the changes", || {
+        berth.run(&["diff", "worker"]).1.contains("A /tmp/marker")
+    });
+    let (code, out, err) = berth.run(&["diff", "worker"]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "C /bin",
+        "D /bin/vi",
+        "A /data",
+        "A /data/file",
+        "C /tmp",
+        "A /tmp/marker",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} not in:\n{out}");
+    }
+    // top: the host's ps, the container's processes only.
+    let (code, out, err) = berth.run(&["top", "worker"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("UID"), "{out}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(rows[0].ends_with("sleep 1000"), "{out}");
+    // commit: the changes as a layer, the config with them.
+    let (code, image, err) =
+        berth.run(&["commit", "-m", "with data", "worker", "committed:v1"]);
+    assert_eq!(code, 0, "{err}{}", berth.daemon_log());
+    assert!(image.starts_with("sha256:"), "{image}");
+    let (_, layers, _) = berth.run(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .RootFS.Layers}}",
+        "committed:v1",
+    ]);
+    assert_eq!(layers, "2\n");
+    let (code, out, err) = berth.run(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        "committed:v1",
+        "-c",
+        "cat /data/file; echo $MODE; test -e /bin/vi || echo no vi",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "kept\nsaved\nno vi\n"), "{err}");
+    // The container went on running through the commit (paused, then
+    // resumed).
+    let (_, status, _) =
+        berth.run(&["inspect", "--format", "{{.State.Status}}", "worker"]);
+    assert_eq!(status, "running\n");
+    berth.run(&["rm", "-f", "worker"]);
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}

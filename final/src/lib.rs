@@ -24,15 +24,16 @@
 //!   `server`, the runtime's command line `runtime`). Single-threaded.
 //! - [`daemon`] — **`berth daemon`**: the Docker Engine API on a unix
 //!   socket (`http`), containers' records, lifecycle and restore after a
-//!   crash (`containers`), exec sessions (`exec`), images (`images`), the
-//!   OCI spec Docker would write (`spec`). tokio lives here only.
+//!   crash (`containers`), exec sessions (`exec`), images (`images`),
+//!   top/diff/commit (`changes`), the OCI spec Docker would write
+//!   (`spec`). tokio lives here and in `cli` only.
 //! - [`cli`] — **`berth`**'s client commands: docker's command line and
 //!   output formats (`format`), a client of the API through bollard.
 //! - [`time`] — RFC 3339 timestamps; [`path_io`] — the error of a file
 //!   operation, and durable replacement of a file.
 //!
-//! Still to come (issue 9 on): `berth run -t`, events/stats/top/cp/
-//! diff/commit; then registries and builds, then networking.
+//! Still to come (issue 9 on): `berth run -t`, events/stats/cp; then
+//! registries and builds, then networking.
 
 pub mod cli;
 pub mod daemon;

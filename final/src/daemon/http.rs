@@ -326,6 +326,32 @@ async fn dispatch(
             ))
         }
         (&Method::GET, ["containers", "json"]) => ok(list(&engine, &q)?),
+        (&Method::POST, ["commit"]) => {
+            let container = q.get("container").cloned().unwrap_or_default();
+            let id = engine.resolve(&container)?;
+            let repo = q.get("repo").cloned().unwrap_or_default();
+            let tag = q.get("tag").cloned().unwrap_or_default();
+            let name = if repo.is_empty() {
+                None
+            } else {
+                let full = if tag.is_empty() {
+                    repo
+                } else {
+                    format!("{repo}:{tag}")
+                };
+                Some(full.parse().map_err(
+                    |e: crate::image::reference::BadReference| {
+                        Error::BadRequest(e.to_string())
+                    },
+                )?)
+            };
+            let comment = q.get("comment").cloned().unwrap_or_default();
+            let author = q.get("author").cloned().unwrap_or_default();
+            let image =
+                super::changes::commit(&engine, &id, name, comment, author)
+                    .await?;
+            Ok(json_response(StatusCode::CREATED, &json!({ "Id": image })))
+        }
         (&Method::POST, ["containers", name, "exec"]) => {
             let id = engine.resolve(&decode(name))?;
             let config: bollard::models::ExecConfig =
@@ -426,6 +452,17 @@ async fn container_route(
             Ok(empty(StatusCode::OK))
         }
         (&Method::GET, ["logs"]) => logs(engine, id, q).await,
+        (&Method::GET, ["top"]) => {
+            let ps_args = q.get("ps_args").cloned().unwrap_or_default();
+            Ok(json_response(
+                StatusCode::OK,
+                &super::changes::top(&engine, id, &ps_args).await?,
+            ))
+        }
+        (&Method::GET, ["changes"]) => Ok(json_response(
+            StatusCode::OK,
+            &super::changes::diff(&engine, id).await?,
+        )),
         (&Method::POST, [which @ ("pause" | "unpause")]) => {
             engine.pause(id, *which == "pause").await?;
             Ok(empty(StatusCode::NO_CONTENT))

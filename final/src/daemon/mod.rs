@@ -20,6 +20,7 @@
 //! tokio lives here and in the CLI only; the shims and the runtime are
 //! separate single-threaded processes.
 
+pub mod changes;
 pub mod containers;
 pub mod exec;
 pub mod http;

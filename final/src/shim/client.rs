@@ -187,6 +187,14 @@ impl Client {
         }
     }
 
+    /// The host pids of the container's processes.
+    pub fn pids(&self) -> Result<Vec<i32>, Error> {
+        match self.ask(&Request::Pids)?.0 {
+            Reply::Pids { pids } => Ok(pids),
+            _ => Err(Error::Unexpected(self.socket.clone())),
+        }
+    }
+
     /// Freeze the container.
     pub fn pause(&self) -> Result<(), Error> {
         self.ok(&Request::Pause)

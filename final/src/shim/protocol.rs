@@ -100,6 +100,9 @@ pub enum Request {
     },
     /// Answer once the container has exited and its output has ended.
     Wait,
+    /// `runtime ps --format json`: the host pids of the container's
+    /// processes.
+    Pids,
     /// `runtime pause`: freeze every process of the container.
     Pause,
     /// `runtime resume`: thaw them.
@@ -168,6 +171,11 @@ pub enum Reply {
     },
     /// The answer to [`Request::Wait`].
     Exited(Exit),
+    /// The answer to [`Request::Pids`].
+    Pids {
+        /// Host pids.
+        pids: Vec<i32>,
+    },
     /// The request failed.
     Error {
         /// Why, in kind.

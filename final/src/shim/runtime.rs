@@ -77,6 +77,31 @@ impl Runtime {
         self.check(op, status, mark, &stderr)
     }
 
+    /// Run `ARGS…` to its end and return what it printed on stdout (at
+    /// most 1 MiB); a failure carries the runtime's message.
+    pub fn query(
+        &self,
+        op: &'static str,
+        args: &[&str],
+    ) -> Result<Vec<u8>, Error> {
+        let mark = log_size(&self.log);
+        let mut command = self.command(args);
+        command.stdout(Stdio::piped());
+        let mut child = self.spawn(op, &mut command)?;
+        let mut stdout = Vec::new();
+        if let Some(mut pipe) = child.stdout.take() {
+            let _ = pipe.by_ref().take(1 << 20).read_to_end(&mut stdout);
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        }
+        let status = child.wait().map_err(|source| Error::Spawn {
+            runtime: self.path.clone(),
+            op,
+            source,
+        })?;
+        self.check(op, status, mark, "")?;
+        Ok(stdout)
+    }
+
     /// `Ok` if `status` is success; otherwise the runtime's last error
     /// record logged after byte `mark` of its log, or its stderr's last
     /// line, or the status itself.

@@ -775,6 +775,31 @@ impl Shim {
                 }
                 return Ok(None);
             }
+            Request::Pids => match status {
+                Status::Created | Status::Running => {
+                    match self
+                        .runtime
+                        .query("ps", &["ps", "--format", "json", &id])
+                    {
+                        Ok(out) => {
+                            match serde_json::from_slice::<Vec<i32>>(&out) {
+                                Ok(pids) => Reply::Pids { pids },
+                                Err(e) => refuse(
+                                    Failure::Runtime,
+                                    format!(
+                                        "runtime ps printed no pid list: {e}"
+                                    ),
+                                ),
+                            }
+                        }
+                        Err(e) => answer(Err(e)),
+                    }
+                }
+                Status::Stopped => refuse(
+                    Failure::Conflict,
+                    "the container is not running".into(),
+                ),
+            },
             Request::Pause | Request::Resume => match status {
                 Status::Running => {
                     let op = if request == Request::Pause {
