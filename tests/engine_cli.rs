@@ -42,6 +42,10 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
         (0, "Loaded image: berth-test:latest\n"),
         "{err}"
     );
+    // docker's table, byte for byte: column widths and all.
+    let (_, ours, _) = berth_cli(&daemon, &["images"]);
+    let (_, theirs, _) = daemon.run(&["images"]);
+    assert_eq!(ours, theirs);
     // run: the output, the exit code.
     let (code, out, err) = berth_cli(
         &daemon,
@@ -89,6 +93,26 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
         (out.status.code(), out.stdout.as_slice()),
         (Some(0), &b"piped in\n"[..])
     );
+    // -t: a pty in the container, this terminal (script(1)'s) raw.
+    let berth_bin = workspace_root().join(step_binary("berth"));
+    let in_a_terminal = |line: &str| {
+        let out = std::process::Command::new("script")
+            .args(["-qec", line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let host = format!("unix://{}", daemon.socket().display());
+    let (code, text) = in_a_terminal(&format!(
+        "{} -H {host} run --rm -it berth-test sh -c 'tty; exit 3'",
+        berth_bin.display()
+    ));
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("/dev/pts/0\r\n"), "{text:?}");
     // Detached, listed, logged, exec'd, stopped, removed.
     let (code, id, err) = berth_cli(
         &daemon,
@@ -116,9 +140,42 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
     let (code, _, _) =
         berth_cli(&daemon, &["exec", "web", "sh", "-c", "exit 4"]);
     assert_eq!(code, 4);
+    let (code, text) = in_a_terminal(&format!(
+        "{} -H {host} exec -it web sh -c 'tty; exit 6'",
+        berth_bin.display()
+    ));
+    assert_eq!(code, Some(6), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
     let (_, logs, _) = berth_cli(&daemon, &["logs", "web"]);
     assert_eq!(logs, "up\n");
-    // The tables are docker's, for the same daemon.
+    // top, diff, commit: as docker prints them.
+    // (top's second process, a `sleep 0.1`, is another one each time.)
+    for args in [&["top", "web"][..], &["diff", "web"][..]] {
+        let (code, ours, err) = berth_cli(&daemon, args);
+        assert_eq!(code, 0, "{err}");
+        let (_, theirs, _) = daemon.run(args);
+        let first = |t: &str| t.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert_eq!(first(&ours), first(&theirs), "berth {args:?}");
+    }
+    let (code, image, err) =
+        berth_cli(&daemon, &["commit", "-m", "snap", "web", "snap:v1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(image.starts_with("sha256:"), "{image}");
+    let (_, out, _) = berth_cli(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            "snap:v1",
+            "/etc/hostname",
+        ],
+    );
+    assert_eq!(out.len(), 13, "{out}");
+    // The tables are docker's, for the same daemon (`images` byte for
+    // byte above); durations tick between the two commands and read
+    // alike here.
     for args in [
         &["ps", "-a"][..],
         &["images"][..],

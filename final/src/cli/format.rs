@@ -5,8 +5,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Rows under `headers`, each column as wide as its widest cell plus
-/// three spaces (the last one not padded).
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+/// three spaces, and at least `min` (the last one not padded): Go's
+/// tabwriter as the docker CLI configures it (`min` 10 for `ps` and
+/// `images`, 20 for `top`).
+pub fn table(headers: &[&str], rows: &[Vec<String>], min: usize) -> String {
     let mut widths: Vec<usize> =
         headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
@@ -22,7 +24,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             if i + 1 == cells.len() {
                 out.push_str(cell);
             } else {
-                let pad = widths[i] + 3 - cell.chars().count();
+                let pad = (widths[i] + 3).max(min) - cell.chars().count();
                 out.push_str(cell);
                 out.push_str(&" ".repeat(pad));
             }
@@ -94,7 +96,14 @@ mod tests {
             vec!["a".to_owned(), "bb".to_owned()],
             vec!["ccc".to_owned(), "d".to_owned()],
         ];
-        assert_eq!(table(&["X", "Y"], &rows), "X     Y\na     bb\nccc   d\n");
+        assert_eq!(
+            table(&["X", "Y"], &rows, 0),
+            "X     Y\na     bb\nccc   d\n"
+        );
+        assert_eq!(
+            table(&["X", "Y"], &rows, 10),
+            "X         Y\na         bb\nccc       d\n"
+        );
     }
 
     #[test]

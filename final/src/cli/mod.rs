@@ -6,9 +6,10 @@
 //!
 //! This increment: `version`, `images`, `ps`, `run` (`-d`, `-i`, `--rm`,
 //! and the container flags below), `create`, `start [-a]`, `stop`,
-//! `kill`, `wait`, `rm`, `logs`, `inspect`, `exec` (`-d`, `-i`), `load`,
-//! `save`, `tag`, `rmi`. Not yet: `-t` (a terminal needs the client's in
-//! raw mode), `cp`, `diff`, `commit`, `top`, `stats`, `events`.
+//! `kill`, `wait`, `rm`, `logs`, `inspect`, `exec` (`-d`, `-i`, `-t`), `load`,
+//! `save`, `tag`, `rmi`; `-t` puts this terminal in raw mode and gives
+//! the container's its size; `top`, `diff`, `commit`. Not yet: `cp`,
+//! `stats`, `events`.
 
 pub mod format;
 
@@ -87,6 +88,9 @@ pub struct ContainerFlags {
     /// Keep stdin open.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// A terminal: a pty in the container, this terminal in raw mode.
+    #[arg(short = 't', long)]
+    tty: bool,
     /// A read-only root.
     #[arg(long)]
     read_only: bool,
@@ -244,6 +248,7 @@ impl ContainerFlags {
             labels: Some(labels),
             hostname: self.hostname.clone(),
             open_stdin: Some(self.interactive),
+            tty: Some(self.tty),
             stdin_once: Some(self.interactive),
             attach_stdin: Some(self.interactive),
             attach_stdout: Some(true),
@@ -362,6 +367,9 @@ pub enum Command {
         /// Keep stdin open.
         #[arg(short, long)]
         interactive: bool,
+        /// A terminal: a pty for the command, this terminal in raw mode.
+        #[arg(short, long)]
+        tty: bool,
         /// Environment: KEY=VALUE.
         #[arg(short, long)]
         env: Vec<String>,
@@ -380,6 +388,32 @@ pub enum Command {
             allow_hyphen_values = true
         )]
         command: Vec<String>,
+    },
+    /// A container's processes.
+    Top {
+        /// The container.
+        container: String,
+        /// Options for ps (default -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// What a container changed in its filesystem: A, C, D.
+    Diff {
+        /// The container.
+        container: String,
+    },
+    /// A container's changes as a new image.
+    Commit {
+        /// A message for the image's history.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// The author.
+        #[arg(short, long)]
+        author: Option<String>,
+        /// The container.
+        container: String,
+        /// REPOSITORY[:TAG].
+        name: Option<String>,
     },
     /// Load images from a tar.
     Load {
@@ -503,6 +537,7 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
             print(&format::table(
                 &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
                 &rows,
+                10,
             ));
             Ok(0)
         }
@@ -562,6 +597,7 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                     "NAMES",
                 ],
                 &rows,
+                10,
             ));
             Ok(0)
         }
@@ -579,7 +615,8 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                 print(&format!("{id}\n"));
                 return Ok(0);
             }
-            attached_start(docker, &id, flags.interactive, flags.rm).await
+            attached_start(docker, &id, flags.interactive, flags.tty, flags.rm)
+                .await
         }
         Command::Start { attach, containers } => {
             if attach {
@@ -588,7 +625,8 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                         "you cannot start and attach multiple containers at once",
                     ));
                 };
-                return attached_start(docker, container, false, false).await;
+                return attached_start(docker, container, false, false, false)
+                    .await;
             }
             for container in containers {
                 docker
@@ -697,6 +735,7 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
         Command::Exec {
             detach,
             interactive,
+            tty,
             env,
             workdir,
             user,
@@ -711,11 +750,13 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                 working_dir: workdir,
                 user,
                 cmd: Some(command),
+                tty: Some(tty),
                 ..Default::default()
             };
             let exec = docker.create_exec(&container, config).await?;
             let options = bollard::exec::StartExecOptions {
                 detach,
+                tty,
                 ..Default::default()
             };
             match docker.start_exec(&exec.id, Some(options)).await? {
@@ -723,6 +764,11 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                     mut output,
                     mut input,
                 } => {
+                    let _raw = if tty { Raw::enter() } else { None };
+                    if tty && let Some((h, w)) = terminal_size() {
+                        let size = q::ResizeExecOptions { h, w };
+                        let _ = docker.resize_exec(&exec.id, size).await;
+                    }
                     let forward = interactive.then(|| {
                         tokio::spawn(async move {
                             use tokio::io::AsyncWriteExt;
@@ -743,6 +789,71 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                 }
                 bollard::exec::StartExecResults::Detached => Ok(0),
             }
+        }
+        Command::Top { container, ps_args } => {
+            let options = q::TopOptions {
+                ps_args: ps_args.join(" "),
+            };
+            let top = docker.top_processes(&container, Some(options)).await?;
+            let titles = top.titles.unwrap_or_default();
+            let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+            print(&format::table(
+                &titles,
+                &top.processes.unwrap_or_default(),
+                20,
+            ));
+            Ok(0)
+        }
+        Command::Diff { container } => {
+            let changes = docker
+                .container_changes(&container)
+                .await?
+                .unwrap_or_default();
+            let lines: Vec<String> = changes
+                .iter()
+                .map(|c| {
+                    let kind = match c.kind.to_string().as_str() {
+                        "1" => 'A',
+                        "2" => 'D',
+                        _ => 'C',
+                    };
+                    format!("{kind} {}\n", c.path)
+                })
+                .collect();
+            print(&lines.concat());
+            Ok(0)
+        }
+        Command::Commit {
+            message,
+            author,
+            container,
+            name,
+        } => {
+            let (repo, tag) = match name
+                .as_deref()
+                .map(|n| n.rsplit_once(':').filter(|(_, t)| !t.contains('/')))
+            {
+                Some(Some((r, t))) => (Some(r.to_owned()), Some(t.to_owned())),
+                Some(None) => (name.clone(), None),
+                None => (None, None),
+            };
+            let options = q::CommitContainerOptions {
+                container: Some(container),
+                repo,
+                tag,
+                comment: message,
+                author,
+                pause: true,
+                changes: None,
+            };
+            let id = docker
+                .commit_container(
+                    options,
+                    bollard::models::ContainerConfig::default(),
+                )
+                .await?;
+            print(&format!("{}\n", id.id));
+            Ok(0)
         }
         Command::Load { input } => {
             let bytes = match input {
@@ -874,12 +985,56 @@ async fn wait(
     }
 }
 
+/// This terminal in raw mode while it lives (keys go to the container's
+/// pty as typed; the container's terminal echoes them), restored when
+/// dropped. `None` if stdin is not a terminal.
+struct Raw {
+    saved: nix::sys::termios::Termios,
+}
+
+impl Raw {
+    fn enter() -> Option<Raw> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(Raw { saved })
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// This terminal's size (rows, columns), from stdout.
+fn terminal_size() -> Option<(i32, i32)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize through the pointer, alive here.
+    let rc = unsafe {
+        libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size)
+    };
+    (rc == 0 && size.ws_row > 0)
+        .then(|| (i32::from(size.ws_row), i32::from(size.ws_col)))
+}
+
 /// `run` without `-d`, `start -a`: attach, wait, start, copy the output,
-/// exit with the container's code.
+/// exit with the container's code. With `tty`, this terminal is raw
+/// meanwhile and the container's gets its size.
 async fn attached_start(
     docker: &Docker,
     id: &str,
     stdin: bool,
+    tty: bool,
     removed: bool,
 ) -> Result<u8, Failure> {
     let options = q::AttachContainerOptions {
@@ -916,6 +1071,11 @@ async fn attached_start(
             EXIT_ENGINE
         };
         return Err(Failure { code, ..failure });
+    }
+    let _raw = if tty { Raw::enter() } else { None };
+    if tty && let Some((h, w)) = terminal_size() {
+        let size = q::ResizeContainerTTYOptions { h, w };
+        let _ = docker.resize_container_tty(id, size).await;
     }
     let forward = stdin.then(|| {
         tokio::spawn(async move {
