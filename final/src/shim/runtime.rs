@@ -54,27 +54,10 @@ impl Runtime {
         })
     }
 
-    /// Run `ARGS…` to its end; a failure carries the runtime's message.
+    /// Run `ARGS…` to its end; a failure carries the runtime's message
+    /// (from its log, else from its stderr).
     pub fn run(&self, op: &'static str, args: &[&str]) -> Result<(), Error> {
-        let mark = log_size(&self.log);
-        let mut command = self.command(args);
-        command.stderr(Stdio::piped());
-        let mut child = self.spawn(op, &mut command)?;
-        let mut stderr = Vec::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            // Capped: a runtime that floods stderr cannot fill our memory;
-            // the rest is read and dropped, so that it never blocks on a
-            // full pipe while we wait for it.
-            let _ = pipe.by_ref().take(64 * 1024).read_to_end(&mut stderr);
-            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-        }
-        let stderr = String::from_utf8_lossy(&stderr);
-        let status = child.wait().map_err(|source| Error::Spawn {
-            runtime: self.path.clone(),
-            op,
-            source,
-        })?;
-        self.check(op, status, mark, &stderr)
+        self.execute(op, args, false).map(drop)
     }
 
     /// Run `ARGS…` to its end and return what it printed on stdout (at
@@ -84,13 +67,35 @@ impl Runtime {
         op: &'static str,
         args: &[&str],
     ) -> Result<Vec<u8>, Error> {
+        self.execute(op, args, true)
+    }
+
+    /// Run the runtime with its stdout piped (`want_stdout`) or else its
+    /// stderr, the other dropped: what came on the pipe, at most 1 MiB,
+    /// the rest read and dropped so that the runtime never blocks on a
+    /// full pipe while we wait for it.
+    fn execute(
+        &self,
+        op: &'static str,
+        args: &[&str],
+        want_stdout: bool,
+    ) -> Result<Vec<u8>, Error> {
         let mark = log_size(&self.log);
         let mut command = self.command(args);
-        command.stdout(Stdio::piped());
+        if want_stdout {
+            command.stdout(Stdio::piped());
+        } else {
+            command.stderr(Stdio::piped());
+        }
         let mut child = self.spawn(op, &mut command)?;
-        let mut stdout = Vec::new();
-        if let Some(mut pipe) = child.stdout.take() {
-            let _ = pipe.by_ref().take(1 << 20).read_to_end(&mut stdout);
+        let pipe: Option<Box<dyn Read>> = if want_stdout {
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>)
+        } else {
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>)
+        };
+        let mut captured = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.by_ref().take(1 << 20).read_to_end(&mut captured);
             let _ = std::io::copy(&mut pipe, &mut std::io::sink());
         }
         let status = child.wait().map_err(|source| Error::Spawn {
@@ -98,8 +103,13 @@ impl Runtime {
             op,
             source,
         })?;
-        self.check(op, status, mark, "")?;
-        Ok(stdout)
+        let stderr = if want_stdout {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&captured).into_owned()
+        };
+        self.check(op, status, mark, &stderr)?;
+        Ok(captured)
     }
 
     /// `Ok` if `status` is success; otherwise the runtime's last error

@@ -142,6 +142,8 @@ pub struct Shim {
     /// Its processes by key: [`INIT`], then one per exec session.
     procs: BTreeMap<u64, Proc>,
     next_key: u64,
+    /// The buffer every read of output and of clients goes through.
+    buffer: Vec<u8>,
     log: Writer,
     clients: Vec<Client>,
 }
@@ -234,6 +236,7 @@ impl Shim {
             signals,
             procs: BTreeMap::from([(INIT, init)]),
             next_key: INIT + 1,
+            buffer: vec![0; CHUNK],
             log,
             clients: Vec::new(),
         })
@@ -446,14 +449,26 @@ impl Shim {
     /// process's only, as Docker logs no exec session) and the attached
     /// clients. `false` at its end.
     fn read_output(&mut self, key: u64, i: usize) -> bool {
+        // One buffer for every read of the shim's life, lent out here.
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let more = self.read_output_into(key, i, &mut buffer);
+        self.buffer = buffer;
+        more
+    }
+
+    fn read_output_into(
+        &mut self,
+        key: u64,
+        i: usize,
+        buffer: &mut [u8],
+    ) -> bool {
         let Some(proc) = self.procs.get(&key) else {
             return false;
         };
         let (stream, fd) = &proc.stdio.outputs[i];
         let stream = *stream;
         let tty = proc.tty;
-        let mut buffer = vec![0u8; CHUNK];
-        let n = match nix::unistd::read(fd, &mut buffer) {
+        let n = match nix::unistd::read(fd, buffer) {
             Ok(0) => return false,
             Ok(n) => n,
             Err(Errno::EAGAIN | Errno::EINTR) => return true,
@@ -535,9 +550,19 @@ impl Shim {
 
     /// Read from client `i`. `Some(false)`: the shim is done (deleted).
     fn read_client(&mut self, i: usize) -> Result<Option<bool>, Error> {
-        let mut buffer = vec![0u8; CHUNK];
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let result = self.read_client_into(i, &mut buffer);
+        self.buffer = buffer;
+        result
+    }
+
+    fn read_client_into(
+        &mut self,
+        i: usize,
+        buffer: &mut [u8],
+    ) -> Result<Option<bool>, Error> {
         let client = &mut self.clients[i];
-        let n = match client.stream.read(&mut buffer) {
+        let n = match client.stream.read(buffer) {
             Ok(n) => n,
             Err(e)
                 if e.kind() == ErrorKind::WouldBlock
