@@ -696,6 +696,16 @@ impl Berth {
         command
     }
 
+    /// The same `docker` as one shell command line (for
+    /// [`crate::in_a_terminal`]).
+    pub fn docker_line(&self) -> String {
+        format!(
+            "env DOCKER_HOST=unix://{} DOCKER_CONFIG={} docker",
+            self.socket().display(),
+            self.docker_config.display()
+        )
+    }
+
     /// Run `docker args`: (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let output = self.docker(args).output().expect("cannot run docker");

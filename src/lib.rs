@@ -429,3 +429,19 @@ pub fn layout_snapshot_settings() -> insta::Settings {
     settings.set_snapshot_suffix(CgroupLayout::of_this_machine().suffix());
     settings
 }
+
+/// `line` run by script(1), which gives it a terminal (what `-it`
+/// needs), with nothing on its input: its exit code and what the
+/// terminal showed (CR LF line ends, as a pty writes them).
+pub fn in_a_terminal(line: &str) -> (Option<i32>, String) {
+    let out = Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .env_remove("DOCKER_API_VERSION")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) is needed (scripts/setup installs bsdutils)");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

@@ -4,7 +4,7 @@
 
 use berth_tests::daemons::Berth;
 use berth_tests::fixture::rootfs;
-use berth_tests::{privileged, step_binary, workspace_root};
+use berth_tests::{in_a_terminal, privileged, step_binary, workspace_root};
 
 /// `berth -H unix://SOCK args`: (exit code, stdout, stderr).
 fn berth_cli(daemon: &Berth, args: &[&str]) -> (i32, String, String) {
@@ -95,17 +95,6 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
     );
     // -t: a pty in the container, this terminal (script(1)'s) raw.
     let berth_bin = workspace_root().join(step_binary("berth"));
-    let in_a_terminal = |line: &str| {
-        let out = std::process::Command::new("script")
-            .args(["-qec", line, "/dev/null"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
     let host = format!("unix://{}", daemon.socket().display());
     let (code, text) = in_a_terminal(&format!(
         "{} -H {host} run --rm -it berth-test sh -c 'tty; exit 3'",

@@ -5,7 +5,7 @@
 
 use berth_tests::daemons::Berth;
 use berth_tests::fixture::rootfs;
-use berth_tests::privileged;
+use berth_tests::{in_a_terminal, privileged};
 
 #[test]
 fn docker_runs_containers_through_berth() {
@@ -413,19 +413,11 @@ fn a_terminal_logs_follow_and_many_at_once() {
     let berth = Berth::start("tty", &[]);
     berth.load_rootfs(rootfs(), "berth-test:latest");
     // -it under script(1), which gives the docker CLI a terminal.
-    let line = format!(
-        "DOCKER_HOST=unix://{} docker run --rm -it berth-test sh -c 'tty; exit 3'",
-        berth.socket().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("DOCKER_CONFIG", berth.data_root().with_extension("docker"))
-        .env_remove("DOCKER_API_VERSION")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{text}{}", berth.daemon_log());
+    let (code, text) = in_a_terminal(&format!(
+        "{} run --rm -it berth-test sh -c 'tty; exit 3'",
+        berth.docker_line()
+    ));
+    assert_eq!(code, Some(3), "{text}{}", berth.daemon_log());
     assert!(text.contains("/dev/pts/0\r\n"), "{text:?}");
     // logs -f follows a running container to its end.
     let script = "for i in 1 2 3; do echo line $i; sleep 0.2; done";
@@ -696,6 +688,14 @@ fn pause_unpause_restart_and_rename() {
     let (code, _, err) = berth.run(&["unpause", "pa"]);
     assert_eq!(code, 0, "{err}");
     eventually("output again", || lines() > frozen + 2);
+    // A name in use cannot be taken by a rename either.
+    let (code, _, err) =
+        berth.run(&["create", "--name", "taken", "berth-test", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["rename", "pa", "taken"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is already in use"), "{err}");
+    berth.run(&["rm", "taken"]);
     let (code, _, err) = berth.run(&["rename", "pa", "qa"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, _) = berth.run(&["inspect", "--type", "container", "pa"]);
@@ -783,19 +783,11 @@ fn docker_exec_runs_in_the_container() {
         (Some(0), &b"typed in\n"[..])
     );
     // A terminal of its own.
-    let line = format!(
-        "DOCKER_HOST=unix://{} docker exec -it host sh -c 'tty; exit 4'",
-        berth.socket().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("DOCKER_CONFIG", berth.data_root().with_extension("docker"))
-        .env_remove("DOCKER_API_VERSION")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(4), "{text}");
+    let (code, text) = in_a_terminal(&format!(
+        "{} exec -it host sh -c 'tty; exit 4'",
+        berth.docker_line()
+    ));
+    assert_eq!(code, Some(4), "{text}");
     assert!(text.contains("/dev/pts/"), "{text:?}");
     // What cannot run says why (on the stream, as dockerd does), and
     // exits as a shell would.

@@ -26,10 +26,7 @@ pub async fn top(
 ) -> Result<Value, Error> {
     let record = engine.record(id)?;
     if !record.state.status.is_running() {
-        let short: String = id.chars().take(12).collect();
-        return Err(Error::Conflict(format!(
-            "container {short} is not running"
-        )));
+        return Err(Error::not_running(id));
     }
     let client = Client::new(&engine.shim_dir(id));
     let pids = blocking(move || client.pids()).await??;

@@ -182,6 +182,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Docker's 409 for a container that does not run.
+    pub fn not_running(id: &str) -> Error {
+        let short: String = id.chars().take(12).collect();
+        Error::Conflict(format!("Container {short} is not running"))
+    }
+
     fn internal(error: &(dyn std::error::Error + 'static)) -> Error {
         Error::Internal(crate::child::error_chain(error))
     }
@@ -266,6 +272,31 @@ fn valid_name(name: &str) -> bool {
         && bytes[1..]
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b))
+}
+
+/// `name` (Docker's `/` prefix dropped) if it is valid and no container
+/// but `except` has it: Docker's 400 or 409 otherwise.
+fn free_name(
+    containers: &BTreeMap<String, Entry>,
+    name: &str,
+    except: Option<&str>,
+) -> Result<String, Error> {
+    let name = name.strip_prefix('/').unwrap_or(name);
+    if !valid_name(name) {
+        return Err(Error::BadRequest(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    if let Some(other) = containers
+        .values()
+        .find(|e| e.record.name == name && Some(e.record.id.as_str()) != except)
+    {
+        return Err(Error::Conflict(format!(
+            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+            other.record.id
+        )));
+    }
+    Ok(name.to_owned())
 }
 
 /// A name for a container that asked for none: `adjective_noun`.
@@ -441,6 +472,16 @@ impl Engine {
         edit: impl FnOnce(&mut Entry) -> bool,
     ) -> Result<Record, Error> {
         let mut containers = self.lock();
+        self.update_locked(&mut containers, id, edit)
+    }
+
+    /// [`Engine::update_entry`] with the map already locked.
+    fn update_locked(
+        &self,
+        containers: &mut BTreeMap<String, Entry>,
+        id: &str,
+        edit: impl FnOnce(&mut Entry) -> bool,
+    ) -> Result<Record, Error> {
         let entry = containers.get_mut(id).ok_or_else(|| {
             Error::NotFound(format!("No such container: {id}"))
         })?;
@@ -520,23 +561,7 @@ impl Engine {
         let mut containers = self.lock();
         let taken = |n: &str| containers.values().any(|e| e.record.name == n);
         let name = match name.filter(|n| !n.is_empty()) {
-            Some(name) => {
-                let name = name.strip_prefix('/').unwrap_or(name);
-                if !valid_name(name) {
-                    return Err(Error::BadRequest(format!(
-                        "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-                    )));
-                }
-                if let Some(other) =
-                    containers.values().find(|e| e.record.name == name)
-                {
-                    return Err(Error::Conflict(format!(
-                        "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                        other.record.id
-                    )));
-                }
-                name.to_owned()
-            }
+            Some(name) => free_name(&containers, name, None)?,
             None => random_name(taken)?,
         };
         let record = Record {
@@ -904,16 +929,14 @@ impl Engine {
     pub async fn kill(&self, id: &str, signal: i32) -> Result<(), Error> {
         let record = self.record(id)?;
         if !record.state.status.is_running() {
-            return Err(Error::Conflict(format!(
-                "Container {id} is not running"
-            )));
+            return Err(Error::not_running(id));
         }
         let client = Client::new(&self.shim_dir(id));
         match blocking(move || client.kill(signal, false)).await? {
             Ok(()) => Ok(()),
             // It exited, and its shim was collected, just now.
             Err(crate::shim::Error::Client { .. }) => {
-                Err(Error::Conflict(format!("Container {id} is not running")))
+                Err(Error::not_running(id))
             }
             Err(e) => Err(e.into()),
         }
@@ -991,9 +1014,7 @@ impl Engine {
                 )));
             }
             (Status::Created | Status::Exited | Status::Dead, _) => {
-                return Err(Error::Conflict(format!(
-                    "Container {short} is not running"
-                )));
+                return Err(Error::not_running(id));
             }
         }
         let client = Client::new(&self.shim_dir(id));
@@ -1022,25 +1043,14 @@ impl Engine {
 
     /// `POST /containers/ID/rename?name=NEW`.
     pub fn rename(&self, id: &str, name: &str) -> Result<(), Error> {
-        let name = name.strip_prefix('/').unwrap_or(name).to_owned();
-        if !valid_name(&name) {
-            return Err(Error::BadRequest(format!(
-                "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )));
-        }
-        {
-            let containers = self.lock();
-            if let Some(other) = containers
-                .values()
-                .find(|e| e.record.name == name && e.record.id != id)
-            {
-                return Err(Error::Conflict(format!(
-                    "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                    other.record.id
-                )));
-            }
-        }
-        self.update(id, |r| r.name = name)?;
+        // Checked and taken under one lock: two renames to one name
+        // cannot both succeed.
+        let mut containers = self.lock();
+        let name = free_name(&containers, name, Some(id))?;
+        self.update_locked(&mut containers, id, |entry| {
+            entry.record.name = name;
+            false
+        })?;
         Ok(())
     }
 

@@ -67,10 +67,7 @@ pub fn create(
 ) -> Result<String, Error> {
     let record = engine.record(container)?;
     if !record.state.status.is_running() {
-        let short: String = container.chars().take(12).collect();
-        return Err(Error::Conflict(format!(
-            "container {short} is not running"
-        )));
+        return Err(Error::not_running(container));
     }
     if config.cmd.as_ref().is_none_or(Vec::is_empty) {
         return Err(Error::BadRequest("No exec command specified".into()));
@@ -155,10 +152,7 @@ pub async fn start(
     };
     let record = engine.record(&session.container)?;
     if !record.state.status.is_running() {
-        let short: String = session.container.chars().take(12).collect();
-        return Err(Error::Conflict(format!(
-            "container {short} is not running"
-        )));
+        return Err(Error::not_running(&session.container));
     }
     let dir = engine.container_dir(&session.container);
     let client = Client::new(&engine.shim_dir(&session.container));

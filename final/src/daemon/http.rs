@@ -331,20 +331,9 @@ async fn dispatch(
             let id = engine.resolve(&container)?;
             let repo = q.get("repo").cloned().unwrap_or_default();
             let tag = q.get("tag").cloned().unwrap_or_default();
-            let name = if repo.is_empty() {
-                None
-            } else {
-                let full = if tag.is_empty() {
-                    repo
-                } else {
-                    format!("{repo}:{tag}")
-                };
-                Some(full.parse().map_err(
-                    |e: crate::image::reference::BadReference| {
-                        Error::BadRequest(e.to_string())
-                    },
-                )?)
-            };
+            let name = (!repo.is_empty())
+                .then(|| images::reference_of(&repo, &tag))
+                .transpose()?;
             let comment = q.get("comment").cloned().unwrap_or_default();
             let author = q.get("author").cloned().unwrap_or_default();
             let image =
@@ -441,9 +430,7 @@ async fn container_route(
             let w: u16 = q.get("w").and_then(|v| v.parse().ok()).unwrap_or(0);
             let record = engine.record(id)?;
             if !record.state.status.is_running() {
-                return Err(Error::Conflict(format!(
-                    "Container {id} is not running"
-                )));
+                return Err(Error::not_running(id));
             }
             let client = crate::shim::client::Client::new(
                 &engine.config.exec_root.join(id),

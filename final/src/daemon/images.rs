@@ -10,6 +10,21 @@ use super::containers::{Engine, Error, blocking, unix_seconds};
 use crate::image::lookup::{self, Image};
 use crate::image::reference::{Reference, Version};
 
+/// The name `repo` (which may carry a tag) and `tag` of the API's query
+/// strings (`tag`, `commit`, `import`) make, or Docker's 400.
+pub fn reference_of(repo: &str, tag: &str) -> Result<Reference, Error> {
+    let target = if tag.is_empty() {
+        repo.to_owned()
+    } else {
+        format!("{repo}:{tag}")
+    };
+    target
+        .parse()
+        .map_err(|e: crate::image::reference::BadReference| {
+            Error::BadRequest(e.to_string())
+        })
+}
+
 /// The image `name`, or Docker's 404.
 pub async fn find(engine: &Arc<Engine>, name: &str) -> Result<Image, Error> {
     let engine = engine.clone();
@@ -117,16 +132,7 @@ pub async fn tag(
     tag: &str,
 ) -> Result<(), Error> {
     let image = find(engine, name).await?;
-    let target = if tag.is_empty() {
-        repo.to_owned()
-    } else {
-        format!("{repo}:{tag}")
-    };
-    let reference: Reference = target.parse().map_err(
-        |e: crate::image::reference::BadReference| {
-            Error::BadRequest(e.to_string())
-        },
-    )?;
+    let reference = reference_of(repo, tag)?;
     let engine = engine.clone();
     let descriptor = crate::image::store::manifest_descriptor(
         &image.manifest,
@@ -248,16 +254,7 @@ pub async fn import(
             "import needs a name for the image (REPOSITORY[:TAG])".into(),
         ));
     }
-    let target = if tag.is_empty() {
-        repo.to_owned()
-    } else {
-        format!("{repo}:{tag}")
-    };
-    let reference: Reference = target.parse().map_err(
-        |e: crate::image::reference::BadReference| {
-            Error::BadRequest(e.to_string())
-        },
-    )?;
+    let reference = reference_of(repo, tag)?;
     let engine = engine.clone();
     let id = blocking(move || {
         crate::image::export::import(&engine.store, reader, Some(&reference))
