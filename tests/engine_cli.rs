@@ -93,6 +93,30 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
         (out.status.code(), out.stdout.as_slice()),
         (Some(0), &b"piped in\n"[..])
     );
+    // -i whose input never ends: the command ends with the container all
+    // the same (its read of stdin must not hold the process).
+    let mut open_stdin =
+        std::process::Command::new(workspace_root().join(step_binary("berth")))
+            .arg("-H")
+            .arg(format!("unix://{}", daemon.socket().display()))
+            .args(["run", "--rm", "-i", "berth-test", "sh", "-c", "exit 9"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = open_stdin.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = open_stdin.kill();
+            panic!("berth run -i did not end with its container");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(9));
+    drop(open_stdin.stdin.take());
     // -t: a pty in the container, this terminal (script(1)'s) raw.
     let berth_bin = workspace_root().join(step_binary("berth"));
     let host = format!("unix://{}", daemon.socket().display());

@@ -942,7 +942,34 @@ fn top_diff_and_commit() {
         "cat /data/file; echo $MODE; test -e /bin/vi || echo no vi",
     ]);
     assert_eq!((code, out.as_str()), (0, "kept\nsaved\nno vi\n"), "{err}");
-    // The container went on running through the commit (paused, then
+    // Two commits of one container at once: each gets a whole layer.
+    let commits: Vec<_> = ["twin:a", "twin:b"]
+        .into_iter()
+        .map(|name| {
+            let mut command = berth.docker(&["commit", "worker", name]);
+            std::thread::spawn(move || command.output().unwrap())
+        })
+        .collect();
+    for commit in commits {
+        let out = commit.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for name in ["twin:a", "twin:b"] {
+        let (code, out, err) = berth.run(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            name,
+            "/data/file",
+        ]);
+        assert_eq!((code, out.as_str()), (0, "kept\n"), "{name}: {err}");
+    }
+    // The container went on running through the commits (paused, then
     // resumed).
     let (_, status, _) =
         berth.run(&["inspect", "--format", "{{.State.Status}}", "worker"]);

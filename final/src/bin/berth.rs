@@ -139,6 +139,10 @@ fn client(host: Option<&str>, command: berth::cli::Command) -> ExitCode {
         let docker = berth::cli::connect(host)?;
         berth::cli::run(&docker, command).await
     });
+    // Not a drop: that would wait for tokio's thread still blocked in a
+    // read of this terminal (`-i`), which ends only with input that may
+    // never come once the container is gone.
+    runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {

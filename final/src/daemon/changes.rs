@@ -156,6 +156,7 @@ pub async fn commit(
     comment: String,
     author: String,
 ) -> Result<String, Error> {
+    let _one_at_a_time = engine.commits.lock().await;
     let record = engine.record(id)?;
     let paused = record.state.status == Status::Running;
     if paused {
@@ -201,7 +202,10 @@ fn commit_blocking(
         })?;
     let mut config: Value = store.read_json(&base_config)?;
     // The layer: step 7's exporter into a temporary file, then a blob.
-    let tmp = engine.container_dir(&record.id).join("commit.tar");
+    // A name of its own: two commits of one container may run at once.
+    let tmp = engine
+        .container_dir(&record.id)
+        .join(format!("commit-{}.tar", super::containers::random_id()?));
     let file =
         fs::File::create(&tmp).map_err(crate::path_io::at("create", &tmp))?;
     let written = crate::overlay::commit::commit(upper, file, None)

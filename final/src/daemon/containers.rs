@@ -236,6 +236,9 @@ pub struct Engine {
     pub snapshots: Snapshots,
     /// The exec sessions.
     pub execs: super::exec::Sessions,
+    /// Held by a commit: one at a time (each pauses and resumes its
+    /// container; two at once would resume it under the other).
+    pub commits: tokio::sync::Mutex<()>,
     containers: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -355,6 +358,7 @@ impl Engine {
             store,
             snapshots,
             execs: super::exec::Sessions::default(),
+            commits: tokio::sync::Mutex::new(()),
             containers: Mutex::new(BTreeMap::new()),
         })
     }
