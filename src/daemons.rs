@@ -708,12 +708,26 @@ impl Berth {
 
     /// Run `docker args`: (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let output = self.docker(args).output().expect("cannot run docker");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        outcome(self.docker(args))
+    }
+
+    /// `berth -H unix://SOCK args`: berth's own client against this
+    /// daemon.
+    pub fn berth(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(
+            crate::workspace_root().join(crate::step_binary("berth")),
+        );
+        command
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run `berth args` against this daemon: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        outcome(self.berth(args))
     }
 
     /// `docker load` the test rootfs as `tag`.
@@ -843,4 +857,14 @@ pub fn render_frames(bytes: &[u8]) -> String {
         rest = &rest[(8 + len).min(rest.len())..];
     }
     text
+}
+
+/// Run `command`: (exit code, stdout, stderr).
+fn outcome(mut command: Command) -> (i32, String, String) {
+    let output = command.output().expect("cannot run the command");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

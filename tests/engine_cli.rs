@@ -8,19 +8,7 @@ use berth_tests::{in_a_terminal, privileged, step_binary, workspace_root};
 
 /// `berth -H unix://SOCK args`: (exit code, stdout, stderr).
 fn berth_cli(daemon: &Berth, args: &[&str]) -> (i32, String, String) {
-    let out =
-        std::process::Command::new(workspace_root().join(step_binary("berth")))
-            .arg("-H")
-            .arg(format!("unix://{}", daemon.socket().display()))
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    daemon.cli(args)
 }
 
 #[test]
@@ -78,12 +66,8 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
     );
     assert_eq!((code, out.as_str()), (0, "1 /tmp 65534\n"));
     // stdin with -i.
-    let mut cat =
-        std::process::Command::new(workspace_root().join(step_binary("berth")));
-    cat.arg("-H")
-        .arg(format!("unix://{}", daemon.socket().display()))
-        .args(["run", "--rm", "-i", "berth-test", "cat"])
-        .stdin(std::process::Stdio::piped())
+    let mut cat = daemon.berth(&["run", "--rm", "-i", "berth-test", "cat"]);
+    cat.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
     let mut child = cat.spawn().unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped in\n")
@@ -95,15 +79,12 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
     );
     // -i whose input never ends: the command ends with the container all
     // the same (its read of stdin must not hold the process).
-    let mut open_stdin =
-        std::process::Command::new(workspace_root().join(step_binary("berth")))
-            .arg("-H")
-            .arg(format!("unix://{}", daemon.socket().display()))
-            .args(["run", "--rm", "-i", "berth-test", "sh", "-c", "exit 9"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+    let mut open_stdin = daemon
+        .berth(&["run", "--rm", "-i", "berth-test", "sh", "-c", "exit 9"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let start = std::time::Instant::now();
     let status = loop {
         if let Some(status) = open_stdin.try_wait().unwrap() {

@@ -299,6 +299,9 @@ fn ps_update_and_events_see_the_containers_cgroup() {
     assert_eq!(event["id"], "c1");
     assert_eq!(event["data"]["pids"]["current"], 1);
     assert!(event["data"]["cpu"]["usage"]["total"].as_u64().unwrap() > 0);
+    // Memory in use now (v1 and v2 read it from different files).
+    let usage = event["data"]["memory"]["usage"]["usage"].as_u64().unwrap();
+    assert!(usage > 0, "{event}");
     let (code, _, _) = runtime(&root, &["delete", "--force", "c1"]);
     assert_eq!(code, 0);
     let (code, _, err) = runtime(&root, &["ps", "c1"]);

@@ -25,16 +25,20 @@
 //! - [`daemon`] — **`berth daemon`**: the Docker Engine API on a unix
 //!   socket (`http`), containers' records, lifecycle and restore after a
 //!   crash (`containers`), exec sessions (`exec`), images (`images`),
-//!   top/diff/commit (`changes`), the OCI spec Docker would write
-//!   (`spec`). tokio lives here and in `cli` only.
+//!   top/diff/commit (`changes`), `docker cp`'s archives (`archive`),
+//!   events (`events`), stats from the cgroup (`stats`), the OCI spec
+//!   Docker would write (`spec`). tokio lives here and in `cli` only.
 //! - [`cli`] — **`berth`**'s client commands: docker's command line and
-//!   output formats (`format`), a client of the API through bollard.
+//!   output formats (`format`), events and stats (`monitor`), `cp`
+//!   (`copy`); a client of the API through bollard.
 //! - [`time`] — RFC 3339 timestamps; [`path_io`] — the error of a file
-//!   operation, and durable replacement of a file.
+//!   operation, and durable replacement of a file; [`channel_io`] —
+//!   blocking reads and writes over a channel of chunks (async bodies to
+//!   tar readers and writers).
 //!
-//! Still to come (issue 9 on): `berth run -t`, events/stats/cp; then
-//! registries and builds, then networking.
+//! Still to come: registries and builds (issue 10), then networking.
 
+pub mod channel_io;
 pub mod cli;
 pub mod daemon;
 pub mod image;

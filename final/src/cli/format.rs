@@ -40,24 +40,40 @@ pub fn table(headers: &[&str], rows: &[Vec<String>], min: usize) -> String {
 
 /// `units.HumanSizeWithPrecision(size, 3)`: `4.26MB`, `12.3kB`, `999B`.
 pub fn size(bytes: i64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes.max(0) as f64;
+    significant(
+        bytes.max(0) as f64,
+        3,
+        1000.0,
+        &["B", "kB", "MB", "GB", "TB", "PB"],
+    )
+}
+
+/// `value` in the largest of `units` (each `base` times the one before)
+/// that keeps it at least 1, with `digits` significant digits and no
+/// trailing zeros: Go's `%.Ng` as docker's `units` package uses it.
+pub fn significant(
+    value: f64,
+    digits: usize,
+    base: f64,
+    units: &[&str],
+) -> String {
+    let mut value = value.max(0.0);
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
+    while value >= base && unit + 1 < units.len() {
+        value /= base;
         unit += 1;
     }
-    let digits = if value < 1.0 {
+    let whole = if value < 1.0 {
         1
     } else {
         value.log10().floor() as usize + 1
     };
-    let decimals = 3usize.saturating_sub(digits);
+    let decimals = digits.saturating_sub(whole);
     let mut text = format!("{value:.decimals$}");
     if text.contains('.') {
         text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
     }
-    format!("{text}{}", UNITS[unit])
+    format!("{text}{}", units.get(unit).copied().unwrap_or(""))
 }
 
 /// How long ago `seconds` since the epoch was: `5 seconds ago`.

@@ -8,10 +8,12 @@
 //! and the container flags below), `create`, `start [-a]`, `stop`,
 //! `kill`, `wait`, `rm`, `logs`, `inspect`, `exec` (`-d`, `-i`, `-t`), `load`,
 //! `save`, `tag`, `rmi`; `-t` puts this terminal in raw mode and gives
-//! the container's its size; `top`, `diff`, `commit`. Not yet: `cp`,
-//! `stats`, `events`.
+//! the container's its size; `top`, `diff`, `commit`, `events`, `stats`
+//! ([`monitor`]), `cp` ([`copy`]).
 
+pub mod copy;
 pub mod format;
+pub mod monitor;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -436,6 +438,44 @@ pub enum Command {
         source: String,
         /// The new name.
         target: String,
+    },
+    /// Copy files between a container and this machine
+    /// (`CONTAINER:PATH LOCAL` or `LOCAL CONTAINER:PATH`; `-`: a tar on
+    /// stdin or stdout).
+    Cp {
+        /// Follow a symlink source.
+        #[arg(short = 'L', long)]
+        follow_link: bool,
+        /// The source.
+        src: String,
+        /// The destination.
+        dst: String,
+    },
+    /// The engine's events, as they happen.
+    Events {
+        /// From this time (a duration before now, RFC 3339, or seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time, then stop.
+        #[arg(long)]
+        until: Option<String>,
+        /// KEY=VALUE filters (type, event, container, image, label).
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// `json` (or `{{json .}}`): each event's JSON.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// What containers use: CPU, memory, network, block I/O, processes.
+    Stats {
+        /// Stopped containers too.
+        #[arg(short, long)]
+        all: bool,
+        /// Print once, not every second.
+        #[arg(long)]
+        no_stream: bool,
+        /// The containers (default: the running ones).
+        containers: Vec<String>,
     },
     /// Remove images.
     Rmi {
@@ -926,6 +966,33 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
             docker.tag_image(&source, Some(options)).await?;
             Ok(0)
         }
+        Command::Cp {
+            follow_link,
+            src,
+            dst,
+        } => copy::cp(docker, &src, &dst, follow_link).await,
+        Command::Events {
+            since,
+            until,
+            filter,
+            format,
+        } => {
+            let json = match format.as_deref() {
+                None => false,
+                Some("json" | "{{json .}}") => true,
+                Some(other) => {
+                    return Err(Failure::engine(format!(
+                        "unsupported format {other:?}: only json"
+                    )));
+                }
+            };
+            monitor::events(docker, since, until, &filter, json).await
+        }
+        Command::Stats {
+            all,
+            no_stream,
+            containers,
+        } => monitor::stats(docker, containers, all, no_stream).await,
         Command::Rmi { force, images } => {
             for image in images {
                 let options = q::RemoveImageOptions {

@@ -99,7 +99,7 @@ pub struct State {
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// A container's record (`container.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
     /// 64 hex digits.
     pub id: String,
@@ -173,6 +173,9 @@ pub enum Error {
     /// The request is wrong (400).
     #[error("{0}")]
     BadRequest(String),
+    /// Not allowed, such as writing a read-only root (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing to do (304).
     #[error("{0}")]
     NotModified(String),
@@ -236,6 +239,8 @@ pub struct Engine {
     pub snapshots: Snapshots,
     /// The exec sessions.
     pub execs: super::exec::Sessions,
+    /// What happened, for `GET /events`.
+    pub events: super::events::Events,
     /// Held by a commit: one at a time (each pauses and resumes its
     /// container; two at once would resume it under the other).
     pub commits: tokio::sync::Mutex<()>,
@@ -358,9 +363,41 @@ impl Engine {
             store,
             snapshots,
             execs: super::exec::Sessions::default(),
+            events: super::events::Events::default(),
             commits: tokio::sync::Mutex::new(()),
             containers: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Emit a container event for `record`, with its image, name and
+    /// labels as Docker attaches them, and `extra`.
+    pub fn container_event(
+        &self,
+        action: &str,
+        record: &Record,
+        extra: &[(&str, String)],
+    ) {
+        let mut attributes: BTreeMap<String, String> = record
+            .config
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        attributes.insert("image".into(), record.image.clone());
+        attributes.insert("name".into(), record.name.clone());
+        for (key, value) in extra {
+            attributes.insert((*key).to_owned(), value.clone());
+        }
+        self.events
+            .emit("container", action, &record.id, attributes);
+    }
+
+    /// Emit a container event for `id` if it is still known.
+    pub fn event_of(&self, action: &str, id: &str, extra: &[(&str, String)]) {
+        if let Ok(record) = self.record(id) {
+            self.container_event(action, &record, extra);
+        }
     }
 
     /// Container `id`'s directory (record, bundle, overlay, log).
@@ -594,7 +631,30 @@ impl Engine {
             return Err(e.into());
         }
         containers.insert(id, Entry::new(record.clone(), Change::default()));
+        drop(containers);
+        self.container_event("create", &record, &[]);
         Ok(record)
+    }
+
+    /// Mount the root of `record`'s container (its image's snapshots
+    /// under its upper dir) unless it is; its path.
+    pub fn mount_rootfs(&self, record: &Record) -> Result<PathBuf, Error> {
+        let manifest =
+            record.manifest.parse().map_err(|e| Error::internal(&e))?;
+        let lower = self
+            .snapshots
+            .prepare(&self.store, &manifest)
+            .map_err(|e| Error::internal(&e))?;
+        let dir = self.dir(&record.id);
+        let rootfs = dir.join("rootfs");
+        for sub in ["rootfs", "upper", "work"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(path_io::at("create", &path))?;
+        }
+        if !is_mountpoint(&rootfs) {
+            mount_overlay(&lower, &dir)?;
+        }
+        Ok(rootfs)
     }
 
     /// The shim of `id`, if one answers.
@@ -635,21 +695,8 @@ impl Engine {
             }
         }
         let record = self.record(id)?;
-        let manifest =
-            record.manifest.parse().map_err(|e| Error::internal(&e))?;
-        let lower = self
-            .snapshots
-            .prepare(&self.store, &manifest)
-            .map_err(|e| Error::internal(&e))?;
+        let rootfs = self.mount_rootfs(&record)?;
         let dir = self.dir(id);
-        let rootfs = dir.join("rootfs");
-        for sub in ["rootfs", "upper", "work"] {
-            let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(path_io::at("create", &path))?;
-        }
-        if !is_mountpoint(&rootfs) {
-            mount_overlay(&lower, &dir)?;
-        }
         let user =
             resolve_user(&rootfs, record.config.user.as_deref().unwrap_or(""))?;
         let host_name = nix::unistd::gethostname()
@@ -789,21 +836,34 @@ impl Engine {
                 let engine = engine.clone();
                 let id = id.clone();
                 blocking(move || {
-                    engine.update_entry(&id, |entry| {
-                        entry.exited_run = run;
-                        let state = &mut entry.record.state;
-                        state.status = Status::Exited;
-                        state.exit_code = i64::from(exit.code);
-                        state.finished_at = exit.at.clone();
-                        state.pid = 0;
-                        true
-                    })
+                    // Whether its start was recorded yet: if not, `start`
+                    // tells of this exit, after its own event.
+                    let mut started = false;
+                    engine
+                        .update_entry(&id, |entry| {
+                            entry.exited_run = run;
+                            let state = &mut entry.record.state;
+                            started = state.status.is_running();
+                            state.status = Status::Exited;
+                            state.exit_code = i64::from(exit.code);
+                            state.finished_at = exit.at.clone();
+                            state.pid = 0;
+                            true
+                        })
+                        .map(|record| (record, started))
                 })
                 .await
             };
+            if let Ok(Ok((record, true))) = &recorded {
+                engine.container_event(
+                    "die",
+                    record,
+                    &[("exitCode", exit.code.to_string())],
+                );
+            }
             let auto_remove = matches!(
                 recorded,
-                Ok(Ok(record)) if record.host_config.auto_remove == Some(true)
+                Ok(Ok((record, _))) if record.host_config.auto_remove == Some(true)
             );
             if auto_remove {
                 let _ = engine.remove(&id, true).await;
@@ -899,22 +959,31 @@ impl Engine {
                 let engine = self.clone();
                 let id = id.to_owned();
                 let now = crate::time::rfc3339(SystemTime::now());
-                blocking(move || {
-                    engine.update_entry(&id, |entry| {
-                        let state = &mut entry.record.state;
-                        state.error.clear();
-                        state.started_at = now;
-                        // Its exit may have been recorded already (a
-                        // process that ends at once): then it stays so.
-                        if entry.exited_run != run {
-                            state.status = Status::Running;
-                            state.pid = i64::from(pid);
-                            state.finished_at = ZERO_TIME.into();
-                        }
-                        false
-                    })
+                let (record, exited) = blocking(move || {
+                    let mut exited = false;
+                    engine
+                        .update_entry(&id, |entry| {
+                            let state = &mut entry.record.state;
+                            state.error.clear();
+                            state.started_at = now;
+                            // Its exit may have been recorded already (a
+                            // process that ends at once): then it stays so.
+                            exited = entry.exited_run == run;
+                            if !exited {
+                                state.status = Status::Running;
+                                state.pid = i64::from(pid);
+                                state.finished_at = ZERO_TIME.into();
+                            }
+                            false
+                        })
+                        .map(|record| (record, exited))
                 })
                 .await??;
+                self.container_event("start", &record, &[]);
+                if exited {
+                    let code = record.state.exit_code.to_string();
+                    self.container_event("die", &record, &[("exitCode", code)]);
+                }
                 Ok(())
             }
             Err(error) => {
@@ -937,7 +1006,14 @@ impl Engine {
         }
         let client = Client::new(&self.shim_dir(id));
         match blocking(move || client.kill(signal, false)).await? {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.container_event(
+                    "kill",
+                    &record,
+                    &[("signal", signal.to_string())],
+                );
+                Ok(())
+            }
             // It exited, and its shim was collected, just now.
             Err(crate::shim::Error::Client { .. }) => {
                 Err(Error::not_running(id))
@@ -991,6 +1067,7 @@ impl Engine {
             }
             self.wait_stopped(id, None).await?;
         }
+        self.event_of("stop", id, &[]);
         Ok(())
     }
 
@@ -1042,6 +1119,11 @@ impl Engine {
             }
         })
         .await?;
+        self.container_event(
+            if pause { "pause" } else { "unpause" },
+            &record,
+            &[],
+        );
         Ok(())
     }
 
@@ -1051,10 +1133,17 @@ impl Engine {
         // cannot both succeed.
         let mut containers = self.lock();
         let name = free_name(&containers, name, Some(id))?;
-        self.update_locked(&mut containers, id, |entry| {
-            entry.record.name = name;
+        let mut old = String::new();
+        let record = self.update_locked(&mut containers, id, |entry| {
+            old = std::mem::replace(&mut entry.record.name, name);
             false
         })?;
+        drop(containers);
+        self.container_event(
+            "rename",
+            &record,
+            &[("oldName", format!("/{old}"))],
+        );
         Ok(())
     }
 
@@ -1089,6 +1178,7 @@ impl Engine {
         let engine = self.clone();
         let id_owned = id.to_owned();
         blocking(move || engine.remove_blocking(&id_owned)).await??;
+        self.container_event("destroy", &record, &[]);
         self.execs.forget(id);
         let mut containers = self.lock();
         if let Some(entry) = containers.remove(id) {

@@ -73,6 +73,11 @@ pub fn create(
         return Err(Error::BadRequest("No exec command specified".into()));
     }
     let id = random_id()?;
+    let action = format!(
+        "exec_create: {}",
+        config.cmd.clone().unwrap_or_default().join(" ")
+    );
+    engine.container_event(&action, &record, &[("execID", id.clone())]);
     engine.execs.lock().insert(
         id.clone(),
         Session {
@@ -154,6 +159,11 @@ pub async fn start(
     if !record.state.status.is_running() {
         return Err(Error::not_running(&session.container));
     }
+    let action = format!(
+        "exec_start: {}",
+        session.config.cmd.clone().unwrap_or_default().join(" ")
+    );
+    engine.container_event(&action, &record, &[("execID", id.to_owned())]);
     let dir = engine.container_dir(&session.container);
     let client = Client::new(&engine.shim_dir(&session.container));
     let config = session.config.clone();

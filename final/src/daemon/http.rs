@@ -26,6 +26,7 @@ use super::containers::{
     Engine, Error, Record, Status, blocking, parse_signal, unix_seconds,
 };
 use super::{API_VERSION, MIN_API_VERSION, images};
+use crate::channel_io::{ChannelReader, ChannelWriter};
 use crate::shim::logs;
 use crate::shim::protocol::{Stream, frame_header};
 
@@ -106,6 +107,7 @@ fn error_response(error: &Error) -> Response<Body> {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::NotModified(_) => return empty(StatusCode::NOT_MODIFIED),
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -263,6 +265,7 @@ async fn dispatch(
             Ok(response)
         }
         (&Method::GET, ["version"]) => ok(version_info()),
+        (&Method::GET, ["events"]) => events(&engine, &q),
         (&Method::GET, ["info"]) => ok(info(&engine)),
         (&Method::GET, ["images", "json"]) => ok(images::list(&engine).await?),
         (&Method::POST, ["images", "load"]) => load(engine, request).await,
@@ -339,6 +342,7 @@ async fn dispatch(
             let image =
                 super::changes::commit(&engine, &id, name, comment, author)
                     .await?;
+            engine.event_of("commit", &id, &[]);
             Ok(json_response(StatusCode::CREATED, &json!({ "Id": image })))
         }
         (&Method::POST, ["containers", name, "exec"]) => {
@@ -439,6 +443,17 @@ async fn container_route(
             Ok(empty(StatusCode::OK))
         }
         (&Method::GET, ["logs"]) => logs(engine, id, q).await,
+        (&Method::HEAD | &Method::GET | &Method::PUT, ["archive"]) => {
+            archive(engine, request, id, q).await
+        }
+        (&Method::GET, ["stats"]) => {
+            // Docker's default is a stream.
+            let stream = q.get("stream").is_none_or(|_| flag(q, "stream"));
+            let body =
+                super::stats::serve(&engine, id, stream, flag(q, "one-shot"))
+                    .await?;
+            Ok(respond(StatusCode::OK, body, "application/json"))
+        }
         (&Method::GET, ["top"]) => {
             let ps_args = q.get("ps_args").cloned().unwrap_or_default();
             Ok(json_response(
@@ -462,6 +477,7 @@ async fn container_route(
                 Err(e) => return Err(e),
             }
             engine.start(id).await?;
+            engine.event_of("restart", id, &[]);
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (&Method::POST, ["rename"]) => {
@@ -525,6 +541,7 @@ fn info(engine: &Engine) -> Value {
         "OperatingSystem": "Linux",
         "OSType": "linux",
         "Architecture": std::env::consts::ARCH,
+        "MemTotal": super::stats::host_memory(),
         "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "Name": nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
         "ServerVersion": env!("CARGO_PKG_VERSION"),
@@ -715,8 +732,83 @@ fn inspect(record: &Record, engine: &Engine) -> Value {
     })
 }
 
+/// `GET /events?since=&until=&filters=`: the events kept since `since`,
+/// then those to come until `until` (for ever without it), one JSON
+/// object per line.
+fn events(
+    engine: &Engine,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    use super::events::{Filter, parse_time};
+    let time = |key: &str| {
+        q.get(key)
+            .filter(|t| !t.is_empty())
+            .map(|t| parse_time(t))
+            .transpose()
+    };
+    let (since, until) = (time("since")?, time("until")?);
+    let filter = Filter::parse(q.get("filters").map_or("", String::as_str))?;
+    let (past, mut live) = engine.events.subscribe(since);
+    let (mut sender, body) = channel_body();
+    tokio::spawn(async move {
+        let now = || {
+            SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        };
+        let send = |event: &super::events::Event| {
+            let mut line = event.to_json().to_string();
+            line.push('\n');
+            Bytes::from(line)
+        };
+        for event in past.iter().filter(|e| filter.matches(e)) {
+            if until.is_some_and(|u| event.time_nano > u) {
+                return;
+            }
+            if sender.send_data(send(event)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let remaining = until.map(|u| {
+                Duration::from_nanos(u64::try_from(u - now()).unwrap_or(0))
+            });
+            let next = match remaining {
+                Some(left) if left.is_zero() => return,
+                Some(left) => {
+                    match tokio::time::timeout(left, live.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => return,
+                    }
+                }
+                None => live.recv().await,
+            };
+            let event = match next {
+                Ok(event) => event,
+                // A reader too slow for the stream misses events, as
+                // with Docker; it goes on with the next.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return;
+                }
+            };
+            if until.is_some_and(|u| event.time_nano > u) {
+                return;
+            }
+            if filter.matches(&event)
+                && sender.send_data(send(&event)).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(respond(StatusCode::OK, body, "application/json"))
+}
+
 /// A body whose frames a task sends.
-fn channel_body()
+pub fn channel_body()
 -> (http_body_util::channel::Sender<Bytes, std::io::Error>, Body) {
     let (sender, body) =
         http_body_util::channel::Channel::<Bytes, std::io::Error>::new(16);
@@ -893,7 +985,16 @@ async fn export(
     engine: &Arc<Engine>,
     names: &[String],
 ) -> Result<Response<Body>, Error> {
-    let mut rx = images::save(engine, names).await?;
+    let rx = images::save(engine, names).await?;
+    Ok(respond(
+        StatusCode::OK,
+        receiver_body(rx),
+        "application/x-tar",
+    ))
+}
+
+/// A body of the chunks a blocking writer sends.
+fn receiver_body(mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
     let (mut sender, body) = channel_body();
     tokio::spawn(async move {
         while let Some(chunk) = rx.recv().await {
@@ -902,7 +1003,7 @@ async fn export(
             }
         }
     });
-    Ok(respond(StatusCode::OK, body, "application/x-tar"))
+    body
 }
 
 /// The request's body as a blocking reader, fed by a task. A body that
@@ -919,10 +1020,72 @@ fn body_reader(request: Request<Incoming>) -> ChannelReader {
             }
         }
     });
-    ChannelReader {
-        rx,
-        current: Bytes::new(),
+    ChannelReader::new(rx)
+}
+
+/// `HEAD`, `GET`, `PUT /containers/ID/archive?path=P`: `docker cp`
+/// ([`super::archive`]). The path's stat travels base64-encoded in
+/// `X-Docker-Container-Path-Stat`; `GET` streams the tar as it is
+/// written.
+async fn archive(
+    engine: Arc<Engine>,
+    request: Request<Incoming>,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    use base64::Engine as _;
+    let path = q
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .ok_or_else(|| Error::BadRequest("no path given".into()))?;
+    let record = engine.record(id)?;
+    if request.method() == Method::PUT
+        && record.host_config.readonly_rootfs == Some(true)
+    {
+        return Err(Error::Forbidden(
+            "container rootfs is marked read-only".into(),
+        ));
     }
+    let rootfs = {
+        let engine = engine.clone();
+        let record = record.clone();
+        blocking(move || engine.mount_rootfs(&record)).await??
+    };
+    let name = record.name.clone();
+    if request.method() == Method::PUT {
+        let reader = body_reader(request);
+        blocking(move || super::archive::put(&rootfs, &path, &name, reader))
+            .await??;
+        engine.container_event("extract-to-dir", &record, &[]);
+        return Ok(empty(StatusCode::OK));
+    }
+    let stat = {
+        let (rootfs, path, name) = (rootfs.clone(), path.clone(), name.clone());
+        blocking(move || super::archive::stat(&rootfs, &path, &name)).await??
+    };
+    let header = base64::engine::general_purpose::STANDARD
+        .encode(stat.to_string())
+        .parse()
+        .map_err(|e| Error::Internal(format!("stat header: {e}")))?;
+    let body = if request.method() == Method::HEAD {
+        full(Bytes::new())
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            // A failure midway can only cut the stream short: the
+            // client's tar reader sees the truncation.
+            let writer = ChannelWriter { tx };
+            let _ = super::archive::get(&rootfs, &path, &name, writer);
+        });
+        engine.container_event("archive-path", &record, &[]);
+        receiver_body(rx)
+    };
+    let mut response = respond(StatusCode::OK, body, "application/x-tar");
+    response
+        .headers_mut()
+        .insert("X-Docker-Container-Path-Stat", header);
+    Ok(response)
 }
 
 /// `POST /images/load`: the tar body to the archive loader, on a
@@ -932,8 +1095,9 @@ async fn load(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let reader = body_reader(request);
+    let store_engine = engine.clone();
     let loader = tokio::task::spawn_blocking(move || {
-        crate::image::archive::load(&engine.store, reader)
+        crate::image::archive::load(&store_engine.store, reader)
     });
     let loaded = loader
         .await
@@ -941,36 +1105,22 @@ async fn load(
         .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))?;
     let mut lines = String::new();
     for image in loaded {
+        let id = image.id.to_string();
         if image.names.is_empty() {
-            lines.push_str(&json!({ "stream": format!("Loaded image ID: {}\n", image.id) }).to_string());
+            images::event(&engine, "load", &id, &id);
+            lines.push_str(
+                &json!({ "stream": format!("Loaded image ID: {id}\n") })
+                    .to_string(),
+            );
+            lines.push('\n');
         }
         for name in image.names {
+            images::event(&engine, "load", &id, &name.familiar());
             lines.push_str(&json!({ "stream": format!("Loaded image: {}\n", name.familiar()) }).to_string());
             lines.push('\n');
         }
     }
     Ok(respond(StatusCode::OK, full(lines), "application/json"))
-}
-
-/// A blocking reader of the chunks an async task sends.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(bytes) => self.current = bytes,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
 }
 
 // ANCHOR: attach
@@ -990,6 +1140,7 @@ async fn attach(
     let stream = engine
         .attach(id, flag(q, "stdin"), flag(q, "stdout"), flag(q, "stderr"))
         .await?;
+    engine.container_event("attach", &record, &[]);
     Ok(hijack(&mut request, stream, tty))
 }
 

@@ -25,6 +25,13 @@ pub fn reference_of(repo: &str, tag: &str) -> Result<Reference, Error> {
         })
 }
 
+/// Emit an image event: the image's id as its actor, `name` as its
+/// attribute, as Docker reports them.
+pub fn event(engine: &Engine, action: &str, id: &str, name: &str) {
+    let attributes = [("name".to_owned(), name.to_owned())].into();
+    engine.events.emit("image", action, id, attributes);
+}
+
 /// The image `name`, or Docker's 404.
 pub async fn find(engine: &Arc<Engine>, name: &str) -> Result<Image, Error> {
     let engine = engine.clone();
@@ -133,16 +140,18 @@ pub async fn tag(
 ) -> Result<(), Error> {
     let image = find(engine, name).await?;
     let reference = reference_of(repo, tag)?;
-    let engine = engine.clone();
+    let name = reference.familiar();
+    let store_engine = engine.clone();
     let descriptor = crate::image::store::manifest_descriptor(
         &image.manifest,
         engine.store.size(&image.manifest)?,
     );
     blocking(move || {
-        let _lock = engine.store.lock()?;
-        engine.store.tag(&reference, &descriptor)
+        let _lock = store_engine.store.lock()?;
+        store_engine.store.tag(&reference, &descriptor)
     })
     .await??;
+    event(engine, "tag", &image.id.to_string(), &name);
     Ok(())
 }
 
@@ -181,16 +190,18 @@ pub async fn remove(
     };
     let mut out = Vec::new();
     for reference in targets {
-        let engine = engine.clone();
+        let store_engine = engine.clone();
         let untag = reference.clone();
         blocking(move || {
-            let _lock = engine.store.lock()?;
-            engine.store.untag(&untag)
+            let _lock = store_engine.store.lock()?;
+            store_engine.store.untag(&untag)
         })
         .await??;
+        event(engine, "untag", &id, &reference.familiar());
         out.push(json!({ "Untagged": reference.familiar() }));
     }
     if removes_image {
+        event(engine, "delete", &id, &id);
         out.push(json!({ "Deleted": id }));
     }
     Ok(Value::Array(out))
@@ -206,35 +217,18 @@ pub async fn save(
     for name in names {
         images.push(find(engine, name).await?);
     }
+    for (image, name) in images.iter().zip(names) {
+        event(engine, "save", &image.id.to_string(), name);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let engine = engine.clone();
     tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter { tx };
+        let writer = crate::channel_io::ChannelWriter { tx };
         // A failure midway can only cut the stream short: the client sees
         // a truncated tar, which its loader refuses.
         let _ = crate::image::export::save(&engine.store, &images, writer);
     });
     Ok(rx)
-}
-
-/// Writes into a channel, blocking while the reader is behind.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .blocking_send(bytes::Bytes::copy_from_slice(buf))
-            .map_err(|_| {
-                std::io::Error::from(std::io::ErrorKind::BrokenPipe)
-            })?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// `POST /images/create?fromSrc=-&repo=R&tag=T`: the body, a root
@@ -255,11 +249,17 @@ pub async fn import(
         ));
     }
     let reference = reference_of(repo, tag)?;
-    let engine = engine.clone();
+    let name = reference.familiar();
+    let store_engine = engine.clone();
     let id = blocking(move || {
-        crate::image::export::import(&engine.store, reader, Some(&reference))
+        crate::image::export::import(
+            &store_engine.store,
+            reader,
+            Some(&reference),
+        )
     })
     .await?
     .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))?;
+    event(engine, "import", &id.to_string(), &name);
     Ok(id.to_string())
 }

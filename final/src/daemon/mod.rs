@@ -20,12 +20,15 @@
 //! tokio lives here and in the CLI only; the shims and the runtime are
 //! separate single-threaded processes.
 
+pub mod archive;
 pub mod changes;
 pub mod containers;
+pub mod events;
 pub mod exec;
 pub mod http;
 pub mod images;
 pub mod spec;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -334,8 +334,21 @@ fn stats_event(id: &str, stats: &cgroup::Stats) -> serde_json::Value {
                 "usage": {"total": stats.cpu_usec.saturating_mul(1000)},
                 "throttling": {"throttledPeriods": stats.throttled_periods},
             },
-            "memory": {"usage": {"max": stats.memory_peak}},
-            "pids": {"current": stats.pids},
+            "memory": {
+                "usage": {
+                    "usage": stats.memory_usage,
+                    "max": stats.memory_peak,
+                    "limit": stats.memory_limit.unwrap_or(u64::MAX),
+                },
+                "stats": {"inactive_file": stats.memory_inactive_file},
+            },
+            "pids": {"current": stats.pids, "limit": stats.pids_limit.unwrap_or(0)},
+            "blkio": {
+                "ioServiceBytesRecursive": [
+                    {"op": "Read", "value": stats.io_bytes.0},
+                    {"op": "Write", "value": stats.io_bytes.1},
+                ],
+            },
         },
     })
 }

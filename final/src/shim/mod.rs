@@ -118,6 +118,10 @@ pub enum Error {
         /// Its message.
         message: String,
     },
+    /// The forked shim failed before it was ready: the error it met,
+    /// already worded by it (not wrapped again).
+    #[error("{0}")]
+    NotReady(String),
     /// A system call of the shim's own.
     #[error("shim: cannot {what}")]
     Sys {
@@ -206,10 +210,7 @@ pub fn main(mut options: Options) -> Result<String, Error> {
                     op: "create",
                     message: "the shim died before it was ready".to_owned(),
                 }),
-                None => Err(Error::Runtime {
-                    op: "create",
-                    message: answer.trim_end().to_owned(),
-                }),
+                None => Err(Error::NotReady(answer.trim_end().to_owned())),
             }
         }
         ForkResult::Child => {

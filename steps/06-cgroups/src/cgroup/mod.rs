@@ -569,8 +569,20 @@ pub struct Stats {
     /// Highest memory use, in bytes (current use where the kernel keeps no
     /// peak).
     pub memory_peak: u64,
+    /// Memory use now, in bytes (page cache included).
+    pub memory_usage: u64,
+    /// Of which page cache not used lately (`inactive_file`), which the
+    /// kernel reclaims first: `docker stats` leaves it out.
+    pub memory_inactive_file: u64,
+    /// The memory limit, `None` for none.
+    pub memory_limit: Option<u64>,
     /// Processes in the cgroup now.
     pub pids: u64,
+    /// The limit on processes, `None` for none.
+    pub pids_limit: Option<u64>,
+    /// Bytes read from and written to block devices (where the kernel
+    /// accounts them: v1's blkio, v2's io controller).
+    pub io_bytes: (u64, u64),
     /// Times the OOM killer killed a process of the cgroup.
     pub oom_kills: u64,
     /// Periods in which the CPU quota throttled the cgroup.
@@ -661,6 +673,12 @@ fn read(path: &Path) -> Result<String, Error> {
 }
 
 /// The number after `key` in a `key value` file (`cpu.stat`, `memory.events`).
+/// A limit file's value: a number, or `max` (v2) or a number near
+/// 2^63 (v1's "unlimited") for none.
+fn limit(text: &str) -> Option<u64> {
+    text.trim().parse().ok().filter(|n| *n < 1 << 62)
+}
+
 fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (k, v) = line.split_once(' ')?;
@@ -1083,6 +1101,15 @@ pub fn mounts(layout: &Layout) -> Vec<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_read_none_for_unlimited() {
+        assert_eq!(limit("1048576\n"), Some(1 << 20));
+        assert_eq!(limit("max\n"), None);
+        // v1's "unlimited": the largest page-aligned signed 64-bit value.
+        assert_eq!(limit("9223372036854771712"), None);
+        assert_eq!(limit(""), None);
+    }
 
     #[test]
     fn sizes() {

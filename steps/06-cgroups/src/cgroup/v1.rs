@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::{Error, Resources, Stats, Write, keyed, read, weight_to_shares};
+use super::{
+    Error, Resources, Stats, Write, keyed, limit, read, weight_to_shares,
+};
 
 // ANCHOR: writes
 /// The writes for `resources`, in order: the memory limit before the
@@ -58,13 +60,60 @@ pub(super) fn stats(read: impl Fn(&str, &str) -> Option<String>) -> Stats {
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0)
     };
-    let oom = read("memory", "memory.oom_control").unwrap_or_default();
-    let cpu = read("cpu", "cpu.stat").unwrap_or_default();
+    let text = |controller: &str, file: &str| {
+        read(controller, file).unwrap_or_default()
+    };
+    let oom = text("memory", "memory.oom_control");
+    let cpu = text("cpu", "cpu.stat");
     Stats {
         cpu_usec: number("cpuacct", "cpuacct.usage") / 1000,
         memory_peak: number("memory", "memory.max_usage_in_bytes"),
+        memory_usage: number("memory", "memory.usage_in_bytes"),
+        memory_inactive_file: keyed(
+            &text("memory", "memory.stat"),
+            "total_inactive_file",
+        )
+        .unwrap_or(0),
+        memory_limit: limit(&text("memory", "memory.limit_in_bytes")),
         pids: number("pids", "pids.current"),
+        pids_limit: limit(&text("pids", "pids.max")),
+        io_bytes: io_bytes(&text(
+            "blkio",
+            "blkio.throttle.io_service_bytes_recursive",
+        )),
         oom_kills: keyed(&oom, "oom_kill").unwrap_or(0),
         throttled_periods: keyed(&cpu, "nr_throttled").unwrap_or(0),
+    }
+}
+
+/// Bytes read and written, summed over devices, from v1's
+/// `blkio.throttle.io_service_bytes_recursive` (`8:0 Read 4096` lines).
+fn io_bytes(text: &str) -> (u64, u64) {
+    let mut total = (0u64, 0u64);
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_), Some(op), Some(bytes)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let bytes: u64 = bytes.parse().unwrap_or(0);
+        match op {
+            "Read" => total.0 = total.0.saturating_add(bytes),
+            "Write" => total.1 = total.1.saturating_add(bytes),
+            _ => {}
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn io_bytes_sum_reads_and_writes_over_devices() {
+        let text = "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:16 Read 4\n\
+                    8:16 Write 1\nTotal 4613\n";
+        assert_eq!(super::io_bytes(text), (4100, 513));
+        assert_eq!(super::io_bytes(""), (0, 0));
     }
 }

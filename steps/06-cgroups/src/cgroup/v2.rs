@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Error, Resources, Stats, Write, keyed, read, shares_to_weight, write,
+    Error, Resources, Stats, Write, keyed, limit, read, shares_to_weight, write,
 };
 
 /// The controllers berth enables for its cgroups, where available.
@@ -100,9 +100,44 @@ pub(super) fn stats(dir: &Path) -> Stats {
     Stats {
         cpu_usec: keyed(&cpu, "usage_usec").unwrap_or(0),
         memory_peak: peak,
+        memory_usage: number("memory.current"),
+        memory_inactive_file: keyed(&text("memory.stat"), "inactive_file")
+            .unwrap_or(0),
+        memory_limit: limit(&text("memory.max")),
         pids: number("pids.current"),
+        pids_limit: limit(&text("pids.max")),
+        io_bytes: io_bytes(&text("io.stat")),
         oom_kills: keyed(&text("memory.events"), "oom_kill").unwrap_or(0),
         throttled_periods: keyed(&cpu, "nr_throttled").unwrap_or(0),
     }
 }
 // ANCHOR_END: stats
+
+/// Bytes read and written, summed over devices, from `io.stat`
+/// (`8:0 rbytes=4096 wbytes=0 rios=1 …` lines).
+fn io_bytes(text: &str) -> (u64, u64) {
+    let mut total = (0u64, 0u64);
+    for field in text.split_whitespace() {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let value: u64 = value.parse().unwrap_or(0);
+        match key {
+            "rbytes" => total.0 = total.0.saturating_add(value),
+            "wbytes" => total.1 = total.1.saturating_add(value),
+            _ => {}
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn io_bytes_sum_reads_and_writes_over_devices() {
+        let text = "8:0 rbytes=4096 wbytes=512 rios=1 wios=1\n\
+                    8:16 rbytes=4 wbytes=1 rios=1 wios=1 dbytes=9\n";
+        assert_eq!(super::io_bytes(text), (4100, 513));
+        assert_eq!(super::io_bytes(""), (0, 0));
+    }
+}

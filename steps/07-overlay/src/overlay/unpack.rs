@@ -159,6 +159,8 @@ fn remove_existing(dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
 struct Unpacker<'a> {
     root: BorrowedFd<'a>,
     privileged: bool,
+    /// A layer: `.wh.` names are whiteouts (else files like any other).
+    layer: bool,
     summary: Summary,
     /// Directories and their mtimes, set after everything else.
     dir_times: Vec<(PathBuf, i64)>,
@@ -174,10 +176,31 @@ pub fn unpack(
     root: BorrowedFd,
     privileged: bool,
 ) -> Result<Summary, Error> {
+    unpack_tar(reader, root, privileged, true)
+}
+
+/// Unpack a tar of plain files (not a layer: `.wh.` names are files like
+/// any other) into the directory `root`, as safely: what `docker cp`
+/// copies into a container.
+pub fn unpack_files(
+    reader: impl Read,
+    root: BorrowedFd,
+    privileged: bool,
+) -> Result<Summary, Error> {
+    unpack_tar(reader, root, privileged, false)
+}
+
+fn unpack_tar(
+    reader: impl Read,
+    root: BorrowedFd,
+    privileged: bool,
+    layer: bool,
+) -> Result<Summary, Error> {
     let mut archive = tar::Archive::new(reader);
     let mut unpacker = Unpacker {
         root,
         privileged,
+        layer,
         summary: Summary::default(),
         dir_times: Vec::new(),
     };
@@ -239,7 +262,7 @@ impl Unpacker<'_> {
     ) -> Result<(), Error> {
         let name = path.file_name().map(OsStr::as_bytes).unwrap_or_default();
         // ANCHOR: whiteouts
-        if name == OPAQUE_MARKER.as_bytes() {
+        if self.layer && name == OPAQUE_MARKER.as_bytes() {
             let parent = path.parent().unwrap_or(Path::new(""));
             let dir = ensure_dir(self.root, &Path::new("/").join(parent))
                 .map_err(self.failed("create the opaque directory", path))?;
@@ -253,7 +276,10 @@ impl Unpacker<'_> {
             self.summary.whiteouts += 1;
             return Ok(());
         }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        if let Some(hidden) = name
+            .strip_prefix(WHITEOUT_PREFIX.as_bytes())
+            .filter(|_| self.layer)
+        {
             let (dir, _) = self.parent(path)?;
             let hidden = OsStr::from_bytes(hidden);
             remove_existing(dir.as_fd(), hidden)
