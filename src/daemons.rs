@@ -621,6 +621,11 @@ impl Berth {
             .arg(&self.data)
             .arg("--exec-root")
             .arg(&self.exec)
+            .args(if extra.contains(&"--init-path") {
+                Vec::new()
+            } else {
+                vec!["--init-path".into(), crate::static_init()]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))

@@ -115,6 +115,23 @@ fn built(once: &OnceLock<()>, kind: &str, path: &Path) -> String {
     }
 }
 
+/// `berth-init`, built static by `scripts/build-init` (once per test
+/// process; a no-op for cargo when up to date): the init of `run --init`
+/// containers, which must run in any root.
+pub fn static_init() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new(workspace_root().join("scripts/build-init"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("cannot run scripts/build-init");
+            assert!(out.status.success(), "scripts/build-init failed");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
+
 /// A copy of the built binary `bin` in `/tmp/berth-test-bins`, where any
 /// user can execute it (the checkout may sit below a directory only root
 /// may enter), for the tests that run a step as an ordinary user.

@@ -6,6 +6,9 @@
 use berth_tests::daemons::{Berth, Dockerd};
 use berth_tests::fixture::rootfs;
 use berth_tests::{privileged, snapshot_settings, step_binary, workspace_root};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
 use serde_json::{Value, json};
 
 /// A value with what means "not set" made one: absent, `false`, `0`,
@@ -120,9 +123,96 @@ fn summary(spec: &Value) -> Value {
         "linux.resources.pids": linux["resources"]["pids"],
         "linux.resources.devices": linux["resources"]["devices"],
         "linux.sysctl": linux["sysctl"],
-        "linux.seccomp": linux["seccomp"].get("defaultAction").cloned().unwrap_or(Value::Null),
+        "linux.seccomp.defaultAction": linux["seccomp"].get("defaultAction").cloned().unwrap_or(Value::Null),
+        "linux.seccomp.defaultErrnoRet": linux["seccomp"].get("defaultErrnoRet").cloned().unwrap_or(Value::Null),
         "hooks": spec["hooks"].as_object().map(|h| h.keys().cloned().collect::<Vec<_>>()),
     })
+}
+
+/// What a seccomp profile does with each x86_64 system call it names:
+/// its rules for that call in order, up to the first without argument
+/// conditions (the first rule that matches decides).
+fn seccomp_verdicts(seccomp: &Value) -> BTreeMap<String, String> {
+    let mut verdicts: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    for rule in seccomp["syscalls"].as_array().into_iter().flatten() {
+        let mut verdict = rule["action"]
+            .as_str()
+            .unwrap_or("?")
+            .trim_start_matches("SCMP_ACT_")
+            .to_ascii_lowercase();
+        if let Some(errno) = rule["errnoRet"].as_u64() {
+            verdict.push_str(&format!("({errno})"));
+        }
+        let args = rule["args"].as_array().filter(|a| !a.is_empty());
+        if let Some(args) = args {
+            let conditions: Vec<String> = args
+                .iter()
+                .map(|a| {
+                    format!(
+                        "arg{} {} {:#x}{}",
+                        a["index"],
+                        a["op"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .trim_start_matches("SCMP_CMP_"),
+                        a["value"].as_u64().unwrap_or(0),
+                        a["valueTwo"]
+                            .as_u64()
+                            .filter(|v| *v != 0)
+                            .map(|v| format!("/{v:#x}"))
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            verdict.push_str(&format!(" if {}", conditions.join(" and ")));
+        }
+        for name in rule["names"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap_or("").to_owned();
+            if syscalls::Sysno::from_str(&name).is_err() {
+                continue;
+            }
+            let entry = verdicts.entry(name).or_default();
+            if entry.1 {
+                continue;
+            }
+            if !entry.0.is_empty() {
+                entry.0.push_str("; ");
+            }
+            entry.0.push_str(&verdict);
+            entry.1 = args.is_none();
+        }
+    }
+    verdicts.into_iter().map(|(k, (v, _))| (k, v)).collect()
+}
+
+/// The system calls two profiles treat differently, one line each.
+fn seccomp_differences(dockerd: &Value, berth: &Value) -> String {
+    let (theirs, ours) = (seccomp_verdicts(dockerd), seccomp_verdicts(berth));
+    let mut names: Vec<&String> = theirs.keys().chain(ours.keys()).collect();
+    names.sort();
+    names.dedup();
+    let default = |v: &Value| {
+        format!(
+            "{}(default)",
+            v["defaultAction"]
+                .as_str()
+                .unwrap_or("none")
+                .trim_start_matches("SCMP_ACT_")
+                .to_ascii_lowercase()
+        )
+    };
+    let mut out = String::new();
+    for name in names {
+        let t = theirs
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default(dockerd));
+        let o = ours.get(name).cloned().unwrap_or_else(|| default(berth));
+        if t != o {
+            out.push_str(&format!("  {name}: dockerd {t}; berth {o}\n"));
+        }
+    }
+    out
 }
 
 #[test]
@@ -173,6 +263,7 @@ fn the_spec_is_dockers_for_the_same_flags() {
         ("host network", &["--network", "host"]),
     ];
     let mut report = String::new();
+    let mut first_seccomp: Option<String> = None;
     for (n, (case, flags)) in cases.iter().enumerate() {
         let name = format!("spec{n}");
         let mut args = vec!["run", "-d", "--name", &name];
@@ -202,8 +293,12 @@ fn the_spec_is_dockers_for_the_same_flags() {
             .unwrap(),
         )
         .unwrap();
-        let (ours, theirs) =
-            (summary(&ours), summary(&dockerd.bundle_config(&name)));
+        let dockerd_spec = dockerd.bundle_config(&name);
+        let seccomp = seccomp_differences(
+            &dockerd_spec["linux"]["seccomp"],
+            &ours["linux"]["seccomp"],
+        );
+        let (ours, theirs) = (summary(&ours), summary(&dockerd_spec));
         report.push_str(&format!("## {case}: {}\n", flags.join(" ")));
         let mut differ = 0;
         for (field, dockerd_value) in theirs.as_object().unwrap() {
@@ -214,9 +309,19 @@ fn the_spec_is_dockers_for_the_same_flags() {
             }
         }
         report.push_str(&format!(
-            "({differ} of {} fields differ)\n\n",
+            "({differ} of {} fields differ)\n",
             theirs.as_object().unwrap().len()
         ));
+        if n > 0 && first_seccomp.as_deref() == Some(seccomp.as_str()) {
+            report.push_str(
+                "system calls the seccomp profiles treat differently: as above\n\n",
+            );
+        } else {
+            report.push_str(&format!(
+                "system calls the seccomp profiles treat differently:\n{seccomp}\n"
+            ));
+        }
+        first_seccomp.get_or_insert(seccomp);
         let _ = dockerd.docker(&["rm", "-f", &name]).output();
         berth.run(&["rm", "-f", &name]);
     }

@@ -38,6 +38,10 @@ enum Command {
         /// The runtime of containers that name none.
         #[arg(long, default_value = "berth-runtime")]
         default_runtime: String,
+        /// The init of `run --init` containers, a static executable
+        /// (scripts/build-init; default: berth-init beside this program).
+        #[arg(long)]
+        init_path: Option<PathBuf>,
     },
     #[command(flatten)]
     Client(Box<berth::cli::Command>),
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
             exec_root,
             runtimes,
             default_runtime,
+            init_path,
         } => {
             let socket = match host.as_deref() {
                 None => exec_root.join("berth.sock"),
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
                 runtimes: known,
                 default_runtime,
                 shim: sibling("berth-shim"),
+                init: init_path.unwrap_or_else(|| sibling("berth-init")),
             };
             match berth::daemon::run(config) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -123,9 +123,13 @@ pub struct ContainerFlags {
     /// Every capability, no masked paths, every device.
     #[arg(long)]
     privileged: bool,
-    /// no-new-privileges, seccomp=…
+    /// no-new-privileges, seccomp=FILE (a profile in Docker's format),
+    /// seccomp=unconfined.
     #[arg(long)]
     security_opt: Vec<String>,
+    /// Run an init as PID 1 that forwards signals and reaps orphans.
+    #[arg(long)]
+    init: bool,
     /// PATH[:OPTIONS] tmpfs mounts.
     #[arg(long)]
     tmpfs: Vec<String>,
@@ -234,7 +238,9 @@ impl ContainerFlags {
                 .then(|| self.cap_drop.clone()),
             privileged: Some(self.privileged),
             security_opt: (!self.security_opt.is_empty())
-                .then(|| self.security_opt.clone()),
+                .then(|| security_opts(&self.security_opt))
+                .transpose()?,
+            init: self.init.then_some(true),
             tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
             network_mode: self.network.clone(),
             runtime: self.runtime.clone(),
@@ -261,6 +267,27 @@ impl ContainerFlags {
             ..ContainerCreateBody::default()
         })
     }
+}
+
+/// `--security-opt` as the API takes it: `seccomp=FILE` becomes the
+/// file's contents (the daemon never reads the client's files), as the
+/// docker CLI sends it.
+fn security_opts(opts: &[String]) -> Result<Vec<String>, Failure> {
+    opts.iter()
+        .map(|opt| match opt.split_once(['=', ':']) {
+            Some(("seccomp", file))
+                if file != "unconfined" && file != "builtin" =>
+            {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    Failure::engine(format!(
+                        "opening seccomp profile ({file}) failed: {e}"
+                    ))
+                })?;
+                Ok(format!("seccomp={text}"))
+            }
+            _ => Ok(opt.clone()),
+        })
+        .collect()
 }
 
 /// `berth`'s client commands.

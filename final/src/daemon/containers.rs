@@ -586,8 +586,12 @@ impl Engine {
             ],
             cgroup_v2: false,
             host_name: "",
+            init: &self.config.init,
         };
         spec::build(&probe).map_err(|e| Error::BadRequest(e.to_string()))?;
+        if host.init == Some(true) {
+            check_init(&self.config.init)?;
+        }
         let runtime = host
             .runtime
             .clone()
@@ -720,6 +724,7 @@ impl Engine {
                 Ok(crate::cgroup::Layout::Unified { .. })
             ),
             host_name: &host_name,
+            init: &self.config.init,
         };
         let spec = spec::build(&input)
             .map_err(|e| Error::BadRequest(e.to_string()))?;
@@ -1404,6 +1409,45 @@ fn merge_image_config(config: &mut ContainerConfig, image: &lookup::Image) {
 }
 
 /// Whether `path` is a mount point (another device than its parent's).
+/// The init binary must be there and static: a container's root need
+/// not have the loader a dynamically linked program asks for (an ELF
+/// program header of type `PT_INTERP` names it).
+fn check_init(path: &Path) -> Result<(), Error> {
+    let unusable = |why: &str| {
+        Error::Internal(format!(
+            "the init binary {} {why} (build it with scripts/build-init and give its path to berth daemon --init-path)",
+            path.display()
+        ))
+    };
+    let bytes = fs::read(path)
+        .map_err(|e| unusable(&format!("cannot be read: {e}")))?;
+    if !bytes.starts_with(b"\x7fELF") || bytes.get(4) != Some(&2) {
+        return Err(unusable("is not a 64-bit ELF executable"));
+    }
+    let word = |at: usize, len: usize| -> Option<u64> {
+        let mut value = 0u64;
+        for i in (0..len).rev() {
+            value = value << 8 | u64::from(*bytes.get(at + i)?);
+        }
+        Some(value)
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) =
+        (word(0x20, 8), word(0x36, 2), word(0x38, 2))
+    else {
+        return Err(unusable("is not a 64-bit ELF executable"));
+    };
+    const PT_INTERP: u64 = 3;
+    for i in 0..phnum {
+        let at = usize::try_from(phoff + i * phentsize).unwrap_or(usize::MAX);
+        match word(at, 4) {
+            Some(PT_INTERP) => return Err(unusable("is dynamically linked")),
+            Some(_) => {}
+            None => return Err(unusable("is a truncated ELF executable")),
+        }
+    }
+    Ok(())
+}
+
 fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let parent = path.parent().unwrap_or(Path::new("/"));
@@ -1575,6 +1619,21 @@ mod tests {
         for bad in ["", "a", "-x", "a/b", "a b", "ä1"] {
             assert!(!valid_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_init_must_be_a_static_executable() {
+        let dynamic = std::env::current_exe().unwrap();
+        let error = check_init(&dynamic).unwrap_err().to_string();
+        assert!(error.contains("is dynamically linked"), "{error}");
+        let error = check_init(Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot be read"), "{error}");
+        let error = check_init(Path::new("/etc/hostname"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a 64-bit ELF"), "{error}");
     }
 
     #[test]

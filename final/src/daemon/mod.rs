@@ -27,6 +27,7 @@ pub mod events;
 pub mod exec;
 pub mod http;
 pub mod images;
+pub mod seccomp;
 pub mod spec;
 pub mod stats;
 
@@ -49,6 +50,9 @@ pub struct Config {
     pub default_runtime: String,
     /// The shim's executable.
     pub shim: PathBuf,
+    /// The init of `run --init` containers: a static executable,
+    /// bind-mounted into them (`berth-init`).
+    pub init: PathBuf,
 }
 
 /// The API version this daemon speaks, and the oldest it accepts.

@@ -8,7 +8,9 @@
 //! dockerd (Debian's docker.io) writes for the same flags, field by
 //! field; its snapshot lists what differs, and why is here:
 //!
-//! - no seccomp profile yet (Docker's default allow-list is to come);
+//! - the default seccomp profile is berth's own ([`super::seccomp`]):
+//!   the snapshot lists the system calls it treats otherwise than
+//!   Docker's;
 //! - `/sys/devices/virtual/powercap` is masked, as Docker 25 on masks it
 //!   (the packaged dockerd is older);
 //! - with `--network host` there is no network namespace at all, where
@@ -86,6 +88,9 @@ pub enum Error {
     /// A `--tmpfs` destination that is not absolute.
     #[error("invalid tmpfs mount point {0:?}: not an absolute path")]
     Tmpfs(String),
+    /// `--security-opt seccomp=…` that is not a profile.
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::Error),
 }
 
 /// What a container's spec is made of.
@@ -108,7 +113,12 @@ pub struct Input<'a> {
     pub cgroup_v2: bool,
     /// The host's name: the container's with `--network host`.
     pub host_name: &'a str,
+    /// The init binary bind-mounted for `--init`.
+    pub init: &'a Path,
 }
+
+/// Where `--init`'s binary is mounted in the container (Docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
 
 /// The program and its arguments: the entrypoint, then the command.
 pub fn args(config: &ContainerConfig) -> Result<Vec<String>, Error> {
@@ -322,6 +332,14 @@ fn mounts(input: &Input<'_>) -> Result<Vec<Value>, Error> {
     } else {
         json!(["rbind", "rprivate"])
     };
+    if host.init == Some(true) {
+        mounts.push(json!({
+            "destination": INIT_PATH,
+            "type": "bind",
+            "source": input.init,
+            "options": ["bind", "ro"],
+        }));
+    }
     for (destination, source) in input.etc {
         if let Some(source) = source {
             mounts.push(json!({
@@ -422,13 +440,25 @@ pub fn build(input: &Input<'_>) -> Result<Value, Error> {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
     }
+    let security_opt = host.security_opt.clone().unwrap_or_default();
+    if let Some(seccomp) =
+        super::seccomp::for_container(&security_opt, privileged, &caps)?
+    {
+        linux["seccomp"] = seccomp;
+    }
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": tty,
             "user": { "uid": uid, "gid": gid, "additionalGids": additional },
             "oomScoreAdj": 0,
-            "args": args(config)?,
+            "args": if host.init == Some(true) {
+                let mut with_init = vec![INIT_PATH.to_owned(), "--".to_owned()];
+                with_init.extend(args(config)?);
+                with_init
+            } else {
+                args(config)?
+            },
             "env": env,
             "cwd": config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
             "capabilities": {
@@ -467,6 +497,7 @@ mod tests {
             ],
             cgroup_v2: true,
             host_name: "the-host",
+            init: Path::new("/usr/libexec/berth-init"),
         }
     }
 

@@ -391,6 +391,14 @@ pub struct Channel {
     fd: Option<OwnedFd>,
 }
 
+impl Default for Channel {
+    /// A channel to no parent: for an init that runs as a program of its
+    /// own (step 2's `init_program`), with nobody to tell.
+    fn default() -> Channel {
+        Channel { fd: None }
+    }
+}
+
 impl Channel {
     /// Close this process's copy of the child's end.
     pub fn close(&mut self) {

@@ -45,6 +45,9 @@ pub enum Error {
     /// Waiting for `COMMAND` failed.
     #[error("init: cannot supervise the command")]
     Supervise(#[source] child::Error),
+    /// Blocking the supervised signals failed (a program of its own).
+    #[error("init: cannot block the signals it forwards")]
+    Block(#[source] Errno),
 }
 
 // ANCHOR: init
@@ -74,3 +77,14 @@ pub fn init(
     }
 }
 // ANCHOR_END: init
+
+/// [`init`] as a program of its own: `berth-init`, which the engine's
+/// `docker run --init` bind-mounts into a container and runs as its PID 1
+/// (Docker ships `tini` for this). Nobody has blocked the supervised
+/// signals for it, so it blocks them first; it has no parent to tell.
+pub fn init_program(command: &[OsString]) -> Result<u8, BoxError> {
+    child::supervised_signals()
+        .thread_block()
+        .map_err(Error::Block)?;
+    init(command, &mut Channel::default())
+}
