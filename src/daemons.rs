@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 /// `sha256:HEX` of `bytes`.
-fn digest(bytes: &[u8]) -> String {
+pub fn digest(bytes: &[u8]) -> String {
     let hash = Sha256::digest(bytes);
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
@@ -27,16 +27,56 @@ fn image_blobs(rootfs: &Path) -> (Vec<u8>, String, Vec<u8>, String) {
         .expect("cannot tar the rootfs");
     let layer = layer.into_inner().unwrap();
     let layer_digest = digest(&layer);
-    let config = serde_json::json!({
+    let config = config_of(std::slice::from_ref(&layer_digest));
+    let config_digest = digest(&config);
+    (layer, layer_digest, config, config_digest)
+}
+
+/// The image config of the test images: busybox's `sh`, over layers
+/// whose uncompressed digests are `diff_ids`.
+fn config_of(diff_ids: &[String]) -> Vec<u8> {
+    serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
         "config": {"Env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
     })
     .to_string()
+    .into_bytes()
+}
+
+/// The test rootfs as a layer tar (uncompressed) and its digest.
+pub fn rootfs_layer(rootfs: &Path) -> (Vec<u8>, String) {
+    let (layer, layer_digest, _, _) = image_blobs(rootfs);
+    (layer, layer_digest)
+}
+
+/// A docker-archive of the image whose layers are `layers`: each blob as
+/// it is stored (plain, gzip or zstd) and the digest of its uncompressed
+/// tar (its diff ID).
+pub fn docker_archive_of(tag: &str, layers: &[(Vec<u8>, String)]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
+    let config = config_of(&diff_ids);
+    let config_name =
+        format!("{}.json", digest(&config).trim_start_matches("sha256:"));
+    let mut files: Vec<(String, &[u8])> = Vec::new();
+    let mut names = Vec::new();
+    for (blob, _) in layers {
+        let name =
+            format!("{}/layer.tar", digest(blob).trim_start_matches("sha256:"));
+        names.push(name.clone());
+        files.push((name, blob));
+    }
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": names,
+    }])
+    .to_string()
     .into_bytes();
-    let config_digest = digest(&config);
-    (layer, layer_digest, config, config_digest)
+    files.push((config_name, &config));
+    files.push(("manifest.json".to_owned(), &manifest));
+    tar_of(&files)
 }
 
 /// A tar of `files` (name, content).
@@ -102,23 +142,7 @@ pub fn oci_archive(rootfs: &Path) -> Vec<u8> {
 /// tagged `tag`: what `docker load` (before Docker 25) and `podman load`
 /// take.
 pub fn docker_archive(rootfs: &Path, tag: &str) -> Vec<u8> {
-    let (layer, layer_digest, config, config_digest) = image_blobs(rootfs);
-    let layer_hex = layer_digest.trim_start_matches("sha256:");
-    let config_name =
-        format!("{}.json", config_digest.trim_start_matches("sha256:"));
-    let layer_name = format!("{layer_hex}/layer.tar");
-    let manifest = serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": [tag],
-        "Layers": [layer_name],
-    }])
-    .to_string()
-    .into_bytes();
-    tar_of(&[
-        (layer_name.clone(), &layer),
-        (config_name.clone(), &config),
-        ("manifest.json".to_owned(), &manifest),
-    ])
+    docker_archive_of(tag, &[rootfs_layer(rootfs)])
 }
 
 /// containerd, started for one test on sockets and directories of its

@@ -977,3 +977,124 @@ fn top_diff_and_commit() {
     berth.run(&["rm", "-f", "worker"]);
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }
+
+/// A layer tar of `files` (name, content; a name `dir/.wh.x` is the
+/// whiteout of `dir/x`).
+fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+    let files: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(name, text)| ((*name).to_owned(), text.as_bytes()))
+        .collect();
+    berth_tests::daemons::tar_of(&files)
+}
+
+#[test]
+fn zstd_and_gzip_layers_load_and_stack_with_whiteouts() {
+    if !privileged("engine_daemon::compressed_layers") {
+        return;
+    }
+    use berth_tests::daemons::{digest, docker_archive_of, rootfs_layer};
+    let berth = Berth::start("layers", &[]);
+    // rootfs (plain), then a zstd layer adding two files, then a gzip
+    // layer adding one and whiting out one of the zstd layer's.
+    let zstd_tar =
+        layer(&[("etc/from-zstd", "z\n"), ("etc/hidden-later", "h\n")]);
+    let zstd = ruzstd::encoding::compress_to_vec(
+        zstd_tar.as_slice(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let gzip_tar =
+        layer(&[("etc/from-gzip", "g\n"), ("etc/.wh.hidden-later", "")]);
+    let mut gzip =
+        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gzip, &gzip_tar).unwrap();
+    let gzip = gzip.finish().unwrap();
+    let archive = docker_archive_of(
+        "layered:v1",
+        &[
+            rootfs_layer(rootfs()),
+            (zstd, digest(&zstd_tar)),
+            (gzip, digest(&gzip_tar)),
+        ],
+    );
+    let path = berth.data_root().with_extension("layered.tar");
+    std::fs::write(&path, archive).unwrap();
+    let (code, out, err) = berth.run(&["load", "-i", path.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Loaded image: layered:v1\n"),
+        "{err}"
+    );
+    let (_, layers, _) = berth.run(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{len .RootFS.Layers}}",
+        "layered:v1",
+    ]);
+    assert_eq!(layers, "3\n");
+    let (code, out, err) = berth.run(&[
+        "run", "--rm", "layered:v1", "sh", "-c",
+        "cat /etc/from-zstd /etc/from-gzip; test -e /etc/hidden-later || echo whited-out",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "z\ng\nwhited-out\n"),
+        "{err}{}",
+        berth.daemon_log()
+    );
+    // A zstd layer whose content is not what the config says: refused
+    // when it is unpacked, one line, and nothing of it kept.
+    let other = ruzstd::encoding::compress_to_vec(
+        layer(&[("etc/x", "x\n")]).as_slice(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    // (A diff ID whose snapshot exists already would not be unpacked
+    // again at all: its content is known good.)
+    let claimed = digest(&layer(&[("etc/y", "y\n")]));
+    let lying = docker_archive_of(
+        "lying:v1",
+        &[rootfs_layer(rootfs()), (other, claimed)],
+    );
+    std::fs::write(&path, lying).unwrap();
+    let (code, _, err) = berth.run(&["load", "-i", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["run", "--rm", "lying:v1", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("diff_id") || err.contains("diff ID"), "{err}");
+    let _ = std::fs::remove_file(&path);
+    // Garbage collection: an image removed under a running container
+    // keeps its blobs and snapshots until the container goes.
+    let entries = |dir: &str| {
+        std::fs::read_dir(berth.data_root().join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let (code, _, err) = berth.run(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "layered:v1",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["rmi", "lying:v1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["rmi", "-f", "layered:v1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = berth.run(&["exec", "user", "cat", "/etc/from-gzip"]);
+    assert_eq!((code, out.as_str()), (0, "g\n"));
+    assert_eq!(entries("snapshots/sha256"), 3);
+    assert_eq!(
+        entries("image/blobs/sha256"),
+        5,
+        "3 layers, a config, a manifest"
+    );
+    let (code, _, _) = berth.run(&["rm", "-f", "user"]);
+    assert_eq!(code, 0);
+    assert_eq!(entries("snapshots/sha256"), 0);
+    assert_eq!(entries("image/blobs/sha256"), 0);
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}

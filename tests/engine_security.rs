@@ -112,7 +112,10 @@ fn the_default_seccomp_profile_closes_what_namespaces_leave_open() {
         "true",
     ]);
     assert_eq!(code, 125, "{err}");
-    assert!(err.contains("invalid seccomp profile: no defaultAction"), "{err}");
+    assert!(
+        err.contains("invalid seccomp profile: no defaultAction"),
+        "{err}"
+    );
     let (code, _, err) = berth.cli(&[
         "run",
         "--rm",

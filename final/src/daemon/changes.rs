@@ -211,6 +211,9 @@ fn commit_blocking(
     let written = crate::overlay::commit::commit(upper, file, None)
         .map_err(|e| Error::Internal(crate::child::error_chain(&e)))
         .and_then(|(file, _)| file.sync_all().map_err(|e| internal(&e)));
+    // The store's lock from the layer's blob to the image's name: a
+    // garbage collection meanwhile would take the blob for unused.
+    let lock = store.lock();
     let put = written.and_then(|()| {
         let file =
             fs::File::open(&tmp).map_err(crate::path_io::at("open", &tmp))?;
@@ -218,7 +221,7 @@ fn commit_blocking(
     });
     let _ = fs::remove_file(&tmp);
     let (layer, size, _) = put?;
-    let _lock = store.lock()?;
+    let _lock = lock?;
     let now = crate::time::rfc3339(SystemTime::now());
     // The container's config, in the image config's words.
     let container = serde_json::to_value(&record.config).unwrap_or_default();

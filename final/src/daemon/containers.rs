@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use super::Config;
 use super::spec;
+use crate::image::digest::Digest;
 use crate::image::lookup;
 use crate::image::snapshot::Snapshots;
 use crate::image::store::Store;
@@ -367,6 +368,20 @@ impl Engine {
             commits: tokio::sync::Mutex::new(()),
             containers: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Remove the blobs and snapshots that neither an image name nor a
+    /// container leads to any more ([`crate::image::gc`]).
+    pub fn collect_garbage(
+        &self,
+    ) -> Result<crate::image::gc::Collected, Error> {
+        let in_use: Vec<Digest> = self
+            .records()
+            .iter()
+            .filter_map(|r| r.manifest.parse().ok())
+            .collect();
+        crate::image::gc::collect(&self.store, &self.snapshots, &in_use)
+            .map_err(|e| Error::internal(&e))
     }
 
     /// Emit a container event for `record`, with its image, name and
@@ -1185,13 +1200,30 @@ impl Engine {
         blocking(move || engine.remove_blocking(&id_owned)).await??;
         self.container_event("destroy", &record, &[]);
         self.execs.forget(id);
-        let mut containers = self.lock();
-        if let Some(entry) = containers.remove(id) {
-            entry.changes.send_modify(|c| {
-                c.removed = true;
-                c.running = false;
-            });
+        {
+            let mut containers = self.lock();
+            if let Some(entry) = containers.remove(id) {
+                entry.changes.send_modify(|c| {
+                    c.removed = true;
+                    c.running = false;
+                });
+            }
         }
+        // The last user of an image removed under it (`rmi -f`): what
+        // only it kept goes now.
+        let engine = self.clone();
+        let manifest = record.manifest.clone();
+        let _ = blocking(move || {
+            let named = engine.store.names().is_ok_and(|names| {
+                names
+                    .iter()
+                    .any(|(_, d)| d.digest().to_string() == manifest)
+            });
+            if !named && engine.users_of(&record.image_id).is_empty() {
+                let _ = engine.collect_garbage();
+            }
+        })
+        .await;
         Ok(())
     }
 

@@ -157,7 +157,7 @@ pub async fn tag(
 
 /// `DELETE /images/NAME?force=`: a name is untagged; an ID (or the last
 /// name) removes the image, refused while a container uses it unless
-/// `force`. The blobs stay until a garbage collection (issue 9's GC).
+/// `force`, and collects what nothing else leads to.
 pub async fn remove(
     engine: &Arc<Engine>,
     name: &str,
@@ -203,6 +203,10 @@ pub async fn remove(
     if removes_image {
         event(engine, "delete", &id, &id);
         out.push(json!({ "Deleted": id }));
+        // Its blobs and snapshots, unless another image or a container
+        // (`-f` under one) still leads to them.
+        let collecting = engine.clone();
+        blocking(move || collecting.collect_garbage()).await??;
     }
     Ok(Value::Array(out))
 }

@@ -11,7 +11,7 @@
 //! and only then are names pointed at them. A load that fails removes
 //! the blobs it added: nothing of a bad archive stays.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
@@ -20,6 +20,7 @@ use oci_spec::image::{
 };
 use serde::Deserialize;
 
+use super::compression::Compression;
 use super::digest::Digest;
 use super::reference::Reference;
 use super::store::{self, MAX_JSON, Store, manifest_descriptor, our_digest};
@@ -81,7 +82,7 @@ pub fn load(store: &Store, reader: impl Read) -> Result<Vec<Loaded>, Error> {
     if result.is_err() {
         // A name given before the failure (an archive of several images)
         // keeps what it points at; everything else this load added goes.
-        let keep = referenced(store).unwrap_or_default();
+        let keep = super::gc::referenced(store).unwrap_or_default();
         for digest in added.iter().filter(|d| !keep.contains(*d)) {
             let _ = std::fs::remove_file(store.blob_path(digest));
         }
@@ -257,18 +258,15 @@ fn docker_image(
     let mut descriptors = Vec::new();
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
         let size = store.size(layer)?;
-        let gzip = crate::overlay::is_gzip(&store.head(layer, 2)?);
+        let compression =
+            Compression::detect(&store.head(layer, Compression::MAGIC_LEN)?);
         // An uncompressed layer's digest *is* its diff ID: check it now.
-        if !gzip && layer.to_string() != *diff_id {
+        if compression == Compression::Plain && layer.to_string() != *diff_id {
             return Err(Error::Invalid(format!(
                 "layer {layer} does not match the config's diff_id {diff_id}"
             )));
         }
-        let media = if gzip {
-            MediaType::ImageLayerGzip
-        } else {
-            MediaType::ImageLayer
-        };
+        let media = compression.media_type();
         descriptors.push(serde_json::json!({
             "mediaType": media.to_string(),
             "digest": layer.to_string(),
@@ -390,25 +388,4 @@ fn normalise(path: &Path) -> Result<PathBuf, Error> {
         }
     }
     Ok(out)
-}
-
-/// The digests every name in the store leads to, and all they reference
-/// (manifests, configs, layers): what a garbage collection keeps.
-pub fn referenced(store: &Store) -> Result<HashSet<Digest>, Error> {
-    let mut keep = HashSet::new();
-    for (_, descriptor) in store.names()? {
-        let Some(manifest) = our_digest(descriptor.digest()) else {
-            continue;
-        };
-        let parsed: ImageManifest = store.read_json(&manifest)?;
-        keep.insert(manifest);
-        keep.extend(our_digest(parsed.config().digest()));
-        keep.extend(
-            parsed
-                .layers()
-                .iter()
-                .filter_map(|l| our_digest(l.digest())),
-        );
-    }
-    Ok(keep)
 }

@@ -169,15 +169,11 @@ pub fn import(
 ) -> Result<Digest, Error> {
     let _lock = store.lock()?;
     let (layer, size, _) = store.put(reader, None, MAX_BLOB)?;
-    let gzip = crate::overlay::is_gzip(&store.head(&layer, 4)?);
-    let blob = store.open_blob(&layer)?;
-    let mut hashing = if gzip {
-        Hashing::new(
-            Box::new(flate2::read::MultiGzDecoder::new(blob)) as Box<dyn Read>
-        )
-    } else {
-        Hashing::new(Box::new(blob) as Box<dyn Read>)
-    };
+    let compression = super::compression::Compression::detect(
+        &store.head(&layer, super::compression::Compression::MAGIC_LEN)?,
+    );
+    let blob = std::io::BufReader::new(store.open_blob(&layer)?);
+    let mut hashing = Hashing::new(compression.decoder(blob));
     if let Err(e) = read_tar(&mut hashing) {
         let _ = std::fs::remove_file(store.blob_path(&layer));
         return Err(Error::NotATar(e));
@@ -207,11 +203,7 @@ pub fn import(
         .map_err(build)?;
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
     let (id, _) = store.put_bytes(&config_bytes)?;
-    let media = if gzip {
-        MediaType::ImageLayerGzip
-    } else {
-        MediaType::ImageLayer
-    };
+    let media = compression.media_type();
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)

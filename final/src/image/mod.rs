@@ -12,11 +12,14 @@
 //! - [`store`]: blobs written and read with their digests checked, names.
 //! - [`archive`]: `load` of a tar in either format.
 //! - [`snapshot`]: layers unpacked once, with step 7's unpacker, their
-//!   diff IDs checked.
+//!   diff IDs checked; [`compression`]: plain, gzip or zstd, by magic.
+//! - [`gc`]: blobs and snapshots nothing leads to any more, removed.
 
 pub mod archive;
+pub mod compression;
 pub mod digest;
 pub mod export;
+pub mod gc;
 pub mod lookup;
 pub mod reference;
 pub mod snapshot;

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! The blob is read once: its digest checked at its end (the store's
-//! [`Verified`](super::digest::Verified) reader), decompressed (gzip or
-//! plain, told from the first bytes), the *uncompressed* stream hashed
+//! [`Verified`](super::digest::Verified) reader), decompressed (gzip,
+//! zstd or plain, told from the first bytes:
+//! [`Compression`](super::compression::Compression)), the *uncompressed* stream hashed
 //! against the config's `diff_id` while step 7's unpacker writes it out.
 //! Only a snapshot whose every byte matched is renamed into place.
 
@@ -19,9 +20,9 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
+use super::compression::Compression;
 use super::digest::{Digest, Hashing};
 use super::store::{self, Store, our_digest};
 use crate::overlay::{lock_dir, remove_stale, remove_tree, unpack};
@@ -117,43 +118,34 @@ impl Snapshots {
         store: &Store,
         manifest: &Digest,
     ) -> Result<Vec<PathBuf>, Error> {
-        let malformed = |why: String| Error::Malformed {
-            manifest: manifest.clone(),
-            why,
-        };
-        let parsed: ImageManifest = store.read_json(manifest)?;
-        let config_digest =
-            our_digest(parsed.config().digest()).ok_or_else(|| {
-                malformed("the config's digest is not sha256".into())
-            })?;
-        let config: ImageConfiguration = store.read_json(&config_digest)?;
-        let diff_ids = config.rootfs().diff_ids();
-        if diff_ids.len() != parsed.layers().len() {
-            return Err(malformed(format!(
-                "{} layers, but the config lists {} diff_ids",
-                parsed.layers().len(),
-                diff_ids.len()
-            )));
-        }
-        let mut chain: Option<Digest> = None;
         let mut dirs = Vec::new();
-        for (layer, diff_id) in parsed.layers().iter().zip(diff_ids) {
-            let layer = our_digest(layer.digest()).ok_or_else(|| {
-                malformed("a layer's digest is not sha256".into())
-            })?;
-            let diff_id: Digest =
-                diff_id.parse().map_err(|e: super::digest::BadDigest| {
-                    malformed(e.to_string())
-                })?;
-            let id = Digest::chain(chain.as_ref(), &diff_id);
-            let dir = self.path(&id);
+        for layer in layers(store, manifest)? {
+            let dir = self.path(&layer.chain);
             if !dir.is_dir() {
-                self.unpack(store, &layer, &diff_id, &dir)?;
+                self.unpack(store, &layer.blob, &layer.diff_id, &dir)?;
             }
             dirs.push(dir);
-            chain = Some(id);
         }
         Ok(dirs)
+    }
+
+    /// The chain IDs of the snapshots there are.
+    pub fn list(&self) -> Result<Vec<Digest>, Error> {
+        let dir = self.dir.join("sha256");
+        let entries = fs::read_dir(&dir).map_err(path_io::at("list", &dir))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| {
+                format!("sha256:{}", e.file_name().to_string_lossy())
+                    .parse()
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Remove snapshot `chain` (no container may use it).
+    pub fn remove(&self, chain: &Digest) {
+        remove_tree(&self.path(chain));
     }
 
     /// Unpack blob `layer` into a fresh directory of `tmp/`, check its
@@ -184,6 +176,56 @@ impl Snapshots {
     }
 }
 
+/// One layer of an image, as its snapshot needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The blob (as stored: compressed or not).
+    pub blob: Digest,
+    /// The digest of its uncompressed tar.
+    pub diff_id: Digest,
+    /// Its chain ID: the snapshot's name.
+    pub chain: Digest,
+}
+
+/// The layers of image `manifest`, bottom first, from its manifest and
+/// config.
+pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
+    let malformed = |why: String| Error::Malformed {
+        manifest: manifest.clone(),
+        why,
+    };
+    let parsed: ImageManifest = store.read_json(manifest)?;
+    let config_digest = our_digest(parsed.config().digest())
+        .ok_or_else(|| malformed("the config's digest is not sha256".into()))?;
+    let config: ImageConfiguration = store.read_json(&config_digest)?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != parsed.layers().len() {
+        return Err(malformed(format!(
+            "{} layers, but the config lists {} diff_ids",
+            parsed.layers().len(),
+            diff_ids.len()
+        )));
+    }
+    let mut chain: Option<Digest> = None;
+    let mut out = Vec::new();
+    for (layer, diff_id) in parsed.layers().iter().zip(diff_ids) {
+        let blob = our_digest(layer.digest()).ok_or_else(|| {
+            malformed("a layer's digest is not sha256".into())
+        })?;
+        let diff_id: Digest = diff_id
+            .parse()
+            .map_err(|e: super::digest::BadDigest| malformed(e.to_string()))?;
+        let id = Digest::chain(chain.as_ref(), &diff_id);
+        out.push(Layer {
+            blob,
+            diff_id,
+            chain: id.clone(),
+        });
+        chain = Some(id);
+    }
+    Ok(out)
+}
+
 /// Read blob `layer` once: decompress, hash, unpack into `dir`.
 fn unpack_layer(
     store: &Store,
@@ -196,13 +238,8 @@ fn unpack_layer(
         source,
     };
     let mut blob = BufReader::with_capacity(1 << 20, store.open_blob(layer)?);
-    let gzip = crate::overlay::is_gzip(blob.fill_buf().map_err(read_error)?);
-    let stream: Box<dyn Read + '_> = if gzip {
-        Box::new(GzDecoder::new(&mut blob))
-    } else {
-        Box::new(&mut blob)
-    };
-    let mut hashing = Hashing::new(stream);
+    let compression = Compression::detect(blob.fill_buf().map_err(read_error)?);
+    let mut hashing = Hashing::new(compression.decoder(&mut blob));
     let root = unpack::open_root(dir)
         .map_err(|e| path_io::at("open", dir)(e.into()))?;
     let privileged = nix::unistd::geteuid().is_root();

@@ -124,6 +124,31 @@ impl Store {
         self.dir.join("blobs/sha256").join(digest.hex())
     }
 
+    /// The digests of every blob there is.
+    pub fn blobs(&self) -> Result<Vec<Digest>, Error> {
+        let dir = self.dir.join("blobs/sha256");
+        let entries = fs::read_dir(&dir).map_err(path_io::at("list", &dir))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| {
+                format!("sha256:{}", e.file_name().to_string_lossy())
+                    .parse()
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Remove blob `digest` (garbage collection: nothing may lead to it).
+    pub fn remove(&self, digest: &Digest) -> Result<(), Error> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(path_io::at("remove", &path)(e).into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether blob `digest` is present.
     pub fn has(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()

@@ -1,0 +1,103 @@
+//! Garbage collection: what no name and no container leads to goes.
+//!
+//! Kept: every blob a name of `index.json` leads to (its manifest, config
+//! and layers), the same for each manifest a container was made from (an
+//! image removed with `rmi -f` under a container lives on as long as the
+//! container), and the snapshots on those images' layer chains. Removed:
+//! every other blob and snapshot.
+//!
+//! It runs under the store's lock, which every writer of names holds
+//! from its first blob to its last name (`load`, `import`, `commit`): no
+//! blob written for a name still to come is collected.
+
+use std::collections::HashSet;
+
+use oci_spec::image::ImageManifest;
+
+use super::digest::Digest;
+use super::snapshot::{self, Snapshots};
+use super::store::{self, Store, our_digest};
+
+/// What a collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// Blobs.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Snapshots.
+    pub snapshots: usize,
+}
+
+/// The digests `manifest` leads to: itself, its config, its layers.
+fn closure(
+    store: &Store,
+    manifest: &Digest,
+) -> Result<Vec<Digest>, store::Error> {
+    let parsed: ImageManifest = store.read_json(manifest)?;
+    let mut out = vec![manifest.clone()];
+    out.extend(our_digest(parsed.config().digest()));
+    out.extend(
+        parsed
+            .layers()
+            .iter()
+            .filter_map(|l| our_digest(l.digest())),
+    );
+    Ok(out)
+}
+
+/// Every digest a name of the store leads to.
+pub fn referenced(store: &Store) -> Result<HashSet<Digest>, store::Error> {
+    let mut keep = HashSet::new();
+    for (_, descriptor) in store.names()? {
+        if let Some(manifest) = our_digest(descriptor.digest()) {
+            keep.extend(closure(store, &manifest)?);
+        }
+    }
+    Ok(keep)
+}
+
+/// Collect what neither the store's names nor `in_use` (the manifests
+/// containers were made from) lead to.
+pub fn collect(
+    store: &Store,
+    snapshots: &Snapshots,
+    in_use: &[Digest],
+) -> Result<Collected, snapshot::Error> {
+    let _lock = store.lock()?;
+    let mut manifests: HashSet<Digest> = HashSet::new();
+    for (_, descriptor) in store.names()? {
+        manifests.extend(our_digest(descriptor.digest()));
+    }
+    manifests.extend(in_use.iter().cloned());
+    let mut blobs = HashSet::new();
+    let mut chains = HashSet::new();
+    for manifest in &manifests {
+        // A container's manifest that is gone already has nothing left
+        // to keep.
+        if !store.has(manifest) {
+            continue;
+        }
+        blobs.extend(closure(store, manifest)?);
+        chains.extend(
+            snapshot::layers(store, manifest)?
+                .into_iter()
+                .map(|l| l.chain),
+        );
+    }
+    let mut collected = Collected::default();
+    for digest in store.blobs()? {
+        if !blobs.contains(&digest) {
+            collected.bytes += store.size(&digest).unwrap_or(0);
+            store.remove(&digest)?;
+            collected.blobs += 1;
+        }
+    }
+    for chain in snapshots.list()? {
+        if !chains.contains(&chain) {
+            snapshots.remove(&chain);
+            collected.snapshots += 1;
+        }
+    }
+    Ok(collected)
+}
