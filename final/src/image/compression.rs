@@ -63,8 +63,8 @@ impl Compression {
 enum Zstd<R: BufRead> {
     /// Before a frame (or at the end).
     Between(R),
-    /// In one.
-    In(StreamingDecoder<R, ruzstd::decoding::FrameDecoder>),
+    /// In one (boxed: the decoder's state is large).
+    In(Box<StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>),
     /// After an error.
     Failed,
 }
@@ -83,7 +83,7 @@ impl<R: BufRead> Read for Zstd<R> {
                         return Ok(0);
                     }
                     match StreamingDecoder::new(source) {
-                        Ok(frame) => *self = Zstd::In(frame),
+                        Ok(frame) => *self = Zstd::In(Box::new(frame)),
                         // A skippable frame carries no data: the decoder
                         // has read its header, and gave its source
                         // away; it cannot be skipped from here.
