@@ -673,6 +673,11 @@ impl Berth {
         }
     }
 
+    /// The daemon's pid.
+    pub fn daemon_pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// What the daemon wrote.
     pub fn daemon_log(&self) -> String {
         fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()

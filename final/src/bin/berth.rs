@@ -42,6 +42,9 @@ enum Command {
         /// (scripts/build-init; default: berth-init beside this program).
         #[arg(long)]
         init_path: Option<PathBuf>,
+        /// A line on stderr for each API request and each shim launched.
+        #[arg(short = 'D', long)]
+        debug: bool,
     },
     #[command(flatten)]
     Client(Box<berth::cli::Command>),
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             runtimes,
             default_runtime,
             init_path,
+            debug,
         } => {
             let socket = match host.as_deref() {
                 None => exec_root.join("berth.sock"),
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
                 default_runtime,
                 shim: sibling("berth-shim"),
                 init: init_path.unwrap_or_else(|| sibling("berth-init")),
+                debug,
             };
             match berth::daemon::run(config) {
                 Ok(()) => ExitCode::SUCCESS,

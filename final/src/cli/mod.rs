@@ -1121,9 +1121,10 @@ fn terminal_size() -> Option<(i32, i32)> {
         .then(|| (i32::from(size.ws_row), i32::from(size.ws_col)))
 }
 
-/// `run` without `-d`, `start -a`: attach, wait, start, copy the output,
-/// exit with the container's code. With `tty`, this terminal is raw
-/// meanwhile and the container's gets its size.
+// ANCHOR: attached_start
+/// `run` without `-d`, `start -a`: attach, start, copy the output, then
+/// wait for the container's end and exit with its code. With `tty`, this
+/// terminal is raw meanwhile and the container's gets its size.
 async fn attached_start(
     docker: &Docker,
     id: &str,
@@ -1142,17 +1143,10 @@ async fn attached_start(
         mut output,
         mut input,
     } = docker.attach_container(id, Some(options)).await?;
-    let condition = if removed { "removed" } else { "next-exit" };
-    let waiter = {
-        let docker = docker.clone();
-        let id = id.to_owned();
-        tokio::spawn(async move { wait(&docker, &id, condition).await })
-    };
     if let Err(e) = docker
         .start_container(id, None::<q::StartContainerOptions>)
         .await
     {
-        waiter.abort();
         let failure = Failure::from(e);
         // docker's codes for a program that cannot be run.
         let code = if failure.message.contains("executable file not found")
@@ -1166,6 +1160,13 @@ async fn attached_start(
         };
         return Err(Failure { code, ..failure });
     }
+    // The exit code comes from a wait sent once the output has ended,
+    // for the container to be stopped (or removed, with --rm). docker's
+    // CLI sends its wait before the start instead, and must, since
+    // dockerd forgets a removed container at once; berth daemon answers
+    // a wait for a container it has just removed with its exit code, so
+    // the calls are made in an order that cannot race.
+    let condition = if removed { "removed" } else { "not-running" };
     let _raw = if tty { Raw::enter() } else { None };
     if tty && let Some((h, w)) = terminal_size() {
         let size = q::ResizeContainerTTYOptions { h, w };
@@ -1185,7 +1186,6 @@ async fn attached_start(
     if let Some(forward) = forward {
         forward.abort();
     }
-    waiter
-        .await
-        .map_err(|e| Failure::engine(format!("wait: {e}")))?
+    wait(docker, id, condition).await
 }
+// ANCHOR_END: attached_start

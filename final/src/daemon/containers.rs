@@ -242,11 +242,20 @@ pub struct Engine {
     pub execs: super::exec::Sessions,
     /// What happened, for `GET /events`.
     pub events: super::events::Events,
+    /// The exit codes of the containers removed last (at most
+    /// [`RECENTLY_REMOVED`]): a `wait` that reaches the daemon just after
+    /// its container's removal (a client that sent it alongside `start`,
+    /// for a container that ended at once with `--rm`) still learns the
+    /// exit code.
+    pub removed: Mutex<std::collections::VecDeque<(String, i64)>>,
     /// Held by a commit: one at a time (each pauses and resumes its
     /// container; two at once would resume it under the other).
     pub commits: tokio::sync::Mutex<()>,
     containers: Mutex<BTreeMap<String, Entry>>,
 }
+
+/// How many removed containers' exit codes are kept for a late `wait`.
+pub const RECENTLY_REMOVED: usize = 256;
 
 /// Run blocking `f` off the async threads.
 pub async fn blocking<T: Send + 'static>(
@@ -365,6 +374,7 @@ impl Engine {
             snapshots,
             execs: super::exec::Sessions::default(),
             events: super::events::Events::default(),
+            removed: Mutex::new(std::collections::VecDeque::new()),
             commits: tokio::sync::Mutex::new(()),
             containers: Mutex::new(BTreeMap::new()),
         })
@@ -406,6 +416,17 @@ impl Engine {
         }
         self.events
             .emit("container", action, &record.id, attributes);
+    }
+
+    /// The exit code of container `id` (its full id) if it was removed
+    /// lately.
+    pub fn removed_exit(&self, id: &str) -> Option<i64> {
+        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        removed
+            .iter()
+            .rev()
+            .find(|(r, _)| r == id)
+            .map(|(_, code)| *code)
     }
 
     /// Emit a container event for `id` if it is still known.
@@ -757,6 +778,7 @@ impl Engine {
             .ok_or_else(|| {
                 Error::BadRequest(format!("unknown runtime {}", record.runtime))
             })?;
+        // ANCHOR: launch_shim
         let mut command = std::process::Command::new(&self.config.shim);
         command
             .args(["--id", id])
@@ -777,6 +799,7 @@ impl Engine {
         if record.config.open_stdin == Some(true) {
             command.arg("--stdin");
         }
+        super::debug(&self.config, format_args!("shim {command:?}"));
         let output = command
             .output()
             .map_err(path_io::at("run", &self.config.shim))?;
@@ -801,6 +824,7 @@ impl Engine {
         };
         self.monitor(id, client.clone(), run);
         Ok((client, run))
+        // ANCHOR_END: launch_shim
     }
 
     // ANCHOR: monitor
@@ -1203,6 +1227,13 @@ impl Engine {
         {
             let mut containers = self.lock();
             if let Some(entry) = containers.remove(id) {
+                let mut removed =
+                    self.removed.lock().unwrap_or_else(|e| e.into_inner());
+                if removed.len() == RECENTLY_REMOVED {
+                    removed.pop_front();
+                }
+                removed
+                    .push_back((id.to_owned(), entry.record.state.exit_code));
                 entry.changes.send_modify(|c| {
                     c.removed = true;
                     c.running = false;
@@ -1236,9 +1267,10 @@ impl Engine {
             }
             None => false,
         };
-        if !deleted {
-            // No shim (never prepared, or killed): the runtime may still
-            // hold a container.
+        if !deleted && self.runtime_root().join(id).exists() {
+            // No shim (never prepared, or killed), and the runtime still
+            // holds a container (runc, crun and berth-runtime keep one
+            // directory per container under their root).
             self.runtime_delete(id);
         }
         let dir = self.dir(id);

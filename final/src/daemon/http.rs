@@ -36,6 +36,7 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// The largest JSON body accepted.
 pub const MAX_JSON: usize = 4 << 20;
 
+// ANCHOR: serve
 /// Serve the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     engine: Arc<Engine>,
@@ -62,6 +63,7 @@ pub async fn serve(
         });
     }
 }
+// ANCHOR_END: serve
 
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
@@ -211,6 +213,10 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
+    super::debug(
+        &engine.config,
+        format_args!("api {} {}", request.method(), request.uri()),
+    );
     let (version, route) = split_version(&path);
     if let Some(version) = version {
         if version_tuple(version) > version_tuple(API_VERSION) {
@@ -380,6 +386,16 @@ async fn dispatch(
             let w: u16 = q.get("w").and_then(|v| v.parse().ok()).unwrap_or(0);
             super::exec::resize(&engine, &decode(id), h, w).await?;
             Ok(empty(StatusCode::OK))
+        }
+        // A wait sent alongside `start` may arrive after its container
+        // ended and was removed (`--rm`): it gets the exit code all the
+        // same (Docker would answer 404; its CLI orders the two calls).
+        (&Method::POST, ["containers", id, "wait"])
+            if engine.resolve(&decode(id)).is_err()
+                && engine.removed_exit(&decode(id)).is_some() =>
+        {
+            let code = engine.removed_exit(&decode(id)).unwrap_or_default();
+            ok(json!({ "Error": null, "StatusCode": code }))
         }
         (_, ["containers", name, rest @ ..]) => {
             let id = engine.resolve(&decode(name))?;

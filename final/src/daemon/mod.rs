@@ -53,6 +53,16 @@ pub struct Config {
     /// The init of `run --init` containers: a static executable,
     /// bind-mounted into them (`berth-init`).
     pub init: PathBuf,
+    /// `--debug`: a line on stderr for each API request and each shim
+    /// launched (what the book's architecture chapter shows).
+    pub debug: bool,
+}
+
+/// With `--debug`, one line on stderr: `debug: WHAT`.
+pub fn debug(config: &Config, what: std::fmt::Arguments<'_>) {
+    if config.debug {
+        eprintln!("debug: {what}");
+    }
 }
 
 /// The API version this daemon speaks, and the oldest it accepts.
