@@ -974,6 +974,47 @@ fn top_diff_and_commit() {
     let (_, status, _) =
         berth.run(&["inspect", "--format", "{{.State.Status}}", "worker"]);
     assert_eq!(status, "running\n");
+    // Unnamed images (docker's <none>): a commit without a name, and an
+    // image whose name moved to another; both listed, run by ID, removed.
+    let (code, unnamed, err) = berth.run(&["commit", "worker"]);
+    assert_eq!(code, 0, "{err}");
+    let unnamed: String = unnamed
+        .trim()
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    let (code, _, err) = berth.run(&["tag", "twin:b", "twin:a"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) =
+        berth.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut listed: Vec<&str> = out.lines().collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "<none>:<none>",
+            "<none>:<none>",
+            "berth-test:latest",
+            "committed:v1",
+            "twin:a",
+            "twin:b"
+        ]
+    );
+    let (code, out, err) = berth.run(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        &unnamed,
+        "/data/file",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "kept\n"), "{err}");
+    let (code, out, err) = berth.run(&["rmi", &unnamed]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("Deleted: sha256:"), "{out}");
+    let (_, out, _) = berth.run(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(out.lines().filter(|l| *l == "<none>").count(), 1, "{out}");
     berth.run(&["rm", "-f", "worker"]);
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }

@@ -287,11 +287,9 @@ fn commit_blocking(
             "the committed manifest does not parse".into(),
         ));
     }
-    if let Some(name) = name {
-        store.tag(
-            name,
-            &manifest_descriptor(&new_manifest, manifest_bytes.len() as u64),
-        )?;
-    }
+    store.tag(
+        name,
+        &manifest_descriptor(&new_manifest, manifest_bytes.len() as u64),
+    )?;
     Ok(config_digest.to_string())
 }

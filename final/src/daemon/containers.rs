@@ -1245,12 +1245,10 @@ impl Engine {
         let engine = self.clone();
         let manifest = record.manifest.clone();
         let _ = blocking(move || {
-            let named = engine.store.names().is_ok_and(|names| {
-                names
-                    .iter()
-                    .any(|(_, d)| d.digest().to_string() == manifest)
+            let kept = engine.store.manifests().is_ok_and(|manifests| {
+                manifests.iter().any(|m| m.to_string() == manifest)
             });
-            if !named && engine.users_of(&record.image_id).is_empty() {
+            if !kept && engine.users_of(&record.image_id).is_empty() {
                 let _ = engine.collect_garbage();
             }
         })

@@ -148,7 +148,7 @@ pub async fn tag(
     );
     blocking(move || {
         let _lock = store_engine.store.lock()?;
-        store_engine.store.tag(&reference, &descriptor)
+        store_engine.store.tag(Some(&reference), &descriptor)
     })
     .await??;
     event(engine, "tag", &image.id.to_string(), &name);
@@ -201,6 +201,13 @@ pub async fn remove(
         out.push(json!({ "Untagged": reference.familiar() }));
     }
     if removes_image {
+        let forgetting = engine.clone();
+        let manifest = image.manifest.clone();
+        blocking(move || {
+            let _lock = forgetting.store.lock()?;
+            forgetting.store.forget(&manifest)
+        })
+        .await??;
         event(engine, "delete", &id, &id);
         out.push(json!({ "Deleted": id }));
         // Its blobs and snapshots, unless another image or a container
@@ -236,34 +243,29 @@ pub async fn save(
 }
 
 /// `POST /images/create?fromSrc=-&repo=R&tag=T`: the body, a root
-/// filesystem tar, as a one-layer image named `R:T`.
-///
-/// Simplification: a name is required (an unnamed image would have
-/// nothing in the store's index to find it by; Docker lists it as
-/// `<none>`).
+/// filesystem tar, as a one-layer image named `R:T` (or unnamed, listed
+/// as `<none>`, without `repo`).
 pub async fn import(
     engine: &Arc<Engine>,
     reader: impl std::io::Read + Send + 'static,
     repo: &str,
     tag: &str,
 ) -> Result<String, Error> {
-    if repo.is_empty() {
-        return Err(Error::BadRequest(
-            "import needs a name for the image (REPOSITORY[:TAG])".into(),
-        ));
-    }
-    let reference = reference_of(repo, tag)?;
-    let name = reference.familiar();
+    let reference = (!repo.is_empty())
+        .then(|| reference_of(repo, tag))
+        .transpose()?;
+    let name = reference.as_ref().map(Reference::familiar);
     let store_engine = engine.clone();
     let id = blocking(move || {
         crate::image::export::import(
             &store_engine.store,
             reader,
-            Some(&reference),
+            reference.as_ref(),
         )
     })
     .await?
-    .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))?;
-    event(engine, "import", &id.to_string(), &name);
-    Ok(id.to_string())
+    .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))?
+    .to_string();
+    event(engine, "import", &id, name.as_deref().unwrap_or(&id));
+    Ok(id)
 }

@@ -73,6 +73,7 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
+// ANCHOR: load
 /// Load every image of the tar `reader` into `store`, naming them as the
 /// archive does. Holds the store's lock throughout.
 pub fn load(store: &Store, reader: impl Read) -> Result<Vec<Loaded>, Error> {
@@ -89,6 +90,7 @@ pub fn load(store: &Store, reader: impl Read) -> Result<Vec<Loaded>, Error> {
     }
     result
 }
+// ANCHOR_END: load
 
 fn load_locked(
     store: &Store,
@@ -100,6 +102,7 @@ fn load_locked(
     let mut links: HashMap<PathBuf, PathBuf> = HashMap::new();
     let mut json_bytes = 0u64;
     let mut archive = tar::Archive::new(reader);
+    // ANCHOR: entries
     for entry in archive.entries().map_err(Error::Tar)? {
         let mut entry = entry.map_err(Error::Tar)?;
         let path = normalise(&entry.path().map_err(Error::Tar)?)?;
@@ -141,6 +144,7 @@ fn load_locked(
         }
         blobs.insert(path, digest);
     }
+    // ANCHOR_END: entries
     let find = |path: &str| -> Result<Digest, Error> {
         let mut path = normalise(Path::new(path))?;
         for _ in 0..16 {
@@ -233,7 +237,12 @@ fn load_locked(
 fn name_all(store: &Store, loaded: Vec<Loaded>) -> Result<Vec<Loaded>, Error> {
     for image in &loaded {
         for name in &image.names {
-            store.tag(name, &image.manifest)?;
+            store.tag(Some(name), &image.manifest)?;
+        }
+        // An image the archive names not at all is kept all the same,
+        // unnamed, as docker load keeps it.
+        if image.names.is_empty() {
+            store.tag(None, &image.manifest)?;
         }
     }
     Ok(loaded)
@@ -369,6 +378,7 @@ fn named_digest(path: &Path) -> Option<Digest> {
     format!("sha256:{}", rest.to_str()?).parse().ok()
 }
 
+// ANCHOR: normalise
 /// A path of the archive (an entry, a link's target, a name in a
 /// manifest) with `.` dropped and `..` applied; refused if it climbs out
 /// of the archive or is absolute.
@@ -389,3 +399,4 @@ fn normalise(path: &Path) -> Result<PathBuf, Error> {
     }
     Ok(out)
 }
+// ANCHOR_END: normalise

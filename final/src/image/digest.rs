@@ -46,6 +46,7 @@ impl Digest {
         }
     }
 
+    // ANCHOR: chain
     /// The chain ID of a layer whose parent's chain ID is `parent` and
     /// whose own diff ID is `self` (image-spec `config.md`, "Layer
     /// ChainID"): the digest of the two, space-separated. The bottom
@@ -58,6 +59,7 @@ impl Digest {
             }
         }
     }
+    // ANCHOR_END: chain
 }
 
 impl FromStr for Digest {
@@ -106,6 +108,7 @@ impl<R: Read> Verified<R> {
     }
 }
 
+// ANCHOR: verified
 impl<R: Read> Read for Verified<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(hashing) = self.hashing.as_mut() else {
@@ -128,6 +131,7 @@ impl<R: Read> Read for Verified<R> {
         Ok(n)
     }
 }
+// ANCHOR_END: verified
 
 #[cfg(test)]
 mod tests {

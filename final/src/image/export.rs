@@ -217,11 +217,9 @@ pub fn import(
         .map_err(build)?;
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
     let (manifest_digest, _) = store.put_bytes(&manifest_bytes)?;
-    if let Some(name) = name {
-        store.tag(
-            name,
-            &manifest_descriptor(&manifest_digest, manifest_bytes.len() as u64),
-        )?;
-    }
+    store.tag(
+        name,
+        &manifest_descriptor(&manifest_digest, manifest_bytes.len() as u64),
+    )?;
     Ok(id)
 }

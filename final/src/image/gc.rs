@@ -1,7 +1,7 @@
 //! Garbage collection: what no name and no container leads to goes.
 //!
-//! Kept: every blob a name of `index.json` leads to (its manifest, config
-//! and layers), the same for each manifest a container was made from (an
+//! Kept: every blob an image of `index.json` leads to, named or not (its
+//! manifest, config and layers), the same for each manifest a container was made from (an
 //! image removed with `rmi -f` under a container lives on as long as the
 //! container), and the snapshots on those images' layer chains. Removed:
 //! every other blob and snapshot.
@@ -46,17 +46,16 @@ fn closure(
     Ok(out)
 }
 
-/// Every digest a name of the store leads to.
+/// Every digest an image of the store (named or not) leads to.
 pub fn referenced(store: &Store) -> Result<HashSet<Digest>, store::Error> {
     let mut keep = HashSet::new();
-    for (_, descriptor) in store.names()? {
-        if let Some(manifest) = our_digest(descriptor.digest()) {
-            keep.extend(closure(store, &manifest)?);
-        }
+    for manifest in store.manifests()? {
+        keep.extend(closure(store, &manifest)?);
     }
     Ok(keep)
 }
 
+// ANCHOR: collect
 /// Collect what neither the store's names nor `in_use` (the manifests
 /// containers were made from) lead to.
 pub fn collect(
@@ -65,10 +64,8 @@ pub fn collect(
     in_use: &[Digest],
 ) -> Result<Collected, snapshot::Error> {
     let _lock = store.lock()?;
-    let mut manifests: HashSet<Digest> = HashSet::new();
-    for (_, descriptor) in store.names()? {
-        manifests.extend(our_digest(descriptor.digest()));
-    }
+    let mut manifests: HashSet<Digest> =
+        store.manifests()?.into_iter().collect();
     manifests.extend(in_use.iter().cloned());
     let mut blobs = HashSet::new();
     let mut chains = HashSet::new();
@@ -101,3 +98,4 @@ pub fn collect(
     }
     Ok(collected)
 }
+// ANCHOR_END: collect

@@ -32,6 +32,10 @@ pub struct Image {
 /// Every image of `store`, once each, by ID.
 pub fn list(store: &Store) -> Result<Vec<Image>, Error> {
     let mut by_manifest: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
+    // Unnamed images too (Docker's `<none>`).
+    for manifest in store.manifests()? {
+        by_manifest.entry(manifest).or_default();
+    }
     for (name, descriptor) in store.names()? {
         if let Some(digest) = our_digest(descriptor.digest()) {
             by_manifest.entry(digest).or_default().push(name);
@@ -66,6 +70,7 @@ fn open(
     })
 }
 
+// ANCHOR: find
 /// The image `name` names: a reference, a full ID or an ID prefix (one
 /// image only). `None` if there is none.
 pub fn find(store: &Store, name: &str) -> Result<Option<Image>, Error> {
@@ -87,3 +92,4 @@ pub fn find(store: &Store, name: &str) -> Result<Option<Image>, Error> {
         _ => Ok(None),
     }
 }
+// ANCHOR_END: find

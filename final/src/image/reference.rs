@@ -10,6 +10,7 @@ use super::digest::Digest;
 /// The registry a name without one is on.
 pub const DEFAULT_DOMAIN: &str = "docker.io";
 
+// ANCHOR: reference
 /// A reference, normalised: domain, path, then a tag or a digest (a name
 /// without either is `:latest`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +31,7 @@ pub enum Version {
     /// A manifest digest, fixed.
     Digest(Digest),
 }
+// ANCHOR_END: reference
 
 /// A string that is not an image reference.
 #[derive(Debug, thiserror::Error)]

@@ -111,6 +111,7 @@ impl Snapshots {
         self.dir.join("sha256").join(chain.hex())
     }
 
+    // ANCHOR: prepare
     /// The snapshots of image `manifest`'s layers, bottom first, each
     /// unpacked unless it already is.
     pub fn prepare(
@@ -128,6 +129,7 @@ impl Snapshots {
         }
         Ok(dirs)
     }
+    // ANCHOR_END: prepare
 
     /// The chain IDs of the snapshots there are.
     pub fn list(&self) -> Result<Vec<Digest>, Error> {
@@ -148,6 +150,7 @@ impl Snapshots {
         remove_tree(&self.path(chain));
     }
 
+    // ANCHOR: unpack
     /// Unpack blob `layer` into a fresh directory of `tmp/`, check its
     /// diff ID, rename it to `dir`.
     fn unpack(
@@ -174,6 +177,7 @@ impl Snapshots {
         }
         result
     }
+    // ANCHOR_END: unpack
 }
 
 /// One layer of an image, as its snapshot needs it.
@@ -187,6 +191,7 @@ pub struct Layer {
     pub chain: Digest,
 }
 
+// ANCHOR: layers
 /// The layers of image `manifest`, bottom first, from its manifest and
 /// config.
 pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
@@ -225,7 +230,9 @@ pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
     }
     Ok(out)
 }
+// ANCHOR_END: layers
 
+// ANCHOR: unpack_layer
 /// Read blob `layer` once: decompress, hash, unpack into `dir`.
 fn unpack_layer(
     store: &Store,
@@ -272,3 +279,4 @@ fn unpack_layer(
     }
     Ok(())
 }
+// ANCHOR_END: unpack_layer

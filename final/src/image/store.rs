@@ -192,6 +192,7 @@ impl Store {
         result
     }
 
+    // ANCHOR: put
     fn put_via(
         &self,
         tmp: &Path,
@@ -229,6 +230,7 @@ impl Store {
         }
         Ok((digest, size, new))
     }
+    // ANCHOR_END: put
 
     /// Blob `digest`, read as it streams and checked at its end.
     pub fn open_blob(&self, digest: &Digest) -> Result<Verified<File>, Error> {
@@ -325,28 +327,79 @@ impl Store {
             .collect())
     }
 
+    /// Every manifest the index holds, named or not, once each.
+    pub fn manifests(&self) -> Result<Vec<Digest>, Error> {
+        let mut out: Vec<Digest> = Vec::new();
+        for descriptor in self.index()?.manifests() {
+            if let Some(digest) = our_digest(descriptor.digest())
+                && !out.contains(&digest)
+            {
+                out.push(digest);
+            }
+        }
+        Ok(out)
+    }
+
     /// Point `name` at the manifest `descriptor` (replacing where it
-    /// pointed before). Call with the lock held.
+    /// pointed before). An image that loses its last name this way stays,
+    /// unnamed (Docker's `<none>`: a dangling image), as does a new image
+    /// given no name (`descriptor` without `name`). Call with the lock
+    /// held.
     pub fn tag(
         &self,
-        name: &Reference,
+        name: Option<&Reference>,
         manifest: &Descriptor,
     ) -> Result<(), Error> {
         let mut index = self.index()?;
-        let full = name.to_string();
+        let mut manifests: Vec<Descriptor> = index.manifests().clone();
         let mut descriptor = manifest.clone();
-        let mut annotations = HashMap::new();
-        annotations.insert(REF_NAME.to_owned(), full.clone());
-        descriptor.set_annotations(Some(annotations));
-        let mut manifests: Vec<Descriptor> = index
-            .manifests()
-            .iter()
-            .filter(|d| !names(d, &full))
-            .cloned()
-            .collect();
+        descriptor.set_annotations(None);
+        if let Some(name) = name {
+            let full = name.to_string();
+            // The image that had the name keeps its place, unnamed, if
+            // that was its last one.
+            let before: Option<Descriptor> =
+                manifests.iter().find(|d| names(d, &full)).cloned();
+            manifests.retain(|d| !names(d, &full));
+            if let Some(mut old) = before
+                && !manifests.iter().any(|d| d.digest() == old.digest())
+                && old.digest() != manifest.digest()
+            {
+                old.set_annotations(None);
+                manifests.push(old);
+            }
+            // A name replaces the unnamed entry of its image.
+            manifests.retain(|d| {
+                d.digest() != manifest.digest() || d.annotations().is_some()
+            });
+            let mut annotations = HashMap::new();
+            annotations.insert(REF_NAME.to_owned(), full);
+            descriptor.set_annotations(Some(annotations));
+        } else if manifests.iter().any(|d| d.digest() == manifest.digest()) {
+            return Ok(());
+        }
         manifests.push(descriptor);
         index.set_manifests(manifests);
         self.write_index(&index)
+    }
+
+    /// Remove every entry of image `manifest`, named or not: the image is
+    /// gone (its blobs await a garbage collection). Call with the lock
+    /// held.
+    pub fn forget(&self, manifest: &Digest) -> Result<(), Error> {
+        let mut index = self.index()?;
+        let before = index.manifests().len();
+        let kept: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| our_digest(d.digest()).as_ref() != Some(manifest))
+            .cloned()
+            .collect();
+        if kept.len() != before {
+            index.set_manifests(kept);
+            self.write_index(&index)?;
+        }
+        Ok(())
     }
 
     /// Remove `name`; whether it was there. Call with the lock held.
@@ -405,6 +458,7 @@ pub fn our_digest(digest: &oci_spec::image::Digest) -> Option<Digest> {
     digest.to_string().parse().ok()
 }
 
+// ANCHOR: write_synced
 /// Replace `path` with `bytes`: a temporary file in `tmp/`, synced,
 /// renamed over it, the directory synced.
 fn write_synced(store: &Store, path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -418,6 +472,7 @@ fn write_synced(store: &Store, path: &Path, bytes: &[u8]) -> Result<(), Error> {
     fs::rename(&tmp, path).map_err(path_io::at("replace", path))?;
     sync_dir(path.parent().unwrap_or(&store.dir))
 }
+// ANCHOR_END: write_synced
 
 /// Create the temporary file `path` (mode `mode`) and lock it, so that
 /// no other process's [`Store::open`] sweeps it away while it is written.
