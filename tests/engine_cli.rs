@@ -246,3 +246,93 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
     let _ = std::fs::remove_file(archive);
     assert!(daemon.leftovers().is_empty(), "{:?}", daemon.leftovers());
 }
+
+/// Read from `master` until `want` has come; all that was read. Fails
+/// after 20 seconds (the reads poll: a silent pty cannot hang the test).
+fn read_until(master: &mut std::fs::File, want: &str) -> String {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no {want:?} in {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(200u16)).unwrap_or(0) == 0 {
+            continue;
+        }
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[test]
+fn a_resized_terminal_resizes_the_containers() {
+    if !privileged("engine_cli::sigwinch") {
+        return;
+    }
+    use nix::pty::{Winsize, openpty};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let daemon = Berth::start("winch", &[]);
+    daemon.load_rootfs(rootfs(), "berth-test:latest");
+    let size = |rows, cols| Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = openpty(Some(&size(24, 80)), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    // berth run -it in a session of its own whose terminal is the pty.
+    let mut command = daemon.berth(&[
+        "run",
+        "--rm",
+        "-it",
+        "berth-test",
+        "sh",
+        "-c",
+        "stty size; read line; stty size",
+    ]);
+    command
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(slave);
+    // The pty starts at this terminal's size (ConsoleSize at create).
+    read_until(&mut master, "24 80");
+    // The terminal changes size: the kernel sends SIGWINCH to berth,
+    // which must pass the new size on.
+    let new = size(40, 100);
+    // SAFETY: TIOCSWINSZ reads the Winsize it is given.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &new) };
+    assert_eq!(rc, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::io::Write::write_all(&mut master, b"\n").unwrap();
+    read_until(&mut master, "40 100");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(daemon.leftovers().is_empty(), "{:?}", daemon.leftovers());
+}

@@ -244,6 +244,9 @@ impl ContainerFlags {
             tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
             network_mode: self.network.clone(),
             runtime: self.runtime.clone(),
+            // The pty starts at this terminal's size (docker's CLI
+            // sends it too): the first program in it sees the right one.
+            console_size: self.tty.then(console_size).flatten(),
             ..HostConfig::default()
         };
         Ok(ContainerCreateBody {
@@ -818,6 +821,7 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                 user,
                 cmd: Some(command),
                 tty: Some(tty),
+                console_size: tty.then(console_size).flatten(),
                 ..Default::default()
             };
             let exec = docker.create_exec(&container, config).await?;
@@ -827,30 +831,9 @@ pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
                 ..Default::default()
             };
             match docker.start_exec(&exec.id, Some(options)).await? {
-                bollard::exec::StartExecResults::Attached {
-                    mut output,
-                    mut input,
-                } => {
-                    let _raw = if tty { Raw::enter() } else { None };
-                    if tty && let Some((h, w)) = terminal_size() {
-                        let size = q::ResizeExecOptions { h, w };
-                        let _ = docker.resize_exec(&exec.id, size).await;
-                    }
-                    let forward = interactive.then(|| {
-                        tokio::spawn(async move {
-                            use tokio::io::AsyncWriteExt;
-                            let mut stdin = tokio::io::stdin();
-                            let _ =
-                                tokio::io::copy(&mut stdin, &mut input).await;
-                            let _ = input.shutdown().await;
-                        })
-                    });
-                    while let Some(chunk) = output.next().await {
-                        emit(chunk?);
-                    }
-                    if let Some(forward) = forward {
-                        forward.abort();
-                    }
+                bollard::exec::StartExecResults::Attached { output, input } => {
+                    let pty = tty.then_some(Pty::Exec(&exec.id));
+                    session(docker, pty, interactive, output, input).await?;
                     let inspected = docker.inspect_exec(&exec.id).await?;
                     Ok(inspected.exit_code.unwrap_or(0).clamp(0, 255) as u8)
                 }
@@ -1139,10 +1122,8 @@ async fn attached_start(
         stderr: true,
         ..Default::default()
     };
-    let bollard::container::AttachContainerResults {
-        mut output,
-        mut input,
-    } = docker.attach_container(id, Some(options)).await?;
+    let bollard::container::AttachContainerResults { output, input } =
+        docker.attach_container(id, Some(options)).await?;
     if let Err(e) = docker
         .start_container(id, None::<q::StartContainerOptions>)
         .await
@@ -1167,12 +1148,75 @@ async fn attached_start(
     // a wait for a container it has just removed with its exit code, so
     // the calls are made in an order that cannot race.
     let condition = if removed { "removed" } else { "not-running" };
-    let _raw = if tty { Raw::enter() } else { None };
-    if tty && let Some((h, w)) = terminal_size() {
-        let size = q::ResizeContainerTTYOptions { h, w };
-        let _ = docker.resize_container_tty(id, size).await;
-    }
-    let forward = stdin.then(|| {
+    session(
+        docker,
+        tty.then_some(Pty::Container(id)),
+        stdin,
+        output,
+        input,
+    )
+    .await?;
+    wait(docker, id, condition).await
+}
+// ANCHOR_END: attached_start
+
+/// This terminal's size as the API's `ConsoleSize` (`[height, width]`).
+fn console_size() -> Option<Vec<usize>> {
+    terminal_size().map(|(h, w)| vec![h as usize, w as usize])
+}
+
+/// The pty a session's terminal size goes to.
+enum Pty<'a> {
+    /// A container's (by id).
+    Container(&'a str),
+    /// An exec session's (by id).
+    Exec(&'a str),
+}
+
+/// Give this terminal's size to `pty`.
+async fn resize(docker: &Docker, pty: &Pty<'_>) {
+    let Some((h, w)) = terminal_size() else {
+        return;
+    };
+    let _ = match pty {
+        Pty::Container(id) => {
+            let size = q::ResizeContainerTTYOptions { h, w };
+            docker.resize_container_tty(id, size).await
+        }
+        Pty::Exec(id) => {
+            let size = q::ResizeExecOptions { h, w };
+            docker.resize_exec(id, size).await
+        }
+    };
+}
+
+/// An attached session (`run`, `start -a`, `exec`): the output copied
+/// here until it ends, stdin copied there if `interactive`. With a
+/// `pty`, this terminal is raw meanwhile, and its size goes to the pty
+/// at once and again at each `SIGWINCH` (the terminal was resized).
+async fn session(
+    docker: &Docker,
+    pty: Option<Pty<'_>>,
+    interactive: bool,
+    mut output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+) -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _raw = if pty.is_some() { Raw::enter() } else { None };
+    let mut winch = match &pty {
+        Some(pty) => {
+            resize(docker, pty).await;
+            signal(SignalKind::window_change()).ok()
+        }
+        None => None,
+    };
+    let forward = interactive.then(|| {
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             let mut stdin = tokio::io::stdin();
@@ -1180,12 +1224,28 @@ async fn attached_start(
             let _ = input.shutdown().await;
         })
     });
-    while let Some(chunk) = output.next().await {
-        emit(chunk?);
-    }
+    let copied = loop {
+        let resized = async {
+            match winch.as_mut() {
+                Some(winch) => winch.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            chunk = output.next() => match chunk {
+                Some(Ok(chunk)) => emit(chunk),
+                Some(Err(e)) => break Err(Failure::from(e)),
+                None => break Ok(()),
+            },
+            Some(()) = resized => {
+                if let Some(pty) = &pty {
+                    resize(docker, pty).await;
+                }
+            }
+        }
+    };
     if let Some(forward) = forward {
         forward.abort();
     }
-    wait(docker, id, condition).await
+    copied
 }
-// ANCHOR_END: attached_start

@@ -105,6 +105,17 @@ fn process(dir: &Path, config: &ExecConfig) -> Result<Value, Error> {
     let mut process = spec["process"].clone();
     process["args"] = json!(config.cmd.clone().unwrap_or_default());
     process["terminal"] = json!(config.tty == Some(true));
+    match super::spec::console_size(config.console_size.as_deref()) {
+        Some((height, width)) if config.tty == Some(true) => {
+            process["consoleSize"] =
+                json!({ "height": height, "width": width });
+        }
+        _ => {
+            if let Some(process) = process.as_object_mut() {
+                process.remove("consoleSize");
+            }
+        }
+    }
     let mut env: Vec<String> = process["env"]
         .as_array()
         .map(|e| {
@@ -141,6 +152,7 @@ pub async fn start(
     engine: &Arc<Engine>,
     id: &str,
     detach: bool,
+    console_size: Option<Vec<usize>>,
 ) -> Result<(Session, std::os::unix::net::UnixStream), Error> {
     let session = {
         let mut sessions = engine.execs.lock();
@@ -166,7 +178,11 @@ pub async fn start(
     engine.container_event(&action, &record, &[("execID", id.to_owned())]);
     let dir = engine.container_dir(&session.container);
     let client = Client::new(&engine.shim_dir(&session.container));
-    let config = session.config.clone();
+    let mut config = session.config.clone();
+    // The start's size, if it brings one, is the later word.
+    if console_size.is_some() {
+        config.console_size = console_size;
+    }
     let id = id.to_owned();
     let owned = id.clone();
     let tty = config.tty == Some(true);

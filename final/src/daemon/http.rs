@@ -370,7 +370,8 @@ async fn dispatch(
                 serde_json::from_slice(&body).unwrap_or_default();
             let detach = start.detach == Some(true);
             let (session, stream) =
-                super::exec::start(&engine, &id, detach).await?;
+                super::exec::start(&engine, &id, detach, start.console_size)
+                    .await?;
             if detach {
                 drop(stream);
                 return Ok(empty(StatusCode::OK));

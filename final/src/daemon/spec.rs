@@ -471,8 +471,28 @@ pub fn build(input: &Input<'_>) -> Result<Value, Error> {
         "mounts": mounts(input)?,
         "linux": linux,
     });
+    if let Some((height, width)) =
+        console_size(host.console_size.as_deref()).filter(|_| tty)
+    {
+        spec["process"]["consoleSize"] =
+            json!({ "height": height, "width": width });
+    }
     spec["hostname"] = json!(hostname);
     Ok(spec)
+}
+
+/// Docker's `ConsoleSize` (`[height, width]`, the client's terminal) as
+/// the pty's initial size, so that the container's first program sees
+/// the right one (a resize after the start would come too late for it).
+/// Nothing for a zero or a missing size; each side at most 65535.
+pub fn console_size(size: Option<&[usize]>) -> Option<(u16, u16)> {
+    match size? {
+        [height, width] if *height > 0 && *width > 0 => Some((
+            u16::try_from(*height).unwrap_or(u16::MAX),
+            u16::try_from(*width).unwrap_or(u16::MAX),
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
