@@ -1139,3 +1139,64 @@ fn zstd_and_gzip_layers_load_and_stack_with_whiteouts() {
     assert_eq!(entries("image/blobs/sha256"), 0);
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }
+
+#[test]
+fn load_and_import_keep_only_what_images_use() {
+    if !privileged("engine_daemon::load_keeps") {
+        return;
+    }
+    use berth_tests::daemons::{
+        digest, docker_archive_of, rootfs_layer, tar_of,
+    };
+    let berth = Berth::start("load-keeps", &[]);
+    let blobs = || {
+        std::fs::read_dir(berth.data_root().join("image/blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // docker save's legacy files beside the image: not kept as blobs.
+    let archive = docker_archive_of("kept:v1", &[rootfs_layer(rootfs())]);
+    let mut entries = Vec::new();
+    let mut tar = tar::Archive::new(archive.as_slice());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        entries.push((name, bytes));
+    }
+    entries.push(("repositories".into(), br#"{"kept":{"v1":"x"}}"#.to_vec()));
+    entries.push(("VERSION".into(), b"1.0".to_vec()));
+    let files: Vec<(String, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.clone(), b.as_slice()))
+        .collect();
+    let path = berth.data_root().with_extension("legacy.tar");
+    std::fs::write(&path, tar_of(&files)).unwrap();
+    let (code, out, err) = berth.run(&["load", "-i", path.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Loaded image: kept:v1\n"),
+        "{err}"
+    );
+    assert_eq!(blobs(), 3, "a layer, a config, a manifest");
+    // An import of bytes that are another image's blob (its config) but
+    // not a tar: refused, and the image it belongs to keeps its blob.
+    let (_, id, _) =
+        berth.run(&["image", "inspect", "-f", "{{.Id}}", "kept:v1"]);
+    let config = berth
+        .data_root()
+        .join("image/blobs/sha256")
+        .join(id.trim().trim_start_matches("sha256:"));
+    assert_eq!(digest(&std::fs::read(&config).unwrap()), id.trim());
+    let (code, _, err) =
+        berth.run(&["import", config.to_str().unwrap(), "bogus:v1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("invalid rootfs tar"), "{err}");
+    assert!(config.exists(), "the import removed another image's blob");
+    let (code, out, err) =
+        berth.run(&["run", "--rm", "kept:v1", "echo", "intact"]);
+    assert_eq!((code, out.as_str()), (0, "intact\n"), "{err}");
+    let _ = std::fs::remove_file(&path);
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}

@@ -213,15 +213,17 @@ fn commit_blocking(
         .and_then(|(file, _)| file.sync_all().map_err(|e| internal(&e)));
     // The store's lock from the layer's blob to the image's name: a
     // garbage collection meanwhile would take the blob for unused.
-    let lock = store.lock();
-    let put = written.and_then(|()| {
+    let locked = written.and_then(|()| Ok(store.lock()?));
+    let put = locked.and_then(|lock| {
         let file =
             fs::File::open(&tmp).map_err(crate::path_io::at("open", &tmp))?;
-        Ok(store.put(file, None, crate::image::archive::MAX_BLOB)?)
+        Ok((
+            lock,
+            store.put(file, None, crate::image::archive::MAX_BLOB)?,
+        ))
     });
     let _ = fs::remove_file(&tmp);
-    let (layer, size, _) = put?;
-    let _lock = lock?;
+    let (_lock, (layer, size, _)) = put?;
     let now = crate::time::rfc3339(SystemTime::now());
     // The container's config, in the image config's words.
     let container = serde_json::to_value(&record.config).unwrap_or_default();

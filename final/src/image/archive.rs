@@ -73,24 +73,23 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-// ANCHOR: load
 /// Load every image of the tar `reader` into `store`, naming them as the
 /// archive does. Holds the store's lock throughout.
 pub fn load(store: &Store, reader: impl Read) -> Result<Vec<Loaded>, Error> {
     let _lock = store.lock()?;
     let mut added = Vec::new();
     let result = load_locked(store, reader, &mut added);
-    if result.is_err() {
-        // A name given before the failure (an archive of several images)
-        // keeps what it points at; everything else this load added goes.
-        let keep = super::gc::referenced(store).unwrap_or_default();
-        for digest in added.iter().filter(|d| !keep.contains(*d)) {
-            let _ = std::fs::remove_file(store.blob_path(digest));
-        }
+    // What this load added and no image leads to goes: everything after
+    // a failure (but what a name given before it points at, in an
+    // archive of several images), and after a success the files of the
+    // archive no image uses (docker's legacy `repositories`, `VERSION`
+    // and per-layer `json`).
+    let keep = super::gc::referenced(store).unwrap_or_default();
+    for digest in added.iter().filter(|d| !keep.contains(*d)) {
+        let _ = store.remove(digest);
     }
     result
 }
-// ANCHOR_END: load
 
 fn load_locked(
     store: &Store,

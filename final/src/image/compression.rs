@@ -27,7 +27,6 @@ impl Compression {
     /// How many leading bytes [`Compression::detect`] looks at.
     pub const MAGIC_LEN: u64 = 4;
 
-    // ANCHOR: detect
     /// The compression whose magic `head` starts with.
     pub fn detect(head: &[u8]) -> Compression {
         if crate::overlay::is_gzip(head) {
@@ -58,7 +57,6 @@ impl Compression {
             Compression::Zstd => Box::new(Zstd::Between(blob)),
         }
     }
-    // ANCHOR_END: detect
 }
 
 /// A reader of every Zstandard frame of a stream, one after another.

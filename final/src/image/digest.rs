@@ -91,8 +91,8 @@ impl fmt::Display for Digest {
 pub use crate::overlay::Hashing;
 
 /// A reader of a blob that checks, when it reaches the end, that what it
-/// read has the digest and size the blob is stored under: a blob changed
-/// on disk after it was written gives an error, never its bytes' end.
+/// read has the digest the blob is stored under: a blob changed on disk
+/// after it was written gives an error, never its bytes' end.
 pub struct Verified<R> {
     hashing: Option<Hashing<R>>,
     expected: Digest,

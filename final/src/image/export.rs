@@ -29,7 +29,7 @@ pub enum Error {
     /// Writing the tar (the client went away, a disk filled).
     #[error("cannot write the archive")]
     Write(#[source] io::Error),
-    /// An import that is not a (gzip'd) tar.
+    /// An import that is not a tar (plain, gzip'd or zstd'd).
     #[error("invalid rootfs tar: {0}")]
     NotATar(#[source] io::Error),
     /// Building a manifest or config (a value oci-spec refuses).
@@ -159,23 +159,27 @@ fn read_tar(reader: impl Read) -> io::Result<()> {
     Ok(())
 }
 
-/// `docker import`: the root filesystem tar `reader` (plain or gzip'd)
-/// as a one-layer image for this machine's platform, named `name` if
-/// given. The image ID.
+/// `docker import`: the root filesystem tar `reader` (plain, gzip'd or
+/// zstd'd) as a one-layer image for this machine's platform, named
+/// `name` if given (else unnamed). The image ID.
 pub fn import(
     store: &Store,
     reader: impl Read,
     name: Option<&Reference>,
 ) -> Result<Digest, Error> {
     let _lock = store.lock()?;
-    let (layer, size, _) = store.put(reader, None, MAX_BLOB)?;
+    let (layer, size, new) = store.put(reader, None, MAX_BLOB)?;
     let compression = super::compression::Compression::detect(
         &store.head(&layer, super::compression::Compression::MAGIC_LEN)?,
     );
     let blob = std::io::BufReader::new(store.open_blob(&layer)?);
     let mut hashing = Hashing::new(compression.decoder(blob));
     if let Err(e) = read_tar(&mut hashing) {
-        let _ = std::fs::remove_file(store.blob_path(&layer));
+        // Only a blob this import wrote: the same bytes may be another
+        // image's (a config, say), which must stay.
+        if new {
+            let _ = store.remove(&layer);
+        }
         return Err(Error::NotATar(e));
     }
     let diff_id = Digest::of_read(hashing);

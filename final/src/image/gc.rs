@@ -1,10 +1,10 @@
-//! Garbage collection: what no name and no container leads to goes.
+//! Garbage collection: what no image and no container leads to goes.
 //!
-//! Kept: every blob an image of `index.json` leads to, named or not (its
-//! manifest, config and layers), the same for each manifest a container was made from (an
-//! image removed with `rmi -f` under a container lives on as long as the
-//! container), and the snapshots on those images' layer chains. Removed:
-//! every other blob and snapshot.
+//! Kept: every blob an image of `index.json` leads to, named or not
+//! (its manifest, config and layers), the same for each manifest a
+//! container was made from (an image removed with `rmi -f` under a
+//! container lives on as long as the container), and the snapshots on
+//! those images' layer chains. Removed: every other blob and snapshot.
 //!
 //! It runs under the store's lock, which every writer of names holds
 //! from its first blob to its last name (`load`, `import`, `commit`): no

@@ -70,7 +70,6 @@ fn open(
     })
 }
 
-// ANCHOR: find
 /// The image `name` names: a reference, a full ID or an ID prefix (one
 /// image only). `None` if there is none.
 pub fn find(store: &Store, name: &str) -> Result<Option<Image>, Error> {
@@ -92,4 +91,3 @@ pub fn find(store: &Store, name: &str) -> Result<Option<Image>, Error> {
         _ => Ok(None),
     }
 }
-// ANCHOR_END: find

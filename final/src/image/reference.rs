@@ -10,7 +10,6 @@ use super::digest::Digest;
 /// The registry a name without one is on.
 pub const DEFAULT_DOMAIN: &str = "docker.io";
 
-// ANCHOR: reference
 /// A reference, normalised: domain, path, then a tag or a digest (a name
 /// without either is `:latest`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +30,6 @@ pub enum Version {
     /// A manifest digest, fixed.
     Digest(Digest),
 }
-// ANCHOR_END: reference
 
 /// A string that is not an image reference.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,11 @@
 //! Snapshots: each layer unpacked once, into a directory named after its
 //! chain ID, the stack of layers up to and including it (image-spec
 //! `config.md`). Two images that share their bottom layers share those
-//! snapshots; a layer on top of different parents is two snapshots, as
-//! its whiteouts mean different things over each.
+//! snapshots; a layer on top of different parents is two snapshots. With
+//! overlayfs the two directories would hold the same files (the stack is
+//! made at mount time), so this costs some space; it keeps the name the
+//! specs and containerd use, which says exactly which stack a snapshot
+//! was made for, and which a snapshotter that copies its parent needs.
 //!
 //! ```text
 //!   DIR/sha256/<chain hex>/     a finished snapshot (read-only lower dir)
@@ -150,7 +153,6 @@ impl Snapshots {
         remove_tree(&self.path(chain));
     }
 
-    // ANCHOR: unpack
     /// Unpack blob `layer` into a fresh directory of `tmp/`, check its
     /// diff ID, rename it to `dir`.
     fn unpack(
@@ -177,7 +179,6 @@ impl Snapshots {
         }
         result
     }
-    // ANCHOR_END: unpack
 }
 
 /// One layer of an image, as its snapshot needs it.
@@ -191,7 +192,6 @@ pub struct Layer {
     pub chain: Digest,
 }
 
-// ANCHOR: layers
 /// The layers of image `manifest`, bottom first, from its manifest and
 /// config.
 pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
@@ -230,7 +230,6 @@ pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
     }
     Ok(out)
 }
-// ANCHOR_END: layers
 
 // ANCHOR: unpack_layer
 /// Read blob `layer` once: decompress, hash, unpack into `dir`.

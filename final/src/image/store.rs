@@ -5,7 +5,8 @@
 //! ```text
 //!   DIR/oci-layout              {"imageLayoutVersion": "1.0.0"}
 //!   DIR/index.json              one manifest descriptor per name, the name in
-//!                               the annotation org.opencontainers.image.ref.name
+//!                               the annotation org.opencontainers.image.ref.name,
+//!                               and one without it per unnamed image
 //!   DIR/blobs/sha256/<hex>      content, never rewritten (mode 0644)
 //!   DIR/tmp/                    blobs being written, each locked by its
 //!                               writer; a dead writer's swept on open
@@ -15,12 +16,15 @@
 //! A blob is hashed as it is written, into a temporary file that is
 //! synced and renamed into place only if its digest is the one expected:
 //! a reader never sees half a blob, and a `kill -9` at any moment leaves
-//! at most a file in `tmp/`. Reads check the digest again
+//! at most a file in `tmp/` (and whole blobs no image names yet, which
+//! the next garbage collection removes: [`super::gc`]). Reads check the digest again
 //! ([`super::digest::Verified`]): a blob changed on disk is an error, not
 //! an image. `index.json` is replaced whole, by the same write-sync-rename.
 //!
 //! Unlike the image layout of the spec, a name here is always a full
-//! reference (`docker.io/library/busybox:latest`), one per descriptor.
+//! reference (`docker.io/library/busybox:latest`), one per descriptor;
+//! an image without one (docker's `<none>`) has a descriptor without the
+//! annotation.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -458,7 +462,6 @@ pub fn our_digest(digest: &oci_spec::image::Digest) -> Option<Digest> {
     digest.to_string().parse().ok()
 }
 
-// ANCHOR: write_synced
 /// Replace `path` with `bytes`: a temporary file in `tmp/`, synced,
 /// renamed over it, the directory synced.
 fn write_synced(store: &Store, path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -472,7 +475,6 @@ fn write_synced(store: &Store, path: &Path, bytes: &[u8]) -> Result<(), Error> {
     fs::rename(&tmp, path).map_err(path_io::at("replace", path))?;
     sync_dir(path.parent().unwrap_or(&store.dir))
 }
-// ANCHOR_END: write_synced
 
 /// Create the temporary file `path` (mode `mode`) and lock it, so that
 /// no other process's [`Store::open`] sweeps it away while it is written.
