@@ -905,10 +905,12 @@ impl Engine {
                     &[("exitCode", exit.code.to_string())],
                 );
             }
-            let auto_remove = matches!(
-                recorded,
-                Ok(Ok((record, _))) if record.host_config.auto_remove == Some(true)
-            );
+            let auto_remove = match &recorded {
+                Ok(Ok((record, _))) => {
+                    record.host_config.auto_remove == Some(true)
+                }
+                _ => false,
+            };
             if auto_remove {
                 let _ = engine.remove(&id, true).await;
             }

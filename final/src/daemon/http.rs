@@ -54,7 +54,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let engine = engine.clone();
-                async move { Ok::<_, Infallible>(handle(engine, request).await) }
+                async move {
+                    let response = handle(engine, request).await;
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -793,12 +796,16 @@ fn events(
             let next = match remaining {
                 Some(left) if left.is_zero() => return,
                 Some(left) => {
-                    match tokio::time::timeout(left, live.recv()).await {
-                        Ok(next) => next,
-                        Err(_) => return,
+                    let timed = tokio::time::timeout(left, live.recv());
+                    match unless_gone(&mut sender, timed).await {
+                        Some(Ok(next)) => next,
+                        _ => return,
                     }
                 }
-                None => live.recv().await,
+                None => match unless_gone(&mut sender, live.recv()).await {
+                    Some(next) => next,
+                    None => return,
+                },
             };
             let event = match next {
                 Ok(event) => event,
@@ -822,6 +829,34 @@ fn events(
         }
     });
     Ok(respond(StatusCode::OK, body, "application/json"))
+}
+
+/// How often a response that waits (`wait`, `events`) checks that its
+/// client is still there.
+const PROBE: Duration = Duration::from_secs(5);
+
+/// `done`, unless the client of `sender`'s body goes away first: `None`
+/// then, so that the task waiting for it ends instead of waiting on for
+/// an exit or an event that may never come. The check is an empty
+/// frame, which hyper never writes, and which fails once the body is
+/// gone.
+async fn unless_gone<T>(
+    sender: &mut http_body_util::channel::Sender<Bytes, std::io::Error>,
+    done: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(done);
+    let mut probe = tokio::time::interval(PROBE);
+    probe.tick().await;
+    loop {
+        tokio::select! {
+            value = &mut done => return Some(value),
+            _ = probe.tick() => {
+                if sender.send_data(Bytes::new()).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// A body whose frames a task sends.
@@ -853,14 +888,19 @@ fn wait(
     };
     let (mut sender, body) = channel_body();
     tokio::spawn(async move {
-        let done = changes
-            .wait_for(|c| match condition {
-                0 => !c.running,
-                1 => c.exits > start.exits || c.removed,
-                _ => c.removed,
-            })
-            .await
-            .map(|c| *c);
+        let waited = async {
+            changes
+                .wait_for(|c| match condition {
+                    0 => !c.running,
+                    1 => c.exits > start.exits || c.removed,
+                    _ => c.removed,
+                })
+                .await
+                .map(|c| *c)
+        };
+        let Some(done) = unless_gone(&mut sender, waited).await else {
+            return;
+        };
         let code = match done {
             Ok(change) => change.code,
             // The container went away with its channel: removed.
