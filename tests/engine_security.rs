@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+mod oci;
+
 use berth_tests::daemons::Berth;
 use berth_tests::fixture::rootfs;
 use berth_tests::privileged;
@@ -223,5 +225,50 @@ fn an_init_that_cannot_run_in_a_container_is_refused_at_create() {
     let (code, out, _) =
         berth.run(&["run", "--rm", "berth-test", "echo", "fine"]);
     assert_eq!((code, out.as_str()), (0, "fine\n"));
+    assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
+}
+
+#[test]
+fn runc_and_berth_runtime_enforce_the_default_profile_alike() {
+    if !privileged("engine_security::seccomp_differential") {
+        return;
+    }
+    let berth = Berth::start("seccomp-diff", &[]);
+    berth.load_rootfs(rootfs(), "berth-test:latest");
+    let (code, id, err) = berth.run(&["create", "berth-test", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth.run(&["start", id.trim()]);
+    assert_eq!(code, 0, "{err}");
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            berth
+                .data_root()
+                .join("containers")
+                .join(id.trim())
+                .join("config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    berth.run(&["rm", "-f", id.trim()]);
+    // Every probed call, under runc (libseccomp) and under berth-runtime
+    // (step 8's compiler): the same answers, or the helper fails.
+    let verdicts = oci::seccomp_differential("berth-default", &config);
+    for line in [
+        "socket(AF_INET): passed to the kernel",
+        "socket(AF_VSOCK): EPERM",
+        "socket(AF_VSOCK, high bits set): EPERM",
+        "unshare(CLONE_NEWUSER): EPERM",
+        "clone(CLONE_NEWUSER): EPERM",
+        "clone(plain): passed to the kernel",
+        "keyctl: EPERM",
+        "personality(0): passed to the kernel",
+        "personality(0x4): EPERM",
+    ] {
+        assert!(
+            verdicts.lines().any(|l| l == line),
+            "{line:?} not in:\n{verdicts}"
+        );
+    }
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }

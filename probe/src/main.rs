@@ -194,6 +194,13 @@ const SYSCALLS: &[(&str, libc::c_long, [libc::c_long; 5])] = &[
         [16, 3, 9, 0, 0],
     ),
     ("socket(AF_VSOCK)", libc::SYS_socket, [40, 1, 0, 0, 0]),
+    // The same family with junk in the register's high half: the kernel
+    // reads an int (AF_VSOCK), a filter all 64 bits.
+    (
+        "socket(AF_VSOCK, high bits set)",
+        libc::SYS_socket,
+        [0x1_0000_0028, 1, 0, 0, 0],
+    ),
     ("swapoff", libc::SYS_swapoff, [0; 5]),
     ("swapon", libc::SYS_swapon, [0; 5]),
     ("syslog", libc::SYS_syslog, [10, 0, 0, 0, 0]),

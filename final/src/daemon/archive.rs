@@ -8,8 +8,11 @@
 //! - the path asked for is resolved with `openat2(RESOLVE_IN_ROOT)`
 //!   (step 3's [`open_in_root`]): its symlinks stay inside the root;
 //! - a tree is walked one name at a time, from directory descriptors, with
-//!   `O_NOFOLLOW` (and a file is checked to be a regular file after it is
-//!   opened): a symlink met is archived as a symlink, never followed;
+//!   `O_NOFOLLOW`: a symlink met is archived as a symlink, never
+//!   followed; a file is opened as a path first (`O_PATH`, which opens
+//!   nothing), and for reading only once it is seen to be a regular file
+//!   (a device node swapped in is never opened on the host); a name gone
+//!   meanwhile is skipped; a tree deeper than [`MAX_DEPTH`] is an error;
 //! - a tar is unpacked by step 7's unpacker (every entry resolved inside
 //!   the extraction directory, `O_EXCL`, no `..`), with `.wh.` names kept
 //!   as files: this is a copy, not a layer.
@@ -89,6 +92,12 @@ fn failed<'a>(
         Errno::ENOTDIR => Error::BadRequest(format!(
             "{path}: a component of the path is not a directory"
         )),
+        Errno::ELOOP => {
+            Error::BadRequest(format!("{path}: too many levels of symlinks"))
+        }
+        Errno::EINVAL | Errno::ENAMETOOLONG => {
+            Error::BadRequest(format!("{path}: not a valid path"))
+        }
         other => Error::Internal(format!("{path}: {}", other.desc())),
     }
 }
@@ -183,7 +192,7 @@ pub fn get(
     };
     walker.builder.follow_symlinks(false);
     walker
-        .add(dir.as_fd(), &name, &name)
+        .add(dir.as_fd(), &name, &name, 0)
         .map_err(|e| Error::Internal(format!("archive {path}: {e}")))?;
     walker
         .builder
@@ -231,6 +240,9 @@ impl Target {
     }
 }
 
+/// How deep a copied tree may go (one open directory per level).
+pub const MAX_DEPTH: usize = 256;
+
 /// Walks a tree from directory descriptors into a tar.
 struct Walker<W: Write> {
     builder: tar::Builder<W>,
@@ -245,16 +257,34 @@ impl<W: Write> Walker<W> {
         dir: BorrowedFd,
         name: &Path,
         as_path: &Path,
+        depth: usize,
     ) -> io::Result<()> {
-        let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Removed since its directory was read (the container runs):
+            // not there to copy, as if read a moment later.
+            Err(Errno::ENOENT) if depth > 0 => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         let kind = st.st_mode & SFlag::S_IFMT.bits();
         let mut header = header_of(&st);
         if kind == SFlag::S_IFDIR.bits() {
+            if depth >= MAX_DEPTH {
+                return Err(io::Error::other(format!(
+                    "{}: more than {MAX_DEPTH} directories deep",
+                    as_path.display()
+                )));
+            }
             let flags = OFlag::O_RDONLY
                 | OFlag::O_DIRECTORY
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC;
-            let child = nix::fcntl::openat(dir, name, flags, Mode::empty())?;
+            let child =
+                match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+                    Ok(child) => child,
+                    Err(Errno::ENOENT) if depth > 0 => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
             header.set_entry_type(tar::EntryType::Directory);
             header.set_size(0);
             self.append(header, as_path, None, io::empty())?;
@@ -267,42 +297,37 @@ impl<W: Write> Walker<W> {
                     child.as_fd(),
                     Path::new(&entry),
                     &as_path.join(&entry),
+                    depth + 1,
                 )?;
             }
             return Ok(());
         }
-        if st.st_nlink > 1 && kind != SFlag::S_IFLNK.bits() {
-            let key = (st.st_dev, st.st_ino);
-            if let Some(first) = self.links.get(&key) {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                let first = first.clone();
-                return self.append(
-                    header,
-                    as_path,
-                    Some(first.as_os_str().as_bytes()),
-                    io::empty(),
-                );
-            }
-            self.links.insert(key, as_path.to_owned());
+        let key = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1
+            && kind != SFlag::S_IFLNK.bits()
+            && let Some(first) = self.links.get(&key)
+        {
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            let first = first.clone();
+            return self.append(
+                header,
+                as_path,
+                Some(first.as_os_str().as_bytes()),
+                io::empty(),
+            );
         }
-        match SFlag::from_bits_truncate(kind) {
+        let written = match SFlag::from_bits_truncate(kind) {
             SFlag::S_IFREG => {
-                let flags = OFlag::O_RDONLY
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_NONBLOCK
-                    | OFlag::O_CLOEXEC;
-                let fd = nix::fcntl::openat(dir, name, flags, Mode::empty())?;
-                // Swapped for something else since the stat: left out.
-                let now = fstat(&fd)?;
-                if now.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+                let Some(file) = open_regular(dir, name)? else {
+                    // Swapped for something else since the stat: left out.
                     return Ok(());
-                }
-                let size = now.st_size.max(0) as u64;
+                };
+                let size = file.metadata()?.len();
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(size);
                 let exact = Exact {
-                    inner: File::from(fd).take(size),
+                    inner: file.take(size),
                     left: size,
                 };
                 self.append(header, as_path, None, exact)
@@ -331,9 +356,45 @@ impl<W: Write> Walker<W> {
                 self.append(header, as_path, None, io::empty())
             }
             // Sockets have no place in a tar.
-            _ => Ok(()),
+            _ => return Ok(()),
+        };
+        // Its later names link to this one, now that it is written.
+        if written.is_ok() && st.st_nlink > 1 && kind != SFlag::S_IFLNK.bits() {
+            self.links.insert(key, as_path.to_owned());
         }
+        written
     }
+}
+
+/// `name` in `dir` opened for reading if it is a regular file, `None` if
+/// it is not (any more). Opened first as a path only (`O_PATH`, which
+/// opens nothing: a device node the container swapped in is not opened
+/// on the host), checked, then reopened through `/proc/self/fd` for
+/// reading, `O_NOCTTY` all the same.
+fn open_regular(dir: BorrowedFd, name: &Path) -> io::Result<Option<File>> {
+    let path_only = match nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let st = fstat(&path_only)?;
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+        return Ok(None);
+    }
+    let fd = nix::fcntl::open(
+        &fd_path(&path_only),
+        OFlag::O_RDONLY
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(Some(File::from(fd)))
 }
 
 impl<W: Write> Walker<W> {

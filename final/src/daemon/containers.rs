@@ -248,6 +248,11 @@ pub struct Engine {
     /// for a container that ended at once with `--rm`) still learns the
     /// exit code.
     pub removed: Mutex<std::collections::VecDeque<(String, i64)>>,
+    /// Read-held by `create` from its image's lookup to its record's
+    /// insertion, write-held by a garbage collection: the one sees the
+    /// other's container, or the other runs first. (Not the store's
+    /// lock, which a load holds while its archive arrives.)
+    pub collecting: std::sync::RwLock<()>,
     /// Held by a commit: one at a time (each pauses and resumes its
     /// container; two at once would resume it under the other).
     pub commits: tokio::sync::Mutex<()>,
@@ -375,6 +380,7 @@ impl Engine {
             execs: super::exec::Sessions::default(),
             events: super::events::Events::default(),
             removed: Mutex::new(std::collections::VecDeque::new()),
+            collecting: std::sync::RwLock::new(()),
             commits: tokio::sync::Mutex::new(()),
             containers: Mutex::new(BTreeMap::new()),
         })
@@ -385,12 +391,14 @@ impl Engine {
     pub fn collect_garbage(
         &self,
     ) -> Result<crate::image::gc::Collected, Error> {
-        let in_use: Vec<Digest> = self
-            .records()
-            .iter()
-            .filter_map(|r| r.manifest.parse().ok())
-            .collect();
-        crate::image::gc::collect(&self.store, &self.snapshots, &in_use)
+        let _alone = self.collecting.write().unwrap_or_else(|e| e.into_inner());
+        let in_use = || -> Vec<Digest> {
+            self.records()
+                .iter()
+                .filter_map(|r| r.manifest.parse().ok())
+                .collect()
+        };
+        crate::image::gc::collect(&self.store, &self.snapshots, in_use)
             .map_err(|e| Error::internal(&e))
     }
 
@@ -603,6 +611,11 @@ impl Engine {
         if image_name.is_empty() {
             return Err(Error::BadRequest("no image specified".into()));
         }
+        // From the image's lookup to the record's insertion: a garbage
+        // collection (after an rmi) either sees this container or runs
+        // before its image is looked up.
+        let _no_collection =
+            self.collecting.read().unwrap_or_else(|e| e.into_inner());
         let image =
             lookup::find(&self.store, &image_name)?.ok_or_else(|| {
                 Error::NotFound(format!("No such image: {image_name}"))
@@ -692,9 +705,28 @@ impl Engine {
             fs::create_dir_all(&path).map_err(path_io::at("create", &path))?;
         }
         if !is_mountpoint(&rootfs) {
+            let mut lower = lower;
+            lower.push(write_init_layer(&dir, &record.host_config)?);
             mount_overlay(&lower, &dir)?;
         }
         Ok(rootfs)
+    }
+
+    /// The root of container `id`, mounted, for `docker cp`: under the
+    /// container's operation lock, so that a copy neither mounts it twice
+    /// (two copies, or a copy and a start) nor brings back a container
+    /// being removed.
+    pub async fn archive_root(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<(Record, PathBuf), Error> {
+        let op = self.op_lock(id)?;
+        let _op = op.lock().await;
+        let record = self.record(id)?;
+        let engine = self.clone();
+        let mounting = record.clone();
+        let rootfs = blocking(move || engine.mount_rootfs(&mounting)).await??;
+        Ok((record, rootfs))
     }
 
     /// The shim of `id`, if one answers.
@@ -1472,7 +1504,6 @@ fn merge_image_config(config: &mut ContainerConfig, image: &lookup::Image) {
     config.exposed_ports = (!ports.is_empty()).then_some(ports);
 }
 
-/// Whether `path` is a mount point (another device than its parent's).
 /// The init binary must be there and static: a container's root need
 /// not have the loader a dynamically linked program asks for (an ELF
 /// program header of type `PT_INTERP` names it).
@@ -1502,7 +1533,11 @@ fn check_init(path: &Path) -> Result<(), Error> {
     };
     const PT_INTERP: u64 = 3;
     for i in 0..phnum {
-        let at = usize::try_from(phoff + i * phentsize).unwrap_or(usize::MAX);
+        let at = i
+            .checked_mul(phentsize)
+            .and_then(|o| o.checked_add(phoff))
+            .and_then(|o| usize::try_from(o).ok())
+            .unwrap_or(usize::MAX);
         match word(at, 4) {
             Some(PT_INTERP) => return Err(unusable("is dynamically linked")),
             Some(_) => {}
@@ -1512,6 +1547,7 @@ fn check_init(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `path` is a mount point (another device than its parent's).
 fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let parent = path.parent().unwrap_or(Path::new("/"));
@@ -1546,6 +1582,56 @@ fn mount_overlay(lower: &[PathBuf], dir: &Path) -> Result<(), Error> {
             rootfs.display()
         ))
     })
+}
+
+/// The container's *init layer* (Docker's name), `DIR/init/`: the top
+/// lower layer of its root, holding empty files and directories where
+/// the runtime will mount something (`/etc/hostname`, `/etc/hosts`,
+/// `/etc/resolv.conf`, `/sbin/docker-init`, `/dev`, `/proc`, `/sys`, the
+/// `--tmpfs` points). The runtime finds its mount targets there instead
+/// of making them in the upper directory, so that `docker diff` and
+/// `docker commit` show only what the container itself changed.
+fn write_init_layer(dir: &Path, host: &HostConfig) -> Result<PathBuf, Error> {
+    let init = dir.join("init");
+    let mut dirs = vec![
+        "etc".to_owned(),
+        "dev/pts".to_owned(),
+        "dev/shm".to_owned(),
+        "dev/mqueue".to_owned(),
+        "proc".to_owned(),
+        "sys".to_owned(),
+    ];
+    let mut files = vec!["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+    if host.init == Some(true) {
+        dirs.push("sbin".to_owned());
+        files.push("sbin/docker-init");
+    }
+    for destination in host.tmpfs.iter().flatten().map(|(d, _)| d) {
+        // Plain paths only: anything else is left to the runtime, which
+        // resolves it inside the root.
+        let relative = destination.trim_start_matches('/');
+        if Path::new(relative)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+            && !relative.is_empty()
+        {
+            dirs.push(relative.to_owned());
+        }
+    }
+    for sub in &dirs {
+        let path = init.join(sub);
+        fs::create_dir_all(&path).map_err(path_io::at("create", &path))?;
+    }
+    for file in files {
+        let path = init.join(file);
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(path_io::at("create", &path))?;
+    }
+    Ok(init)
 }
 
 /// `/etc/hostname`, `/etc/hosts`, and the host's `/etc/resolv.conf` if

@@ -791,7 +791,9 @@ fn events(
         }
         loop {
             let remaining = until.map(|u| {
-                Duration::from_nanos(u64::try_from(u - now()).unwrap_or(0))
+                Duration::from_nanos(
+                    u64::try_from(u.saturating_sub(now())).unwrap_or(0),
+                )
             });
             let next = match remaining {
                 Some(left) if left.is_zero() => return,
@@ -874,7 +876,20 @@ fn wait(
     id: &str,
     condition: &str,
 ) -> Result<Response<Body>, Error> {
-    let mut changes = engine.watch(id)?;
+    let mut changes = match engine.watch(id) {
+        Ok(changes) => changes,
+        // Removed since its name was resolved: its exit code, if kept.
+        Err(Error::NotFound(message)) => {
+            return match engine.removed_exit(id) {
+                Some(code) => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "Error": null, "StatusCode": code }),
+                )),
+                None => Err(Error::NotFound(message)),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let start = *changes.borrow();
     let condition = match condition {
         "" | "not-running" => 0,
@@ -1042,22 +1057,31 @@ async fn export(
     engine: &Arc<Engine>,
     names: &[String],
 ) -> Result<Response<Body>, Error> {
-    let rx = images::save(engine, names).await?;
+    let (rx, failure) = images::save(engine, names).await?;
     Ok(respond(
         StatusCode::OK,
-        receiver_body(rx),
+        receiver_body(rx, failure),
         "application/x-tar",
     ))
 }
 
-/// A body of the chunks a blocking writer sends.
-fn receiver_body(mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+/// A body of the chunks a blocking writer sends. If the writer reports a
+/// `failure` before its channel closes, the body ends in an error (the
+/// connection closes without the chunked end), so that the client sees
+/// a failed transfer, not a tar that merely stops at an entry's end.
+fn receiver_body(
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    mut failure: tokio::sync::oneshot::Receiver<String>,
+) -> Body {
     let (mut sender, body) = channel_body();
     tokio::spawn(async move {
         while let Some(chunk) = rx.recv().await {
             if sender.send_data(chunk).await.is_err() {
                 return;
             }
+        }
+        if let Ok(message) = failure.try_recv() {
+            sender.abort(std::io::Error::other(message));
         }
     });
     body
@@ -1096,7 +1120,7 @@ async fn archive(
         .filter(|p| !p.is_empty())
         .cloned()
         .ok_or_else(|| Error::BadRequest("no path given".into()))?;
-    let record = engine.record(id)?;
+    let (record, rootfs) = engine.archive_root(id).await?;
     if request.method() == Method::PUT
         && record.host_config.readonly_rootfs == Some(true)
     {
@@ -1104,11 +1128,6 @@ async fn archive(
             "container rootfs is marked read-only".into(),
         ));
     }
-    let rootfs = {
-        let engine = engine.clone();
-        let record = record.clone();
-        blocking(move || engine.mount_rootfs(&record)).await??
-    };
     let name = record.name.clone();
     if request.method() == Method::PUT {
         let reader = body_reader(request);
@@ -1129,14 +1148,17 @@ async fn archive(
         full(Bytes::new())
     } else {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (failed, failure) = tokio::sync::oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            // A failure midway can only cut the stream short: the
-            // client's tar reader sees the truncation.
-            let writer = ChannelWriter { tx };
-            let _ = super::archive::get(&rootfs, &path, &name, writer);
+            let writer = ChannelWriter { tx: tx.clone() };
+            if let Err(e) = super::archive::get(&rootfs, &path, &name, writer) {
+                let _ = failed.send(e.to_string());
+            }
+            // Only now may the body end: after the failure is told.
+            drop(tx);
         });
         engine.container_event("archive-path", &record, &[]);
-        receiver_body(rx)
+        receiver_body(rx, failure)
     };
     let mut response = respond(StatusCode::OK, body, "application/x-tar");
     response

@@ -218,12 +218,18 @@ pub async fn remove(
     Ok(Value::Array(out))
 }
 
+/// The tar's chunks, and the failure that cut it short if one did.
+pub type Saving = (
+    tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    tokio::sync::oneshot::Receiver<String>,
+);
+
 /// `GET /images/get?names=…` (and `GET /images/NAME/get`): the images as
 /// one tar, written by a blocking thread as the client reads it.
 pub async fn save(
     engine: &Arc<Engine>,
     names: &[String],
-) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, Error> {
+) -> Result<Saving, Error> {
     let mut images = Vec::new();
     for name in names {
         images.push(find(engine, name).await?);
@@ -232,14 +238,21 @@ pub async fn save(
         event(engine, "save", &image.id.to_string(), name);
     }
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (failed, failure) = tokio::sync::oneshot::channel();
     let engine = engine.clone();
     tokio::task::spawn_blocking(move || {
-        let writer = crate::channel_io::ChannelWriter { tx };
-        // A failure midway can only cut the stream short: the client sees
-        // a truncated tar, which its loader refuses.
-        let _ = crate::image::export::save(&engine.store, &images, writer);
+        let writer = crate::channel_io::ChannelWriter { tx: tx.clone() };
+        // A failure midway is told before the stream ends, which makes
+        // the response fail: a tar cut at an entry's end would look
+        // whole to its reader.
+        if let Err(e) =
+            crate::image::export::save(&engine.store, &images, writer)
+        {
+            let _ = failed.send(e.to_string());
+        }
+        drop(tx);
     });
-    Ok(rx)
+    Ok((rx, failure))
 }
 
 /// `POST /images/create?fromSrc=-&repo=R&tag=T`: the body, a root

@@ -66,6 +66,8 @@ pub enum Error {
 const NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 /// `AF_VSOCK`.
 const AF_VSOCK: u64 = 40;
+/// The last address family Linux knows (`AF_MCTP`; `AF_MAX` is 46).
+const AF_LAST: u64 = 45;
 /// The `personality(2)` values allowed: Linux, with `UNAME26`, with
 /// `ADDR_LIMIT_32BIT`… as 32-bit programs and old builds ask; and the
 /// query (`0xffffffff`).
@@ -206,11 +208,24 @@ pub fn default_profile() -> Value {
             "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS,
             "excludes": { "caps": ["CAP_SYS_ADMIN"] },
         }),
-        json!({
-            "names": ["socket"], "action": "SCMP_ACT_ALLOW",
-            "args": [{ "index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE" }],
-        }),
     ]);
+    // socket(2) for every family but AF_VSOCK. Not `arg0 != 40`: the
+    // filter sees all 64 bits of the register, the kernel only the low 32
+    // (`int family`), so 0x1_0000_0028 would pass a `!=` and still be
+    // AF_VSOCK. Exact values below and above it instead, which a
+    // register with high bits set matches in neither case (and which
+    // libseccomp, under runc, reads as this does: no rule overrides
+    // another).
+    rules.push(json!({
+        "names": ["socket"], "action": "SCMP_ACT_ALLOW",
+        "args": [{ "index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_LT" }],
+    }));
+    for family in AF_VSOCK + 1..=AF_LAST {
+        rules.push(json!({
+            "names": ["socket"], "action": "SCMP_ACT_ALLOW",
+            "args": [{ "index": 0, "value": family, "op": "SCMP_CMP_EQ" }],
+        }));
+    }
     for persona in PERSONAS {
         rules.push(json!({
             "names": ["personality"], "action": "SCMP_ACT_ALLOW",
@@ -373,6 +388,19 @@ mod tests {
             assert!(!names.iter().any(|n| n == call), "{call}");
         }
         assert_eq!(plain["defaultAction"], "SCMP_ACT_ERRNO");
+        // socket: by exact family, never by `!=` (see default_profile).
+        let socket_rules: Vec<&Value> = plain["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["names"].as_array().unwrap().iter().any(|n| n == "socket")
+            })
+            .collect();
+        assert!(socket_rules.iter().all(|r| {
+            let op = &r["args"][0]["op"];
+            op == "SCMP_CMP_LT" || op == "SCMP_CMP_EQ"
+        }));
         // The capability opens its calls, and clone without conditions.
         let admin =
             resolve(&default_profile(), &caps(&["CAP_SYS_ADMIN"])).unwrap();

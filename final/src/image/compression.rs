@@ -9,8 +9,8 @@
 use std::io::{self, BufRead, Read};
 
 use oci_spec::image::MediaType;
-use ruzstd::decoding::StreamingDecoder;
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 
 /// A layer's compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,19 +54,42 @@ impl Compression {
             Compression::Gzip => {
                 Box::new(flate2::bufread::MultiGzDecoder::new(blob))
             }
-            Compression::Zstd => Box::new(Zstd::Between(blob)),
+            Compression::Zstd => Box::new(Zstd::new(blob)),
         }
     }
 }
 
-/// A reader of every Zstandard frame of a stream, one after another.
-enum Zstd<R: BufRead> {
-    /// Before a frame (or at the end).
-    Between(R),
-    /// In one (boxed: the decoder's state is large).
-    In(Box<StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>),
-    /// After an error.
-    Failed,
+/// A reader of every Zstandard frame of a stream, one after another,
+/// skippable frames skipped (the metadata of `zstd:chunked` layers,
+/// `pzstd`'s frame sizes).
+///
+/// A frame declares the window it needs, and the decoder keeps that much
+/// output in memory: a few bytes of header could ask for terabytes.
+/// ruzstd refuses windows over 100 MiB only when its decoder is reset
+/// for a frame, not for its very first one, so the decoder here starts
+/// on an empty frame and is reset for each real one.
+struct Zstd<R: BufRead> {
+    source: R,
+    frame: FrameDecoder,
+    in_frame: bool,
+}
+
+/// A complete, empty Zstandard frame: magic, a single-segment header of
+/// content size 0, one last raw block of size 0.
+const EMPTY_FRAME: [u8; 9] =
+    [0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x00, 0x01, 0x00, 0x00];
+
+impl<R: BufRead> Zstd<R> {
+    fn new(source: R) -> Zstd<R> {
+        let mut frame = FrameDecoder::new();
+        // Cannot fail: a constant, well-formed header.
+        let _ = frame.init(&EMPTY_FRAME[..]);
+        Zstd {
+            source,
+            frame,
+            in_frame: false,
+        }
+    }
 }
 
 fn invalid(error: impl std::fmt::Display) -> io::Error {
@@ -75,41 +98,51 @@ fn invalid(error: impl std::fmt::Display) -> io::Error {
 
 impl<R: BufRead> Read for Zstd<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
-            match std::mem::replace(self, Zstd::Failed) {
-                Zstd::Between(mut source) => {
-                    if source.fill_buf()?.is_empty() {
-                        *self = Zstd::Between(source);
-                        return Ok(0);
-                    }
-                    match StreamingDecoder::new(source) {
-                        Ok(frame) => *self = Zstd::In(Box::new(frame)),
-                        // A skippable frame carries no data: the decoder
-                        // has read its header, and gave its source
-                        // away; it cannot be skipped from here.
-                        Err(FrameDecoderError::ReadFrameHeaderError(
-                            ReadFrameHeaderError::SkipFrame { .. },
-                        )) => {
+            if !self.in_frame {
+                if self.source.fill_buf()?.is_empty() {
+                    return Ok(0);
+                }
+                match self.frame.reset(&mut self.source) {
+                    Ok(()) => self.in_frame = true,
+                    Err(FrameDecoderError::ReadFrameHeaderError(
+                        ReadFrameHeaderError::SkipFrame { length, .. },
+                    )) => {
+                        let length = u64::from(length);
+                        let skipped = io::copy(
+                            &mut (&mut self.source).take(length),
+                            &mut io::sink(),
+                        )?;
+                        if skipped != length {
                             return Err(invalid(
-                                "skippable frames are not supported",
+                                "a skippable frame is cut short",
                             ));
                         }
-                        Err(e) => return Err(invalid(e)),
                     }
+                    Err(e) => return Err(invalid(e)),
                 }
-                Zstd::In(mut frame) => {
-                    let n = frame.read(buf)?;
-                    if n > 0 || buf.is_empty() {
-                        *self = Zstd::In(frame);
-                        return Ok(n);
-                    }
-                    // The frame's end: another may follow.
-                    *self = Zstd::Between(frame.into_inner());
-                }
-                Zstd::Failed => {
-                    return Err(invalid("the stream failed before"));
-                }
+                continue;
             }
+            while self.frame.can_collect() < buf.len()
+                && !self.frame.is_finished()
+            {
+                let wanted = buf.len() - self.frame.can_collect();
+                self.frame
+                    .decode_blocks(
+                        &mut self.source,
+                        BlockDecodingStrategy::UptoBytes(wanted),
+                    )
+                    .map_err(invalid)?;
+            }
+            let n = self.frame.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            // The frame's end: another may follow.
+            self.in_frame = false;
         }
     }
 }
@@ -153,6 +186,29 @@ mod tests {
         assert_eq!(
             Compression::Zstd.media_type().to_string(),
             "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        // A skippable frame (magic 0x184D2A50, a length, that many bytes)
+        // before a real one: skipped.
+        let skippable =
+            [&[0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3][..], &one].concat();
+        assert_eq!(decode(Compression::Zstd, &skippable).unwrap(), data);
+    }
+
+    #[test]
+    fn a_frame_that_asks_for_a_huge_window_is_refused() {
+        // Header: not single-segment, window descriptor 0xf8: exponent
+        // 31, a window of 2^41 bytes (2 TiB); then a block. Refused
+        // before anything is allocated.
+        let bomb = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xf8, 0x03, 0x00, 0x00, 0x00];
+        let error = decode(Compression::Zstd, &bomb).unwrap_err().to_string();
+        assert!(error.contains("zstd"), "{error}");
+        // The first frame of a stream as much as any later one.
+        let one = ruzstd::encoding::compress_to_vec(
+            &b"x".repeat(10)[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert!(
+            decode(Compression::Zstd, &[&one[..], &bomb[..]].concat()).is_err()
         );
     }
 }

@@ -56,17 +56,18 @@ pub fn referenced(store: &Store) -> Result<HashSet<Digest>, store::Error> {
 }
 
 // ANCHOR: collect
-/// Collect what neither the store's names nor `in_use` (the manifests
-/// containers were made from) lead to.
+/// Collect what neither the store's images nor `in_use` (the manifests
+/// containers were made from, asked once the store's lock is held) lead
+/// to. The caller keeps containers from being created meanwhile.
 pub fn collect(
     store: &Store,
     snapshots: &Snapshots,
-    in_use: &[Digest],
+    in_use: impl FnOnce() -> Vec<Digest>,
 ) -> Result<Collected, snapshot::Error> {
     let _lock = store.lock()?;
     let mut manifests: HashSet<Digest> =
         store.manifests()?.into_iter().collect();
-    manifests.extend(in_use.iter().cloned());
+    manifests.extend(in_use());
     let mut blobs = HashSet::new();
     let mut chains = HashSet::new();
     for manifest in &manifests {
