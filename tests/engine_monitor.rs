@@ -455,6 +455,17 @@ fn cp_copies_both_ways_and_never_outside_the_container() {
         .unwrap();
     assert!(put.wait().unwrap().success());
     assert_eq!(exec("cat /data/file"), "one file");
+    // A tree too deep to walk: an error the client sees (the response
+    // fails; it does not end like a whole tar), and the daemon goes on.
+    exec(
+        "mkdir -p /deep && cd /deep && i=0; while [ $i -lt 300 ]; do mkdir d && cd d; i=$((i+1)); done",
+    );
+    let deep = work.join("deep-out");
+    let (code, _, err) =
+        berth.cli(&["cp", "box:/deep", &deep.display().to_string()]);
+    assert_ne!(code, 0, "a cut tree reported as copied: {err}");
+    let _ = fs::remove_dir_all(&deep);
+    assert_eq!(exec("echo alive"), "alive\n");
     // Errors: one line each, and nothing copied.
     let (code, _, err) =
         berth.run(&["cp", "box:/no/such", &work.display().to_string()]);

@@ -159,6 +159,22 @@ fn init_is_pid_1_forwards_signals_and_reaps() {
         out,
         "2\n/sbin/docker-init -- sh -c echo $$; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 4 \n"
     );
+    // The init's mount point is not a change of the container's (the
+    // init layer holds it, and the /etc files'): diff shows only what
+    // the container did.
+    let (code, _, err) = berth.run(&[
+        "run",
+        "--name",
+        "changed",
+        "--init",
+        "berth-test",
+        "touch",
+        "/mine",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, diff, _) = berth.run(&["diff", "changed"]);
+    assert_eq!(diff, "A /mine\n");
+    berth.run(&["rm", "changed"]);
     // An orphan is reaped: no zombie is left once it has ended.
     let (code, out, err) = berth.cli(&[
         "run",
