@@ -20,6 +20,19 @@ pub struct Digest {
 #[error("{0:?} is not a sha256 digest (sha256: and 64 lowercase hex digits)")]
 pub struct BadDigest(pub String);
 
+/// The digests named by the files of `dir` (`<hex>` each, under a
+/// `sha256/` directory); other names are left out.
+pub fn digests_in(dir: &std::path::Path) -> io::Result<Vec<Digest>> {
+    Ok(std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            format!("sha256:{}", e.file_name().to_string_lossy())
+                .parse()
+                .ok()
+        })
+        .collect())
+}
+
 impl Digest {
     /// The 64 hex digits: a file name in `blobs/sha256/`.
     pub fn hex(&self) -> &str {

@@ -137,15 +137,8 @@ impl Snapshots {
     /// The chain IDs of the snapshots there are.
     pub fn list(&self) -> Result<Vec<Digest>, Error> {
         let dir = self.dir.join("sha256");
-        let entries = fs::read_dir(&dir).map_err(path_io::at("list", &dir))?;
-        Ok(entries
-            .flatten()
-            .filter_map(|e| {
-                format!("sha256:{}", e.file_name().to_string_lossy())
-                    .parse()
-                    .ok()
-            })
-            .collect())
+        Ok(super::digest::digests_in(&dir)
+            .map_err(path_io::at("list", &dir))?)
     }
 
     /// Remove snapshot `chain` (no container may use it).

@@ -131,15 +131,8 @@ impl Store {
     /// The digests of every blob there is.
     pub fn blobs(&self) -> Result<Vec<Digest>, Error> {
         let dir = self.dir.join("blobs/sha256");
-        let entries = fs::read_dir(&dir).map_err(path_io::at("list", &dir))?;
-        Ok(entries
-            .flatten()
-            .filter_map(|e| {
-                format!("sha256:{}", e.file_name().to_string_lossy())
-                    .parse()
-                    .ok()
-            })
-            .collect())
+        Ok(super::digest::digests_in(&dir)
+            .map_err(path_io::at("list", &dir))?)
     }
 
     /// Remove blob `digest` (garbage collection: nothing may lead to it).
