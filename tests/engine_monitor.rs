@@ -492,7 +492,11 @@ fn cp_copies_both_ways_and_never_outside_the_container() {
         "true",
     ]);
     assert_eq!(code, 0);
-    let (code, _, err) = berth.run(&["cp", &src("file"), "sealed:/tmp"]);
+    // A file big enough that the daemon answers before the client has
+    // sent it: the client must still read the answer (the daemon reads
+    // the rest first), not meet a broken pipe.
+    fs::write(work.join("src/big"), vec![7u8; 16 << 20]).unwrap();
+    let (code, _, err) = berth.run(&["cp", &src("big"), "sealed:/tmp"]);
     assert_eq!(code, 1);
     assert!(
         err.contains("container rootfs is marked read-only"),

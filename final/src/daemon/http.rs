@@ -1115,27 +1115,16 @@ async fn archive(
     q: &HashMap<String, String>,
 ) -> Result<Response<Body>, Error> {
     use base64::Engine as _;
+    if request.method() == Method::PUT {
+        return put_archive(engine, body_reader(request), id, q).await;
+    }
     let path = q
         .get("path")
         .filter(|p| !p.is_empty())
         .cloned()
         .ok_or_else(|| Error::BadRequest("no path given".into()))?;
     let (record, rootfs) = engine.archive_root(id).await?;
-    if request.method() == Method::PUT
-        && record.host_config.readonly_rootfs == Some(true)
-    {
-        return Err(Error::Forbidden(
-            "container rootfs is marked read-only".into(),
-        ));
-    }
     let name = record.name.clone();
-    if request.method() == Method::PUT {
-        let reader = body_reader(request);
-        blocking(move || super::archive::put(&rootfs, &path, &name, reader))
-            .await??;
-        engine.container_event("extract-to-dir", &record, &[]);
-        return Ok(empty(StatusCode::OK));
-    }
     let stat = {
         let (rootfs, path, name) = (rootfs.clone(), path.clone(), name.clone());
         blocking(move || super::archive::stat(&rootfs, &path, &name)).await??
@@ -1167,16 +1156,69 @@ async fn archive(
     Ok(response)
 }
 
+/// `PUT /containers/ID/archive?path=DIR`: the body, a tar, unpacked into
+/// `DIR`. Whatever the outcome, what the client still sends is read (up
+/// to [`DRAIN`]) before the answer: an answer given while it writes
+/// reaches it as a broken pipe, not as the error it should read.
+async fn put_archive(
+    engine: Arc<Engine>,
+    mut reader: ChannelReader,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, Error> {
+    let checked = async {
+        let path = q
+            .get("path")
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .ok_or_else(|| Error::BadRequest("no path given".into()))?;
+        let (record, rootfs) = engine.archive_root(id).await?;
+        if record.host_config.readonly_rootfs == Some(true) {
+            return Err(Error::Forbidden(
+                "container rootfs is marked read-only".into(),
+            ));
+        }
+        Ok((path, record, rootfs))
+    }
+    .await;
+    let outcome = blocking(move || {
+        let put = checked.and_then(|(path, record, rootfs)| {
+            super::archive::put(&rootfs, &path, &record.name, &mut reader)
+                .map(|()| record)
+        });
+        drain(&mut reader);
+        put
+    })
+    .await?;
+    let record = outcome?;
+    engine.container_event("extract-to-dir", &record, &[]);
+    Ok(empty(StatusCode::OK))
+}
+
+/// How much of a refused upload is read before the answer.
+const DRAIN: u64 = 64 << 20;
+
+/// Read what is left of an upload (at most [`DRAIN`]) and drop it, so
+/// that the client, still writing, gets the answer that follows and not
+/// a broken pipe.
+pub fn drain(reader: &mut impl std::io::Read) {
+    let mut rest = std::io::Read::take(reader, DRAIN);
+    let _ = std::io::copy(&mut rest, &mut std::io::sink());
+}
+
 /// `POST /images/load`: the tar body to the archive loader, on a
 /// blocking thread fed chunk by chunk.
 async fn load(
     engine: Arc<Engine>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let reader = body_reader(request);
+    let mut reader = body_reader(request);
     let store_engine = engine.clone();
     let loader = tokio::task::spawn_blocking(move || {
-        crate::image::archive::load(&store_engine.store, reader)
+        let loaded =
+            crate::image::archive::load(&store_engine.store, &mut reader);
+        drain(&mut reader);
+        loaded
     });
     let loaded = loader
         .await

@@ -260,24 +260,31 @@ pub async fn save(
 /// as `<none>`, without `repo`).
 pub async fn import(
     engine: &Arc<Engine>,
-    reader: impl std::io::Read + Send + 'static,
+    mut reader: impl std::io::Read + Send + 'static,
     repo: &str,
     tag: &str,
 ) -> Result<String, Error> {
     let reference = (!repo.is_empty())
         .then(|| reference_of(repo, tag))
-        .transpose()?;
-    let name = reference.as_ref().map(Reference::familiar);
+        .transpose();
+    let name = reference
+        .as_ref()
+        .ok()
+        .and_then(|r| r.as_ref().map(Reference::familiar));
     let store_engine = engine.clone();
     let id = blocking(move || {
-        crate::image::export::import(
-            &store_engine.store,
-            reader,
-            reference.as_ref(),
-        )
+        let imported = reference.and_then(|reference| {
+            crate::image::export::import(
+                &store_engine.store,
+                &mut reader,
+                reference.as_ref(),
+            )
+            .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))
+        });
+        super::http::drain(&mut reader);
+        imported
     })
-    .await?
-    .map_err(|e| Error::BadRequest(crate::child::error_chain(&e)))?
+    .await??
     .to_string();
     event(engine, "import", &id, name.as_deref().unwrap_or(&id));
     Ok(id)
