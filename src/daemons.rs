@@ -673,6 +673,14 @@ impl Berth {
         }
     }
 
+    /// The `config.json` the daemon wrote for container `id` (its bundle
+    /// is written when the container is first prepared: attached or
+    /// started).
+    pub fn bundle_config(&self, id: &str) -> serde_json::Value {
+        let path = self.data.join("containers").join(id).join("config.json");
+        serde_json::from_slice(&fs::read(&path).unwrap()).unwrap()
+    }
+
     /// The daemon's pid.
     pub fn daemon_pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

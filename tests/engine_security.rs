@@ -57,17 +57,7 @@ fn the_default_seccomp_profile_closes_what_namespaces_leave_open() {
     let berth_id = id.trim().to_owned();
     let (code, _, err) = berth.run(&["start", &berth_id]);
     assert_eq!(code, 0, "{err}");
-    let spec: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            berth
-                .data_root()
-                .join("containers")
-                .join(&berth_id)
-                .join("config.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let spec = berth.bundle_config(&berth_id);
     let allowed: Vec<&str> = spec["linux"]["seccomp"]["syscalls"]
         .as_array()
         .unwrap()
@@ -255,17 +245,7 @@ fn runc_and_berth_runtime_enforce_the_default_profile_alike() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = berth.run(&["start", id.trim()]);
     assert_eq!(code, 0, "{err}");
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            berth
-                .data_root()
-                .join("containers")
-                .join(id.trim())
-                .join("config.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let config = berth.bundle_config(id.trim());
     berth.run(&["rm", "-f", id.trim()]);
     // Every probed call, under runc (libseccomp) and under berth-runtime
     // (step 8's compiler): the same answers, or the helper fails.

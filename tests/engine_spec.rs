@@ -282,17 +282,7 @@ fn the_spec_is_dockers_for_the_same_flags() {
         );
         let (code, id, err) = berth.run(&args);
         assert_eq!(code, 0, "berth: {err}");
-        let ours: Value = serde_json::from_slice(
-            &std::fs::read(
-                berth
-                    .data_root()
-                    .join("containers")
-                    .join(id.trim())
-                    .join("config.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let ours = berth.bundle_config(id.trim());
         let dockerd_spec = dockerd.bundle_config(&name);
         let seccomp = seccomp_differences(
             &dockerd_spec["linux"]["seccomp"],

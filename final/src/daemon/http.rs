@@ -1118,11 +1118,7 @@ async fn archive(
     if request.method() == Method::PUT {
         return put_archive(engine, body_reader(request), id, q).await;
     }
-    let path = q
-        .get("path")
-        .filter(|p| !p.is_empty())
-        .cloned()
-        .ok_or_else(|| Error::BadRequest("no path given".into()))?;
+    let path = archive_path(q)?;
     let (record, rootfs) = engine.archive_root(id).await?;
     let name = record.name.clone();
     let stat = {
@@ -1167,11 +1163,7 @@ async fn put_archive(
     q: &HashMap<String, String>,
 ) -> Result<Response<Body>, Error> {
     let checked = async {
-        let path = q
-            .get("path")
-            .filter(|p| !p.is_empty())
-            .cloned()
-            .ok_or_else(|| Error::BadRequest("no path given".into()))?;
+        let path = archive_path(q)?;
         let (record, rootfs) = engine.archive_root(id).await?;
         if record.host_config.readonly_rootfs == Some(true) {
             return Err(Error::Forbidden(
@@ -1193,6 +1185,14 @@ async fn put_archive(
     let record = outcome?;
     engine.container_event("extract-to-dir", &record, &[]);
     Ok(empty(StatusCode::OK))
+}
+
+/// The `path=` of an archive request.
+fn archive_path(q: &HashMap<String, String>) -> Result<String, Error> {
+    q.get("path")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .ok_or_else(|| Error::BadRequest("no path given".into()))
 }
 
 /// How much of a refused upload is read before the answer.
