@@ -271,14 +271,7 @@ fn stop(child: &mut Child, patience: Duration) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let start = Instant::now();
-    while child.try_wait().ok().flatten().is_none()
-        && start.elapsed() < patience
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    crate::wait_at_most(child, patience);
 }
 
 /// Remove what a containerd left in `dir`: unmount its snapshots first.

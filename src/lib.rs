@@ -132,6 +132,27 @@ pub fn static_init() -> PathBuf {
         .clone()
 }
 
+/// Wait for `child` at most `patience`: its exit status, or `None` if it
+/// still runs (then it is killed and collected, so that no test leaves
+/// it behind).
+pub fn wait_at_most(
+    child: &mut std::process::Child,
+    patience: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() >= patience {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A copy of the built binary `bin` in `/tmp/berth-test-bins`, where any
 /// user can execute it (the checkout may sit below a directory only root
 /// may enter), for the tests that run a step as an ordinary user.

@@ -85,17 +85,11 @@ fn berth_drives_the_engine_and_prints_what_docker_prints() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = open_stdin.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > std::time::Duration::from_secs(20) {
-            let _ = open_stdin.kill();
-            panic!("berth run -i did not end with its container");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let status = berth_tests::wait_at_most(
+        &mut open_stdin,
+        std::time::Duration::from_secs(20),
+    )
+    .expect("berth run -i did not end with its container");
     assert_eq!(status.code(), Some(9));
     drop(open_stdin.stdin.take());
     // -t: a pty in the container, this terminal (script(1)'s) raw.

@@ -579,17 +579,11 @@ fn hostile_containers_fast_exits_and_a_second_daemon() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > std::time::Duration::from_secs(10) {
-            let _ = second.kill();
-            panic!("a second daemon ran on the same data root");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let status = berth_tests::wait_at_most(
+        &mut second,
+        std::time::Duration::from_secs(10),
+    )
+    .expect("a second daemon ran on the same data root");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err)
         .unwrap();

@@ -679,6 +679,27 @@ fn limit(text: &str) -> Option<u64> {
     text.trim().parse().ok().filter(|n| *n < 1 << 62)
 }
 
+/// Bytes read and written, summed over `counters` (a kind and a number,
+/// as v1's `blkio` and v2's `io.stat` name them: `read` and `write` are
+/// the two kinds counted; others, and numbers that do not parse, are
+/// left out).
+fn sum_io<'a>(
+    counters: impl Iterator<Item = (&'a str, &'a str)>,
+    read: &str,
+    write: &str,
+) -> (u64, u64) {
+    let mut total = (0u64, 0u64);
+    for (kind, value) in counters {
+        let value: u64 = value.parse().unwrap_or(0);
+        if kind == read {
+            total.0 = total.0.saturating_add(value);
+        } else if kind == write {
+            total.1 = total.1.saturating_add(value);
+        }
+    }
+    total
+}
+
 fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (k, v) = line.split_once(' ')?;

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use super::{
-    Error, Resources, Stats, Write, keyed, limit, read, weight_to_shares,
+    Error, Resources, Stats, Write, keyed, limit, read, sum_io,
+    weight_to_shares,
 };
 
 // ANCHOR: writes
@@ -89,22 +90,12 @@ pub(super) fn stats(read: impl Fn(&str, &str) -> Option<String>) -> Stats {
 /// Bytes read and written, summed over devices, from v1's
 /// `blkio.throttle.io_service_bytes_recursive` (`8:0 Read 4096` lines).
 fn io_bytes(text: &str) -> (u64, u64) {
-    let mut total = (0u64, 0u64);
-    for line in text.lines() {
+    let counters = text.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
-        let (Some(_), Some(op), Some(bytes)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let bytes: u64 = bytes.parse().unwrap_or(0);
-        match op {
-            "Read" => total.0 = total.0.saturating_add(bytes),
-            "Write" => total.1 = total.1.saturating_add(bytes),
-            _ => {}
-        }
-    }
-    total
+        let _device = fields.next()?;
+        Some((fields.next()?, fields.next()?))
+    });
+    sum_io(counters, "Read", "Write")
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Error, Resources, Stats, Write, keyed, limit, read, shares_to_weight, write,
+    Error, Resources, Stats, Write, keyed, limit, read, shares_to_weight,
+    sum_io, write,
 };
 
 /// The controllers berth enables for its cgroups, where available.
@@ -116,19 +117,8 @@ pub(super) fn stats(dir: &Path) -> Stats {
 /// Bytes read and written, summed over devices, from `io.stat`
 /// (`8:0 rbytes=4096 wbytes=0 rios=1 …` lines).
 fn io_bytes(text: &str) -> (u64, u64) {
-    let mut total = (0u64, 0u64);
-    for field in text.split_whitespace() {
-        let Some((key, value)) = field.split_once('=') else {
-            continue;
-        };
-        let value: u64 = value.parse().unwrap_or(0);
-        match key {
-            "rbytes" => total.0 = total.0.saturating_add(value),
-            "wbytes" => total.1 = total.1.saturating_add(value),
-            _ => {}
-        }
-    }
-    total
+    let counters = text.split_whitespace().filter_map(|f| f.split_once('='));
+    sum_io(counters, "rbytes", "wbytes")
 }
 
 #[cfg(test)]
