@@ -194,13 +194,14 @@ async fn from_container(
         }
     }
     drop(tx);
-    let unpacked = unpacker
-        .await
-        .map_err(|e| Failure::engine(format!("unpack: {e}")))?;
+    // No early return from here: the scratch directory goes below
+    // whatever happened.
+    let unpacked = unpacker.await;
     let finished = match (failure, unpacked) {
         (Some(failure), _) => Err(failure),
-        (None, Err(e)) => Err(io_failure("unpack into", &into)(e)),
-        (None, Ok(())) => Ok(total),
+        (None, Err(e)) => Err(Failure::engine(format!("unpack: {e}"))),
+        (None, Ok(Err(e))) => Err(io_failure("unpack into", &into)(e)),
+        (None, Ok(Ok(()))) => Ok(total),
     };
     if let Some(to) = rename {
         let made = if name == "." {

@@ -692,6 +692,12 @@ impl Engine {
     /// Mount the root of `record`'s container (its image's snapshots
     /// under its upper dir) unless it is; its path.
     pub fn mount_rootfs(&self, record: &Record) -> Result<PathBuf, Error> {
+        let rootfs = self.dir(&record.id).join("rootfs");
+        // Mounted already (a running container, a second cp): nothing to
+        // read or make.
+        if is_mountpoint(&rootfs) {
+            return Ok(rootfs);
+        }
         let manifest =
             record.manifest.parse().map_err(|e| Error::internal(&e))?;
         let lower = self
@@ -1279,10 +1285,16 @@ impl Engine {
         let engine = self.clone();
         let manifest = record.manifest.clone();
         let _ = blocking(move || {
+            // Another container of the image keeps it anyway (no store
+            // read); else whether the store still holds it.
+            if !engine.users_of(&record.image_id).is_empty() {
+                return;
+            }
+            let manifest: Option<Digest> = manifest.parse().ok();
             let kept = engine.store.manifests().is_ok_and(|manifests| {
-                manifests.iter().any(|m| m.to_string() == manifest)
+                manifest.is_some_and(|m| manifests.contains(&m))
             });
-            if !kept && engine.users_of(&record.image_id).is_empty() {
+            if !kept {
                 let _ = engine.collect_garbage();
             }
         })
@@ -1514,7 +1526,15 @@ fn check_init(path: &Path) -> Result<(), Error> {
             path.display()
         ))
     };
-    let bytes = fs::read(path)
+    // The ELF header and the program headers sit in its first pages.
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, 64 << 10),
+                &mut bytes,
+            )
+        })
         .map_err(|e| unusable(&format!("cannot be read: {e}")))?;
     if !bytes.starts_with(b"\x7fELF") || bytes.get(4) != Some(&2) {
         return Err(unusable("is not a 64-bit ELF executable"));

@@ -502,7 +502,10 @@ async fn container_route(
         }
         (&Method::POST, ["rename"]) => {
             let name = q.get("name").cloned().unwrap_or_default();
-            engine.rename(id, &name)?;
+            // It writes the record durably (an fsync): off the async
+            // threads.
+            let (renaming, id) = (engine.clone(), id.to_owned());
+            blocking(move || renaming.rename(&id, &name)).await??;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (&Method::DELETE, []) => {

@@ -522,6 +522,20 @@ mod tests {
     }
 
     #[test]
+    fn console_sizes_are_taken_only_whole_and_clamped() {
+        assert_eq!(console_size(Some(&[24, 80])), Some((24, 80)));
+        assert_eq!(console_size(Some(&[70_000, 80])), Some((65535, 80)));
+        assert_eq!(
+            console_size(Some(&[usize::MAX, usize::MAX])),
+            Some((65535, 65535))
+        );
+        assert_eq!(console_size(Some(&[0, 80])), None);
+        assert_eq!(console_size(Some(&[24])), None);
+        assert_eq!(console_size(Some(&[24, 80, 1])), None);
+        assert_eq!(console_size(None), None);
+    }
+
+    #[test]
     fn the_defaults_are_dockers() {
         let config = ContainerConfig {
             cmd: Some(vec!["sh".into()]),

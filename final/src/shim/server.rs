@@ -13,8 +13,9 @@
 //! container down to the slowest attacher); output still coming
 //! [`DRAIN`] after the container's first process exited (a daemonised
 //! grandchild in a shared pid namespace holding the pipe) is no longer
-//! waited for; at most [`MAX_EXECS`] exec sessions are kept, the oldest
-//! finished one forgotten first.
+//! waited for; past [`MAX_EXECS`] exec sessions, the oldest finished one
+//! nobody is attached to is forgotten at each new one (running or
+//! attached sessions are all kept).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -34,7 +35,7 @@ use super::protocol::{
     Exit, Failure, MAX_REQUEST, Reply, Request, Status, Stream, frame_header,
 };
 use super::runtime::{Runtime, log_size};
-use super::stdio::{Plan, Stdio, resize};
+use super::stdio::{Plan, Stdio, resize, set_mode};
 use super::{
     EXIT_FILE, Error, Options, PID_FILE, RUNTIME_LOG, SHIM_LOG, SOCKET, sys,
 };
@@ -1052,13 +1053,6 @@ fn flush(c: &mut Client) {
     }
 }
 
-fn set_mode(path: &std::path::Path, mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(path_io::at("chmod", path))
-        .map_err(Error::from)
-}
-
 /// `RUNTIME ARGS… --pid-file P [--console-socket S] ID` with the new
 /// process's stdio (pipes, or the pty that arrives on the console
 /// socket), to its end; the process's pid and the shim's ends of its
@@ -1119,6 +1113,17 @@ fn run_with_stdio(
             .ok_or_else(|| Error::PidFile(pid_file.clone()))?;
         Ok((pid, stdio))
     });
+    if finished.is_err() && op == "exec" {
+        // The session's process runs, with nobody to hold its stdio:
+        // it goes, if its pid can be read.
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
     if finished.is_err() && op == "create" {
         let _ = runtime.run("delete", &["delete", "--force", id]);
     }

@@ -68,7 +68,7 @@ fn nonblocking(fd: &OwnedFd) -> Result<(), Error> {
     .map_err(sys("make an fd non-blocking"))
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .map_err(path_io::at("chmod", path))
