@@ -756,8 +756,15 @@ impl Berth {
             .arg("-H")
             .arg(format!("unix://{}", self.socket().display()))
             .args(args)
+            .env("DOCKER_CONFIG", &self.docker_config)
             .stdin(Stdio::null());
         command
+    }
+
+    /// The client configuration directory the docker CLI and `berth`
+    /// share here (`DOCKER_CONFIG`: `config.json`'s logins).
+    pub fn docker_config(&self) -> &Path {
+        &self.docker_config
     }
 
     /// Run `berth args` against this daemon: (exit code, stdout, stderr).

@@ -12,6 +12,8 @@
 //!   `BERTH_REQUIRE_PRIVILEGED=1` (CI);
 //! - [`Transcript`] and [`run`]: run a command the way a reader would
 //!   type it, and render what they would see;
+//! - [`registry`]: registries on loopback for the registry tests (a
+//!   real one, a token server, a fake one that lies);
 //! - [`host`]: the host-side facts a test asserts are unchanged (hostname,
 //!   mounts) and the namespace inodes `probe ns` compares with.
 
@@ -25,6 +27,7 @@ use std::sync::OnceLock;
 pub mod daemons;
 pub mod fixture;
 pub mod host;
+pub mod registry;
 
 /// The workspace root: the directory the tests run in, and the one the
 /// relative paths in transcripts (`target/debug/step01-uts`) start from.

@@ -43,6 +43,7 @@ pub mod cli;
 pub mod daemon;
 pub mod image;
 pub mod path_io;
+pub mod registry;
 pub mod runtime;
 pub mod shim;
 pub mod time;

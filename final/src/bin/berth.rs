@@ -42,9 +42,14 @@ enum Command {
         /// (scripts/build-init; default: berth-init beside this program).
         #[arg(long)]
         init_path: Option<PathBuf>,
-        /// A line on stderr for each API request and each shim launched.
+        /// A line on stderr for each API request, each shim launched and
+        /// each registry request.
         #[arg(short = 'D', long)]
         debug: bool,
+        /// A registry (HOST[:PORT]) to speak plain HTTP to; loopback ones
+        /// always are.
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registries: Vec<String>,
     },
     #[command(flatten)]
     Client(Box<berth::cli::Command>),
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
             default_runtime,
             init_path,
             debug,
+            insecure_registries,
         } => {
             let socket = match host.as_deref() {
                 None => exec_root.join("berth.sock"),
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
                 shim: sibling("berth-shim"),
                 init: init_path.unwrap_or_else(|| sibling("berth-init")),
                 debug,
+                insecure_registries,
             };
             match berth::daemon::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -147,8 +154,9 @@ fn client(host: Option<&str>, command: berth::cli::Command) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let docker = berth::cli::connect(host)?;
-        berth::cli::run(&docker, command).await
+        let socket = berth::cli::socket(host)?;
+        let docker = berth::cli::connect(&socket)?;
+        berth::cli::run(&docker, &socket, command).await
     });
     // Not a drop: that would wait for tokio's thread still blocked in a
     // read of this terminal (`-i`), which ends only with input that may

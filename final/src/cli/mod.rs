@@ -14,6 +14,7 @@
 pub mod copy;
 pub mod format;
 pub mod monitor;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -507,6 +508,42 @@ pub enum Command {
         /// The containers (default: the running ones).
         containers: Vec<String>,
     },
+    /// Pull an image from a registry.
+    Pull {
+        /// The platform (os/arch[/variant]; default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Print only the image's name.
+        #[arg(short, long)]
+        quiet: bool,
+        /// NAME[:TAG|@DIGEST].
+        name: String,
+    },
+    /// Push an image to a registry.
+    Push {
+        /// NAME[:TAG].
+        name: String,
+    },
+    /// Log in to a registry (default: Docker Hub); the credentials go to
+    /// Docker's config.json.
+    Login {
+        /// The user.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// The password.
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The registry (HOST[:PORT]).
+        server: Option<String>,
+    },
+    /// Forget the credentials of a registry.
+    Logout {
+        /// The registry (HOST[:PORT]).
+        server: Option<String>,
+    },
     /// Remove images.
     Rmi {
         /// Even if containers use them.
@@ -520,16 +557,22 @@ pub enum Command {
 
 /// The daemon's socket: `-H unix://PATH`, else `$DOCKER_HOST`'s, else
 /// the default one.
-pub fn connect(host: Option<&str>) -> Result<Docker, Failure> {
+pub fn socket(host: Option<&str>) -> Result<String, Failure> {
     let from_env = std::env::var("DOCKER_HOST").ok();
     let host = host
         .map(str::to_owned)
         .or(from_env)
         .unwrap_or_else(|| "unix:///run/berth/berth.sock".into());
-    let path = host.strip_prefix("unix://").ok_or_else(|| {
-        Failure::engine(format!("{host}: only unix:// hosts are supported"))
-    })?;
-    Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+    host.strip_prefix("unix://")
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Failure::engine(format!("{host}: only unix:// hosts are supported"))
+        })
+}
+
+/// A client of the daemon at `socket`.
+pub fn connect(socket: &str) -> Result<Docker, Failure> {
+    Docker::connect_with_unix(socket, 120, bollard::API_DEFAULT_VERSION)
         .map_err(Failure::from)
 }
 
@@ -559,8 +602,34 @@ fn emit(output: LogOutput) {
 }
 
 /// Run `command`; the exit code.
-pub async fn run(docker: &Docker, command: Command) -> Result<u8, Failure> {
+pub async fn run(
+    docker: &Docker,
+    socket: &str,
+    command: Command,
+) -> Result<u8, Failure> {
     match command {
+        Command::Pull {
+            platform,
+            quiet,
+            name,
+        } => registry::pull(socket, &name, platform, quiet).await,
+        Command::Push { name } => registry::push(socket, &name).await,
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+            server,
+        } => {
+            registry::login(
+                socket,
+                server.as_deref(),
+                username,
+                password,
+                password_stdin,
+            )
+            .await
+        }
+        Command::Logout { server } => registry::logout(server.as_deref()),
         Command::Version => {
             let server = docker.version().await?;
             print(&format!(

@@ -177,6 +177,9 @@ pub enum Error {
     /// Not allowed, such as writing a read-only root (403).
     #[error("{0}")]
     Forbidden(String),
+    /// Credentials a registry refused (401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// Nothing to do (304).
     #[error("{0}")]
     NotModified(String),
@@ -256,6 +259,12 @@ pub struct Engine {
     /// Held by a commit: one at a time (each pauses and resumes its
     /// container; two at once would resume it under the other).
     pub commits: tokio::sync::Mutex<()>,
+    /// Read-held by each pull from its first blob to its name: a garbage
+    /// collection meanwhile would take its blobs for leftovers, so it
+    /// waits for the next one instead ([`Engine::collect_garbage`]).
+    pub transfers: tokio::sync::RwLock<()>,
+    /// The registries' client (its connections pooled).
+    pub registry: std::sync::Arc<crate::registry::client::Client>,
     containers: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -373,6 +382,17 @@ impl Engine {
         let store = Store::open(&config.data_root.join("image"))?;
         let snapshots = Snapshots::open(&config.data_root.join("snapshots"))
             .map_err(|e| Error::internal(&e))?;
+        let trace: Option<crate::registry::client::Trace> =
+            config.debug.then(|| {
+                std::sync::Arc::new(|line: &str| {
+                    eprintln!("debug: registry: {line}")
+                }) as crate::registry::client::Trace
+            });
+        let registry =
+            std::sync::Arc::new(crate::registry::client::Client::new(
+                config.insecure_registries.clone(),
+                trace,
+            ));
         Ok(Engine {
             config,
             store,
@@ -382,15 +402,21 @@ impl Engine {
             removed: Mutex::new(std::collections::VecDeque::new()),
             collecting: std::sync::RwLock::new(()),
             commits: tokio::sync::Mutex::new(()),
+            transfers: tokio::sync::RwLock::new(()),
+            registry,
             containers: Mutex::new(BTreeMap::new()),
         })
     }
 
     /// Remove the blobs and snapshots that neither an image name nor a
-    /// container leads to any more ([`crate::image::gc`]).
+    /// container leads to any more ([`crate::image::gc`]). Skipped while
+    /// a pull runs (the next collection after it does the work).
     pub fn collect_garbage(
         &self,
     ) -> Result<crate::image::gc::Collected, Error> {
+        let Ok(_no_pull) = self.transfers.try_write() else {
+            return Ok(crate::image::gc::Collected::default());
+        };
         let _alone = self.collecting.write().unwrap_or_else(|e| e.into_inner());
         let in_use = || -> Vec<Digest> {
             self.records()

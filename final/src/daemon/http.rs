@@ -68,13 +68,13 @@ pub async fn serve(
 }
 // ANCHOR_END: serve
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
-fn respond(
+pub fn respond(
     status: StatusCode,
     body: Body,
     content_type: &str,
@@ -113,10 +113,23 @@ fn error_response(error: &Error) -> Response<Body> {
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::BadRequest(_) => StatusCode::BAD_REQUEST,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Error::NotModified(_) => return empty(StatusCode::NOT_MODIFIED),
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     json_response(status, &json!({ "message": error.to_string() }))
+}
+
+/// The credentials of the request's `X-Registry-Auth` (none if absent).
+fn registry_auth(
+    request: &Request<Incoming>,
+) -> crate::registry::auth::Credentials {
+    request
+        .headers()
+        .get("x-registry-auth")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::registry::auth::from_header)
+        .unwrap_or_default()
 }
 
 /// The query string, decoded.
@@ -288,10 +301,32 @@ async fn dispatch(
         (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
             export(&engine, &[decode(&name.join("/"))]).await
         }
+        (&Method::POST, ["images", "create"])
+            if q.contains_key("fromImage") =>
+        {
+            let credentials = registry_auth(&request);
+            super::distribution::pull(&engine, &q, credentials).await
+        }
+        (&Method::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            let credentials = registry_auth(&request);
+            let tag = q.get("tag").cloned().unwrap_or_default();
+            super::distribution::push(
+                &engine,
+                &decode(&name.join("/")),
+                &tag,
+                credentials,
+            )
+            .await
+        }
+        (&Method::POST, ["auth"]) => {
+            let config: crate::registry::auth::AuthConfig =
+                json_body(request).await?;
+            ok(super::distribution::login(&engine, config).await?)
+        }
         (&Method::POST, ["images", "create"]) => {
             if q.get("fromSrc").map(String::as_str) != Some("-") {
                 return Err(Error::BadRequest(
-                    "only import from the request body (fromSrc=-) is supported; pulling from a registry is not".into(),
+                    "give fromImage (a pull) or fromSrc=- (an import from the request body)".into(),
                 ));
             }
             let repo = q.get("repo").cloned().unwrap_or_default();

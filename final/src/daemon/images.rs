@@ -50,6 +50,21 @@ fn tags(image: &Image) -> Vec<String> {
         .collect()
 }
 
+/// `REPO@DIGEST` for each digest name (a pull gives one), as Docker's
+/// `RepoDigests`.
+fn digests(image: &Image) -> Vec<String> {
+    image
+        .names
+        .iter()
+        .filter_map(|n| match &n.version {
+            Version::Digest(digest) => {
+                Some(format!("{}@{digest}", n.familiar_repository()))
+            }
+            Version::Tag(_) => None,
+        })
+        .collect()
+}
+
 fn created(image: &Image) -> String {
     image.config.created().clone().unwrap_or_default()
 }
@@ -73,7 +88,7 @@ pub async fn list(engine: &Arc<Engine>) -> Result<Value, Error> {
             "Id": id,
             "ParentId": "",
             "RepoTags": tags(&image),
-            "RepoDigests": [],
+            "RepoDigests": digests(&image),
             "Created": unix_seconds(&created(&image)),
             "Size": image.size,
             "SharedSize": -1,
@@ -115,7 +130,7 @@ pub async fn inspect(engine: &Arc<Engine>, name: &str) -> Result<Value, Error> {
     Ok(json!({
         "Id": image.id.to_string(),
         "RepoTags": tags(&image),
-        "RepoDigests": [],
+        "RepoDigests": digests(&image),
         "Parent": "",
         "Comment": "",
         "Created": created(&image),
@@ -170,7 +185,18 @@ pub async fn remove(
         .ok()
         .filter(|r| image.names.contains(r));
     let users = engine.users_of(&id);
-    let removes_image = by_name.is_none() || image.names.len() == 1;
+    let tags = image
+        .names
+        .iter()
+        .filter(|n| matches!(n.version, Version::Tag(_)))
+        .count();
+    // The last tag takes the digest names (`REPO@DIGEST`, a pull's) with
+    // it, as in Docker; a digest name alone goes alone.
+    let removes_image = match &by_name {
+        None => true,
+        Some(r) if matches!(r.version, Version::Tag(_)) => tags == 1,
+        Some(_) => image.names.len() == 1,
+    };
     if removes_image && !users.is_empty() && !force {
         let short: String = users[0].chars().take(12).collect();
         return Err(Error::Conflict(format!(
@@ -178,13 +204,20 @@ pub async fn remove(
             &image.id.hex()[..12]
         )));
     }
-    if by_name.is_none() && image.names.len() > 1 && !force {
+    if by_name.is_none() && tags > 1 && !force {
         return Err(Error::Conflict(format!(
             "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
             &image.id.hex()[..12]
         )));
     }
     let targets: Vec<Reference> = match by_name {
+        Some(reference) if removes_image => {
+            let mut all = vec![reference.clone()];
+            all.extend(
+                image.names.iter().filter(|n| **n != reference).cloned(),
+            );
+            all
+        }
         Some(reference) => vec![reference],
         None => image.names.clone(),
     };

@@ -23,6 +23,7 @@
 pub mod archive;
 pub mod changes;
 pub mod containers;
+pub mod distribution;
 pub mod events;
 pub mod exec;
 pub mod http;
@@ -53,9 +54,13 @@ pub struct Config {
     /// The init of `run --init` containers: a static executable,
     /// bind-mounted into them (`berth-init`).
     pub init: PathBuf,
-    /// `--debug`: a line on stderr for each API request and each shim
-    /// launched (what the book's architecture chapter shows).
+    /// `--debug`: a line on stderr for each API request, each shim
+    /// launched and each registry request (what the book's architecture
+    /// and registry chapters show).
     pub debug: bool,
+    /// `--insecure-registry`: registries (`host[:port]`) spoken to in
+    /// plain HTTP, besides loopback ones.
+    pub insecure_registries: Vec<String>,
 }
 
 /// With `--debug`, one line on stderr: `debug: WHAT`.
@@ -94,6 +99,10 @@ pub fn run(config: Config) -> Result<(), containers::Error> {
         let _data_lock = lock_data_root(&config.data_root)?;
         let engine = std::sync::Arc::new(containers::Engine::open(config)?);
         engine.restore()?;
+        // What a daemon killed in the middle of a pull, load or commit
+        // wrote and no image names yet (its temporary files are swept by
+        // the store's open).
+        engine.collect_garbage()?;
         let _ = std::fs::remove_file(&socket);
         if let Some(parent) = socket.parent() {
             std::fs::create_dir_all(parent).map_err(crate::path_io::at("create", parent))?;

@@ -49,6 +49,11 @@ impl Digest {
         Digest { hex: hashing.hex() }
     }
 
+    /// The digest a SHA-256 hasher has computed.
+    pub fn from_sha256(hasher: Sha256) -> Digest {
+        Digest::from_hasher(hasher)
+    }
+
     fn from_hasher(hasher: Sha256) -> Digest {
         Digest {
             hex: hasher

@@ -83,6 +83,58 @@ pub enum Error {
 /// How far a layer's stream may go on past its tar's end (padding).
 const MAX_TRAILING: u64 = 1 << 20;
 
+/// A layer may unpack to this many bytes whatever its size.
+pub const EXPANSION_FLOOR: u64 = 1 << 30;
+
+/// Beyond [`EXPANSION_FLOOR`], how many times its stored size a layer may
+/// grow when decompressed.
+pub const EXPANSION_RATIO: u64 = 100;
+
+/// The most a layer of `size` bytes may decompress to. gzip reaches
+/// about 1000:1 on zeros and zstd more: a layer of a few megabytes could
+/// fill the disk. Docker and containerd set no bound (the disk is the
+/// bound); berth refuses a layer that passes 1 GiB and 100 times its
+/// size, which no layer made by a build does unless it holds a large
+/// file of zeros.
+pub fn max_expansion(size: u64) -> u64 {
+    EXPANSION_FLOOR.max(size.saturating_mul(EXPANSION_RATIO))
+}
+
+/// A reader that fails once more than its bound has come through: a
+/// decompression bomb stops there.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Capped<R> {
+    fn new(inner: R, limit: u64) -> Capped<R> {
+        Capped {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "it decompresses to more than {} bytes \
+                     (a decompression bomb?)",
+                    self.limit
+                ),
+            )
+        })?;
+        Ok(n)
+    }
+}
+
 /// The snapshots in a directory.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
@@ -126,7 +178,7 @@ impl Snapshots {
         for layer in layers(store, manifest)? {
             let dir = self.path(&layer.chain);
             if !dir.is_dir() {
-                self.unpack(store, &layer.blob, &layer.diff_id, &dir)?;
+                self.unpack_stored(store, &layer.blob, &layer.diff_id, &dir)?;
             }
             dirs.push(dir);
         }
@@ -146,31 +198,68 @@ impl Snapshots {
         remove_tree(&self.path(chain));
     }
 
-    /// Unpack blob `layer` into a fresh directory of `tmp/`, check its
-    /// diff ID, rename it to `dir`.
-    fn unpack(
+    /// Unpack blob `layer` from the store: [`Snapshots::unpack`], then
+    /// into place at `dir`.
+    fn unpack_stored(
         &self,
         store: &Store,
         layer: &Digest,
         diff_id: &Digest,
         dir: &Path,
     ) -> Result<(), Error> {
+        let size = store.size(layer)?;
+        let blob = BufReader::with_capacity(1 << 20, store.open_blob(layer)?);
+        self.unpack(blob, size, layer, diff_id)?
+            .commit(dir)
+            .map(drop)
+    }
+
+    /// Unpack the layer `blob` streams (`size` bytes as stored, of digest
+    /// `layer`: the stream checks it by its end) into a fresh directory
+    /// of `tmp/`, checking its diff ID: a snapshot that
+    /// [`Pending::commit`] puts in place, and dropping removes.
+    pub fn unpack(
+        &self,
+        mut blob: impl BufRead,
+        size: u64,
+        layer: &Digest,
+        diff_id: &Digest,
+    ) -> Result<Pending, Error> {
         let tmp = self.dir.join("tmp").join(super::tmp_name());
         fs::create_dir(&tmp).map_err(path_io::at("create", &tmp))?;
         // Ours until renamed or removed; if we die, the next open sweeps it.
-        let _lock = lock_dir(&tmp).map_err(path_io::at("lock", &tmp))?;
-        let result = unpack_layer(store, layer, diff_id, &tmp).and_then(|()| {
-            match fs::rename(&tmp, dir) {
-                Ok(()) => Ok(()),
-                // Another writer finished the same snapshot first.
-                Err(_) if dir.is_dir() => Ok(()),
-                Err(e) => Err(path_io::at("rename into place", dir)(e).into()),
-            }
-        });
-        if tmp.exists() {
-            remove_tree(&tmp);
+        let lock = lock_dir(&tmp).map_err(path_io::at("lock", &tmp))?;
+        let pending = Pending { tmp, _lock: lock };
+        unpack_layer(&mut blob, size, layer, diff_id, &pending.tmp)?;
+        Ok(pending)
+    }
+}
+
+/// A layer unpacked into `tmp/`, its diff ID checked, not yet a
+/// snapshot.
+pub struct Pending {
+    tmp: PathBuf,
+    _lock: Option<fs::File>,
+}
+
+impl Pending {
+    /// Rename it to `dir` (the snapshot of its chain ID): whether it is
+    /// this one that is there now.
+    pub fn commit(self, dir: &Path) -> Result<bool, Error> {
+        match fs::rename(&self.tmp, dir) {
+            Ok(()) => Ok(true),
+            // Another writer finished the same snapshot first.
+            Err(_) if dir.is_dir() => Ok(false),
+            Err(e) => Err(path_io::at("rename into place", dir)(e).into()),
         }
-        result
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.tmp.exists() {
+            remove_tree(&self.tmp);
+        }
     }
 }
 
@@ -179,6 +268,8 @@ impl Snapshots {
 pub struct Layer {
     /// The blob (as stored: compressed or not).
     pub blob: Digest,
+    /// The blob's size, as the manifest gives it.
+    pub size: u64,
     /// The digest of its uncompressed tar.
     pub diff_id: Digest,
     /// Its chain ID: the snapshot's name.
@@ -186,27 +277,43 @@ pub struct Layer {
 }
 
 /// The layers of image `manifest`, bottom first, from its manifest and
-/// config.
+/// config in the store.
 pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
+    let parsed: ImageManifest = store.read_json(manifest)?;
+    let config_digest =
+        our_digest(parsed.config().digest()).ok_or_else(|| {
+            Error::Malformed {
+                manifest: manifest.clone(),
+                why: "the config's digest is not sha256".into(),
+            }
+        })?;
+    let config: ImageConfiguration = store.read_json(&config_digest)?;
+    layers_of(manifest, &parsed, &config)
+}
+
+/// The layers of the image whose manifest (of digest `digest`) and
+/// config are given: each manifest layer with the config's diff ID at
+/// its place, and the chain IDs they make.
+pub fn layers_of(
+    digest: &Digest,
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+) -> Result<Vec<Layer>, Error> {
     let malformed = |why: String| Error::Malformed {
-        manifest: manifest.clone(),
+        manifest: digest.clone(),
         why,
     };
-    let parsed: ImageManifest = store.read_json(manifest)?;
-    let config_digest = our_digest(parsed.config().digest())
-        .ok_or_else(|| malformed("the config's digest is not sha256".into()))?;
-    let config: ImageConfiguration = store.read_json(&config_digest)?;
     let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != parsed.layers().len() {
+    if diff_ids.len() != manifest.layers().len() {
         return Err(malformed(format!(
             "{} layers, but the config lists {} diff_ids",
-            parsed.layers().len(),
+            manifest.layers().len(),
             diff_ids.len()
         )));
     }
     let mut chain: Option<Digest> = None;
     let mut out = Vec::new();
-    for (layer, diff_id) in parsed.layers().iter().zip(diff_ids) {
+    for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
         let blob = our_digest(layer.digest()).ok_or_else(|| {
             malformed("a layer's digest is not sha256".into())
         })?;
@@ -216,6 +323,7 @@ pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
         let id = Digest::chain(chain.as_ref(), &diff_id);
         out.push(Layer {
             blob,
+            size: layer.size(),
             diff_id,
             chain: id.clone(),
         });
@@ -225,9 +333,11 @@ pub fn layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, Error> {
 }
 
 // ANCHOR: unpack_layer
-/// Read blob `layer` once: decompress, hash, unpack into `dir`.
+/// Read blob `layer` (`size` bytes as stored) once: decompress, hash,
+/// unpack into `dir`.
 fn unpack_layer(
-    store: &Store,
+    blob: &mut impl BufRead,
+    size: u64,
     layer: &Digest,
     diff_id: &Digest,
     dir: &Path,
@@ -236,9 +346,10 @@ fn unpack_layer(
         layer: layer.clone(),
         source,
     };
-    let mut blob = BufReader::with_capacity(1 << 20, store.open_blob(layer)?);
     let compression = Compression::detect(blob.fill_buf().map_err(read_error)?);
-    let mut hashing = Hashing::new(compression.decoder(&mut blob));
+    let limit = max_expansion(size);
+    let mut hashing =
+        Hashing::new(Capped::new(compression.decoder(&mut *blob), limit));
     let root = unpack::open_root(dir)
         .map_err(|e| path_io::at("open", dir)(e.into()))?;
     let privileged = nix::unistd::geteuid().is_root();
@@ -261,7 +372,7 @@ fn unpack_layer(
     let actual = Digest::of_read(hashing);
     // The compressed blob to its end too: that is where its digest is
     // checked.
-    io::copy(&mut blob, &mut io::sink()).map_err(read_error)?;
+    io::copy(blob, &mut io::sink()).map_err(read_error)?;
     if actual != *diff_id {
         return Err(Error::DiffId {
             layer: layer.clone(),

@@ -11,6 +11,8 @@
 //!   DIR/tmp/                    blobs being written, each locked by its
 //!                               writer; a dead writer's swept on open
 //!   DIR/lock                    flock(2) while index.json changes
+//!   DIR/sources/<hex>           the repositories a blob was pulled from
+//!                               or pushed to (a push mounts from them)
 //! ```
 //!
 //! A blob is hashed as it is written, into a temporary file that is
@@ -35,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
-use super::digest::{Digest, Hashing, Verified};
+use super::digest::{Digest, Verified};
 use super::reference::Reference;
 use crate::overlay::{remove_stale, try_lock};
 use crate::path_io::{self, PathIo};
@@ -81,6 +83,9 @@ pub enum Error {
 /// The biggest JSON document (manifest, config, index) the store reads
 /// into memory.
 pub const MAX_JSON: u64 = 4 << 20;
+
+/// How many repositories a blob's sources remember.
+pub const MAX_SOURCES: usize = 8;
 
 /// An image store in a directory.
 #[derive(Debug, Clone)]
@@ -135,8 +140,37 @@ impl Store {
             .map_err(path_io::at("list", &dir))?)
     }
 
+    /// The repositories (`domain/path`) blob `digest` is known to be in:
+    /// where a push may mount it from instead of uploading it.
+    pub fn sources(&self, digest: &Digest) -> Vec<String> {
+        fs::read_to_string(self.dir.join("sources").join(digest.hex()))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Record that blob `digest` is in `repository` (after a pull or a
+    /// push): at most [`MAX_SOURCES`] kept, the latest first.
+    pub fn add_source(
+        &self,
+        digest: &Digest,
+        repository: &str,
+    ) -> Result<(), Error> {
+        let dir = self.dir.join("sources");
+        fs::create_dir_all(&dir).map_err(path_io::at("create", &dir))?;
+        let _lock = self.lock()?;
+        let mut sources = self.sources(digest);
+        sources.retain(|s| s != repository);
+        sources.insert(0, repository.to_owned());
+        sources.truncate(MAX_SOURCES);
+        let text: String = sources.iter().map(|s| format!("{s}\n")).collect();
+        write_synced(self, &dir.join(digest.hex()), text.as_bytes())
+    }
+
     /// Remove blob `digest` (garbage collection: nothing may lead to it).
     pub fn remove(&self, digest: &Digest) -> Result<(), Error> {
+        let _ = fs::remove_file(self.dir.join("sources").join(digest.hex()));
         let path = self.blob_path(digest);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -181,53 +215,27 @@ impl Store {
         expected: Option<&Digest>,
         limit: u64,
     ) -> Result<(Digest, u64, bool), Error> {
-        let tmp = self.dir.join("tmp").join(super::tmp_name());
-        let result = self.put_via(&tmp, reader, expected, limit);
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        let mut writer = self.writer()?;
+        let tmp = writer.tmp.clone();
+        io::copy(&mut reader.take(limit.saturating_add(1)), &mut writer)
+            .map_err(path_io::at("write", &tmp))?;
+        writer.commit(expected, limit)
     }
 
-    // ANCHOR: put
-    fn put_via(
-        &self,
-        tmp: &Path,
-        reader: impl Read,
-        expected: Option<&Digest>,
-        limit: u64,
-    ) -> Result<(Digest, u64, bool), Error> {
-        let mut file = create_locked(tmp, 0o644)?;
-        let mut hashing = Hashing::new(reader.take(limit.saturating_add(1)));
-        io::copy(&mut hashing, &mut file).map_err(path_io::at("write", tmp))?;
-        let size = hashing.len();
-        if size > limit {
-            return Err(Error::TooBig {
-                what: expected
-                    .map_or_else(|| "being written".into(), Digest::to_string),
-                limit,
-            });
-        }
-        let digest = Digest::of_read(hashing);
-        if let Some(expected) = expected.filter(|e| **e != digest) {
-            return Err(Error::Mismatch {
-                expected: expected.clone(),
-                actual: digest,
-            });
-        }
-        file.sync_all().map_err(path_io::at("sync", tmp))?;
-        let path = self.blob_path(&digest);
-        let new = !path.is_file();
-        if new {
-            fs::rename(tmp, &path)
-                .map_err(path_io::at("rename into place", &path))?;
-            sync_dir(path.parent().unwrap_or(&self.dir))?;
-        } else {
-            fs::remove_file(tmp).map_err(path_io::at("remove", tmp))?;
-        }
-        Ok((digest, size, new))
+    /// A blob written piece by piece (a download, teed to its unpacker):
+    /// nothing is in the store until [`BlobWriter::commit`] has checked
+    /// it; dropped before that, it leaves nothing.
+    pub fn writer(&self) -> Result<BlobWriter, Error> {
+        let tmp = self.dir.join("tmp").join(super::tmp_name());
+        let file = create_locked(&tmp, 0o644)?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp,
+            file: Some(file),
+            hasher: sha2::Sha256::default(),
+            len: 0,
+        })
     }
-    // ANCHOR_END: put
 
     /// Blob `digest`, read as it streams and checked at its end.
     pub fn open_blob(&self, digest: &Digest) -> Result<Verified<File>, Error> {
@@ -426,6 +434,98 @@ impl Store {
                 message: e.to_string(),
             })?;
         write_synced(self, &path, &bytes)
+    }
+}
+
+/// A blob being written: hashed as it goes into a locked file of
+/// `tmp/`, which [`commit`](BlobWriter::commit) renames into place if
+/// its digest is the one expected, and dropping removes.
+pub struct BlobWriter {
+    store: Store,
+    tmp: PathBuf,
+    file: Option<File>,
+    hasher: sha2::Sha256,
+    len: u64,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self.file.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        let n = file.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlobWriter {
+    /// How many bytes were written.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        Digest::from_sha256(self.hasher.clone())
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    // ANCHOR: put
+    /// Check what was written (at most `limit` bytes, of digest
+    /// `expected` if given), sync it and rename it into place: its
+    /// digest, size, and whether it is new (present already: this copy
+    /// is dropped).
+    pub fn commit(
+        mut self,
+        expected: Option<&Digest>,
+        limit: u64,
+    ) -> Result<(Digest, u64, bool), Error> {
+        let size = self.len;
+        if size > limit {
+            return Err(Error::TooBig {
+                what: expected
+                    .map_or_else(|| "being written".into(), Digest::to_string),
+                limit,
+            });
+        }
+        let hasher = std::mem::take(&mut self.hasher);
+        let digest = Digest::from_sha256(hasher);
+        if let Some(expected) = expected.filter(|e| **e != digest) {
+            return Err(Error::Mismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        let file = self.file.take().ok_or(Error::Missing(digest.clone()))?;
+        file.sync_all().map_err(path_io::at("sync", &self.tmp))?;
+        let path = self.store.blob_path(&digest);
+        let new = !path.is_file();
+        if new {
+            fs::rename(&self.tmp, &path)
+                .map_err(path_io::at("rename into place", &path))?;
+            sync_dir(path.parent().unwrap_or(&self.store.dir))?;
+        } else {
+            fs::remove_file(&self.tmp)
+                .map_err(path_io::at("remove", &self.tmp))?;
+        }
+        Ok((digest, size, new))
+    }
+    // ANCHOR_END: put
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Not committed, or failed: the temporary file goes (once
+        // renamed into place there is nothing to remove).
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 

@@ -1,0 +1,143 @@
+//! Docker's JSON progress messages (the Engine API's `JSONMessage`), one
+//! object per line, which `docker pull` and `docker push` render:
+//!
+//! ```text
+//! {"status":"Pulling from library/busybox","id":"latest"}
+//! {"status":"Pulling fs layer","progressDetail":{},"id":"5d2b0f7e4c1a"}
+//! {"status":"Downloading","progressDetail":{"current":524288,"total":2226400},
+//!  "progress":"[===========>      ]  524.3kB/2.226MB","id":"5d2b0f7e4c1a"}
+//! {"status":"Pull complete","progressDetail":{},"id":"5d2b0f7e4c1a"}
+//! {"status":"Digest: sha256:…"}
+//! {"errorDetail":{"message":"…"},"error":"…"}
+//! ```
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::image::digest::Digest;
+
+/// Where a pull or push reports: the JSON messages, in order.
+#[derive(Clone)]
+pub struct Progress {
+    tx: Option<UnboundedSender<Value>>,
+}
+
+impl Progress {
+    /// Messages into `tx` (a receiver gone is not an error: the work
+    /// goes on, as Docker's does when its client leaves).
+    pub fn new(tx: UnboundedSender<Value>) -> Progress {
+        Progress { tx: Some(tx) }
+    }
+
+    /// Messages into nothing.
+    pub fn none() -> Progress {
+        Progress { tx: None }
+    }
+
+    fn send(&self, value: Value) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(value);
+        }
+    }
+
+    /// `{"status": S}`.
+    pub fn status(&self, status: impl Into<String>) {
+        self.send(json!({ "status": status.into() }));
+    }
+
+    /// `{"status": S, "id": ID}`: the first line of a pull (`ID` its tag).
+    pub fn headline(&self, id: &str, status: &str) {
+        self.send(json!({ "status": status, "id": id }));
+    }
+
+    /// `{"status": S, "id": ID}` with an empty `progressDetail`: a step
+    /// of one layer (or, for the first line, of the tag).
+    pub fn step(&self, id: &str, status: &str) {
+        self.send(json!({ "status": status, "progressDetail": {}, "id": id }));
+    }
+
+    /// How far a layer's transfer is: `status` (`Downloading`,
+    /// `Pushing`), `current` of `total` bytes, and the bar.
+    pub fn bytes(&self, id: &str, status: &str, current: u64, total: u64) {
+        self.send(json!({
+            "status": status,
+            "progressDetail": { "current": current, "total": total },
+            "progress": bar(current, total),
+            "id": id,
+        }));
+    }
+
+    /// The `aux` message that ends a push.
+    pub fn aux(&self, aux: Value) {
+        self.send(json!({ "progressDetail": {}, "aux": aux }));
+    }
+
+    /// The error that ends the stream.
+    pub fn error(&self, message: &str) {
+        self.send(
+            json!({ "errorDetail": { "message": message }, "error": message }),
+        );
+    }
+}
+
+/// A layer's id in the messages: its digest's first 12 hex digits.
+pub fn short(digest: &Digest) -> String {
+    digest.hex()[..12].to_owned()
+}
+
+/// Docker's bar, 50 wide: `[=====>     ]  1.2MB/3.4MB`.
+pub fn bar(current: u64, total: u64) -> String {
+    let width = 50u64;
+    let filled = current
+        .min(total)
+        .saturating_mul(width)
+        .checked_div(total)
+        .unwrap_or(0)
+        .min(width);
+    let mut bar = "=".repeat(filled as usize);
+    if filled < width {
+        bar.push('>');
+        bar.push_str(&" ".repeat((width - filled - 1) as usize));
+    }
+    format!("[{bar}] {:>8}/{}", human(current), human(total))
+}
+
+/// A size as Docker writes it: decimal units, four significant digits
+/// (`2.226MB`, `524.3kB`, `87B`).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    let digits = if value >= 100.0 {
+        1
+    } else if value >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let text = format!("{value:.digits$}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_bars_read_as_dockers() {
+        assert_eq!(human(87), "87B");
+        assert_eq!(human(524_288), "524.3kB");
+        assert_eq!(human(2_226_400), "2.226MB");
+        assert_eq!(human(2_000_000), "2MB");
+        assert_eq!(bar(0, 10), format!("[>{}]       0B/10B", " ".repeat(49)));
+        assert_eq!(bar(10, 10), format!("[{}]      10B/10B", "=".repeat(50)));
+    }
+}
