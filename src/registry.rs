@@ -237,6 +237,13 @@ impl TokenServer {
     }
 }
 
+impl TokenServer {
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
 impl Drop for TokenServer {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);

@@ -740,3 +740,205 @@ fn a_pull_killed_midway_leaves_no_image_and_the_next_one_completes() {
     let (code, out, err) = berth.run(&["run", "--rm", &name, "echo", "whole"]);
     assert_eq!((code, out.as_str()), (0, "whole\n"), "{err}");
 }
+
+/// Each distinct `sha256:…` of `text` (and its 12-digit short form) as
+/// `<digest N>`, N in order of first appearance: the registry chapter's
+/// trace reads the same on any machine (the rootfs layer, and so every
+/// digest above it, depends on the host's busybox).
+fn label_digests(text: &str) -> String {
+    let regex = regex::Regex::new(r"sha256:[0-9a-f]{64}").unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for found in regex.find_iter(text) {
+        if !seen.iter().any(|s| s == found.as_str()) {
+            seen.push(found.as_str().to_owned());
+        }
+    }
+    let mut out = text.to_owned();
+    for (n, digest) in seen.iter().enumerate() {
+        let label = format!("<digest {}>", n + 1);
+        out = out.replace(digest.as_str(), &label);
+        let hex = &digest["sha256:".len()..];
+        out = out.replace(&hex[..12], &label);
+    }
+    out
+}
+
+#[test]
+fn a_pull_traced_request_by_request() {
+    if !privileged("engine_registry::trace") {
+        return;
+    }
+    static GRANTS: &[berth_tests::registry::Grant] =
+        &[("alice", "private/", &["pull", "push"])];
+    let token = TokenServer::start("trace", &[("alice", "s3cret")], GRANTS);
+    let token_host = token.host();
+    let registry = Registry::start_with("trace", Some(token));
+    let host = registry.host.clone();
+    let mut berth = Berth::start("reg-trace", &["--debug"]);
+    // An index of two platforms over one layer, pushed by skopeo.
+    let (base, base_id) = rootfs_layer(rootfs());
+    let mut blobs = Blobs::default();
+    let mut entries = Vec::new();
+    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+        let (digest, size) = blobs.image(
+            arch,
+            &[(
+                base.clone(),
+                "application/vnd.oci.image.layer.v1.tar",
+                base_id.clone(),
+            )],
+        );
+        let mut platform =
+            serde_json::json!({"os": "linux", "architecture": arch});
+        if let Some(variant) = variant {
+            platform["variant"] = variant.into();
+        }
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size, "platform": platform,
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries,
+    })
+    .to_string()
+    .into_bytes();
+    let index_size = index.len();
+    let index_digest = blobs.add(index);
+    let dir = berth.data_root().with_extension("layout");
+    blobs.layout(
+        &dir,
+        (
+            &index_digest,
+            index_size,
+            "application/vnd.oci.image.index.v1+json",
+        ),
+        "v1",
+    );
+    let name = format!("{host}/private/app:v1");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:s3cret",
+        &format!("oci:{}:v1", dir.display()),
+        &format!("docker://{name}"),
+    ]);
+    let _ = fs::remove_dir_all(&dir);
+    let (code, _, err) =
+        berth.cli(&["login", "-u", "alice", "-p", "s3cret", &host]);
+    assert_eq!(code, 0, "{err}");
+    // Only the pull's requests: a daemon started afresh.
+    berth.stop();
+    berth.restart(&["--debug"]);
+    let (code, out, err) = berth.cli(&["pull", &name]);
+    assert_eq!(code, 0, "{out}{err}");
+    let trace: String = berth
+        .daemon_log()
+        .lines()
+        .filter_map(|l| l.strip_prefix("debug: registry: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let report = format!(
+        "$ berth login -u alice -p s3cret {host}\n$ berth pull {name}\n{out}\n\
+         # what berth daemon asked, in order (berth daemon --debug)\n{trace}"
+    );
+    let report = label_digests(&report)
+        .replace(&host, "127.0.0.1:REGISTRY")
+        .replace(&token_host, "127.0.0.1:TOKEN");
+    let report = regex::Regex::new(r"\(\d+ bytes\)")
+        .unwrap()
+        .replace_all(&report, "(N bytes)");
+    berth_tests::snapshot_settings().bind(|| {
+        insta::assert_snapshot!("engine_registry_pull_trace", report);
+    });
+}
+
+/// A fake registry serving `blobs`, and each `(repository, manifest)` as
+/// `REPOSITORY:v1`.
+fn serving(blobs: Blobs, tags: Vec<(&'static str, String)>) -> FakeRegistry {
+    FakeRegistry::start(move |request| {
+        for (repo, manifest) in &tags {
+            if request.path == format!("/v2/{repo}/manifests/v1") {
+                return Answer::new(200, blobs.blobs[manifest].clone()).header(
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json",
+                );
+            }
+        }
+        match request
+            .path
+            .split("/blobs/")
+            .nth(1)
+            .and_then(|d| blobs.blobs.get(d))
+        {
+            Some(bytes) => Answer::new(200, bytes.clone()),
+            None => Answer::new(404, "{}"),
+        }
+    })
+}
+
+#[test]
+fn hostile_images_are_refused_before_they_are_stored() {
+    if !privileged("engine_registry::hostile_images") {
+        return;
+    }
+    let berth = Berth::start("reg-hostile", &[]);
+    let mut blobs = Blobs::default();
+    // 126 layers: more than any image may stack.
+    let many: Vec<(Vec<u8>, &str, String)> = (0..126)
+        .map(|n| {
+            let tar = layer(&[(&format!("etc/f{n}"), "x\n")]);
+            let id = digest(&tar);
+            (tar, "application/vnd.oci.image.layer.v1.tar", id)
+        })
+        .collect();
+    let (tall, _) = blobs.image("amd64", &many);
+    // A layer berth has, then another blob claiming its diff ID: its
+    // snapshot would be reused for content it does not hold.
+    let real = layer(&[("etc/real", "real\n")]);
+    let (honest, _) = blobs.image(
+        "amd64",
+        &[(
+            real.clone(),
+            "application/vnd.oci.image.layer.v1.tar",
+            digest(&real),
+        )],
+    );
+    let fake = gzip(&layer(&[("etc/real", "fake\n")]));
+    let (claims, _) = blobs.image(
+        "amd64",
+        &[(
+            fake,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            digest(&real),
+        )],
+    );
+    let registry = serving(
+        blobs,
+        vec![
+            ("tall/app", tall),
+            ("honest/app", honest),
+            ("claims/app", claims),
+        ],
+    );
+    let host = &registry.host;
+
+    let (code, _, err) = berth.cli(&["pull", &format!("{host}/tall/app:v1")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("126 layers: more than the 125 an image may have"),
+        "{err}"
+    );
+    assert_nothing_left(&berth);
+
+    let (code, out, err) =
+        berth.cli(&["pull", &format!("{host}/honest/app:v1")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = berth.cli(&["pull", &format!("{host}/claims/app:v1")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("its content has diff_id"), "{err}");
+    let (_, images, _) = berth.run(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(images, format!("{host}/honest/app\n"));
+}

@@ -51,10 +51,13 @@ pub fn replace_durably(
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A dead process of the same pid may have left one (or anyone a
+    // symlink): a file of our own, created now, with our mode.
+    let _ = std::fs::remove_file(&tmp);
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(mode)
         .open(&tmp)
         .and_then(|mut file| {
@@ -70,4 +73,35 @@ pub fn replace_durably(
         return Err(e);
     }
     sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_replaced_file_has_its_mode_whatever_was_left_behind() {
+        let dir = std::env::temp_dir()
+            .join(format!("berth-path-io-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        // A leftover temporary file, world-readable, and a symlink
+        // where the next one would go.
+        let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &tmp).unwrap();
+        replace_durably(&path, b"secret", 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.join("elsewhere").exists());
+        std::fs::write(&tmp, b"old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        replace_durably(&path, b"again", 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

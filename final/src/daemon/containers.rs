@@ -263,6 +263,9 @@ pub struct Engine {
     /// collection meanwhile would take its blobs for leftovers, so it
     /// waits for the next one instead ([`Engine::collect_garbage`]).
     pub transfers: tokio::sync::RwLock<()>,
+    /// A collection was skipped for a transfer, or a pull failed: the
+    /// last transfer to end collects ([`Engine::after_transfer`]).
+    pub gc_pending: std::sync::atomic::AtomicBool,
     /// The registries' client (its connections pooled).
     pub registry: std::sync::Arc<crate::registry::client::Client>,
     containers: Mutex<BTreeMap<String, Entry>>,
@@ -403,6 +406,7 @@ impl Engine {
             collecting: std::sync::RwLock::new(()),
             commits: tokio::sync::Mutex::new(()),
             transfers: tokio::sync::RwLock::new(()),
+            gc_pending: std::sync::atomic::AtomicBool::new(false),
             registry,
             containers: Mutex::new(BTreeMap::new()),
         })
@@ -415,6 +419,8 @@ impl Engine {
         &self,
     ) -> Result<crate::image::gc::Collected, Error> {
         let Ok(_no_pull) = self.transfers.try_write() else {
+            self.gc_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(crate::image::gc::Collected::default());
         };
         let _alone = self.collecting.write().unwrap_or_else(|e| e.into_inner());
@@ -426,6 +432,16 @@ impl Engine {
         };
         crate::image::gc::collect(&self.store, &self.snapshots, in_use)
             .map_err(|e| Error::internal(&e))
+    }
+
+    /// At the end of a transfer: the collection it held back, if any.
+    pub fn after_transfer(&self) {
+        if self
+            .gc_pending
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            let _ = self.collect_garbage();
+        }
     }
 
     /// Emit a container event for `record`, with its image, name and

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use hyper::{Method, Response, StatusCode};
@@ -115,7 +116,7 @@ pub async fn pull(
     let engine = engine.clone();
     stream(
         move |progress| async move {
-            let _transfer = engine.transfers.read().await;
+            let transfer = engine.transfers.read().await;
             let pulled = pull::pull(
                 &engine.registry,
                 &engine.store,
@@ -125,7 +126,16 @@ pub async fn pull(
                 credentials,
                 &progress,
             )
-            .await?;
+            .await;
+            drop(transfer);
+            // What a failed pull brought goes with the next collection,
+            // once no other transfer runs (it may share the blobs).
+            if pulled.is_err() {
+                engine.gc_pending.store(true, Ordering::SeqCst);
+            }
+            let collecting = engine.clone();
+            let _ = blocking(move || collecting.after_transfer()).await;
+            let pulled = pulled?;
             images::event(
                 &engine,
                 "pull",

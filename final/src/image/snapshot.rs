@@ -332,6 +332,38 @@ pub fn layers_of(
     Ok(out)
 }
 
+/// Read the layer `blob` streams (`size` bytes as stored) to its end
+/// through the decompressor, and check it against `diff_id` (a layer
+/// whose snapshot is there already: its blob must still be what the
+/// config says).
+pub fn check(
+    mut blob: impl BufRead,
+    size: u64,
+    layer: &Digest,
+    diff_id: &Digest,
+) -> Result<(), Error> {
+    let read_error = |source| Error::Read {
+        layer: layer.clone(),
+        source,
+    };
+    let compression = Compression::detect(blob.fill_buf().map_err(read_error)?);
+    let mut hashing = Hashing::new(Capped::new(
+        compression.decoder(&mut blob),
+        max_expansion(size),
+    ));
+    io::copy(&mut hashing, &mut io::sink()).map_err(read_error)?;
+    let actual = Digest::of_read(hashing);
+    io::copy(&mut blob, &mut io::sink()).map_err(read_error)?;
+    if actual != *diff_id {
+        return Err(Error::DiffId {
+            layer: layer.clone(),
+            expected: diff_id.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 // ANCHOR: unpack_layer
 /// Read blob `layer` (`size` bytes as stored) once: decompress, hash,
 /// unpack into `dir`.

@@ -35,6 +35,15 @@ pub const MAX_REDIRECTS: usize = 10;
 /// The biggest token server answer read.
 pub const MAX_TOKEN: u64 = 1 << 20;
 
+/// How long a connection may take.
+pub const CONNECT_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(30);
+
+/// How long an answer's head, or a small body (a manifest, a token, an
+/// error), may take.
+pub const ANSWER_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(60);
+
 /// The most of an error body read (for its message).
 const MAX_ERROR: u64 = 64 << 10;
 
@@ -86,7 +95,11 @@ impl Client {
                         .with_no_client_auth(),
                 ),
         };
-        let connector = builder.https_or_http().enable_http1().build();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector =
+            builder.https_or_http().enable_http1().wrap_connector(http);
         Client {
             http: Hyper::builder(TokioExecutor::new()).build(connector),
             insecure,
@@ -98,21 +111,11 @@ impl Client {
     /// loopback (`localhost`, `127.0.0.0/8`, `[::1]`), as Docker allows,
     /// or listed insecure.
     pub fn is_insecure(&self, host: &str) -> bool {
-        let name = match host.rsplit_once(':') {
-            Some((name, port))
-                if !port.is_empty()
-                    && port.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                name
-            }
-            _ => host,
-        };
-        let loopback = name == "localhost"
-            || name == "[::1]"
-            || name
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        loopback
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name);
+        is_loopback(host)
             || self
                 .insecure
                 .iter()
@@ -160,11 +163,21 @@ impl Client {
     ) -> Result<Response<Incoming>, Error> {
         let method = request.method().to_string();
         let url = request.uri().to_string();
-        let response = self.http.request(request).await.map_err(|e| {
+        let outcome =
+            tokio::time::timeout(ANSWER_TIMEOUT, self.http.request(request))
+                .await;
+        let failure = match outcome {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(crate::child::error_chain(&e)),
+            Err(_) => {
+                Err(format!("no answer in {} s", ANSWER_TIMEOUT.as_secs()))
+            }
+        };
+        let response = failure.map_err(|message| {
             let error = Error::Connect {
                 method: method.clone(),
                 url: url.clone(),
-                message: crate::child::error_chain(&e),
+                message,
             };
             self.note(format_args!("{method} {url} → {error}"));
             error
@@ -228,6 +241,13 @@ impl Client {
             .parse()
             .map_err(|e| protocol(format!("bad Location {location:?}: {e}")))?;
         let host = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let from_host =
+            base.authority().map(|a| a.as_str()).unwrap_or_default();
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(protocol(format!(
+                "refused a Location of another scheme ({target})"
+            )));
+        }
         if uri.scheme_str() == Some("http")
             && base.scheme_str() == Some("https")
             && !self.is_insecure(host)
@@ -236,8 +256,33 @@ impl Client {
                 "refused a redirect from HTTPS to plain HTTP ({target})"
             )));
         }
+        // A registry out there must not turn the daemon on this machine's
+        // own services.
+        if is_loopback(host) && !is_loopback(from_host) {
+            return Err(protocol(format!(
+                "refused a redirect to loopback from another host ({target})"
+            )));
+        }
         Ok(target)
     }
+}
+
+/// Whether `host` (`name[:port]`) is this machine: `localhost`,
+/// `127.0.0.0/8`, `[::1]`.
+fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port))
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => host,
+    };
+    name == "localhost"
+        || name == "[::1]"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `scheme://authority` of `url`.
@@ -284,6 +329,13 @@ impl Session {
         format!("{}/v2/{path}", self.base)
     }
 
+    /// Where `location`, in an answer to `from`, leads (the rules of a
+    /// redirect: [`Client`]'s `resolve`).
+    pub fn resolve(&self, from: &str, location: &str) -> Result<String, Error> {
+        self.client.resolve(from, location)
+    }
+
+    // ANCHOR: send
     /// Send a request, `body` made anew for each attempt: redirects
     /// followed (GET and HEAD; at most [`MAX_REDIRECTS`], credentials
     /// only ever sent to the registry itself), and one 401 answered by
@@ -357,6 +409,7 @@ impl Session {
             return Ok(response);
         }
     }
+    // ANCHOR_END: send
 
     /// A GET or HEAD without a body.
     pub async fn get(
@@ -531,7 +584,19 @@ pub async fn read_bounded(
         response.into_body(),
         usize::try_from(limit).unwrap_or(usize::MAX),
     );
-    match limited.collect().await {
+    let Ok(collected) =
+        tokio::time::timeout(ANSWER_TIMEOUT, limited.collect()).await
+    else {
+        return Err(Error::Connect {
+            method: "GET".into(),
+            url: url.to_owned(),
+            message: format!(
+                "the answer took more than {} s",
+                ANSWER_TIMEOUT.as_secs()
+            ),
+        });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
         Err(e) => Err(Error::Connect {
@@ -573,7 +638,7 @@ pub fn registry_message(status: StatusCode, body: &[u8]) -> String {
                 }
             })
             .collect();
-        return lines.join("; ");
+        return printable(&lines.join("; "));
     }
     let text = String::from_utf8_lossy(body);
     let first = text.lines().next().unwrap_or("").trim();
@@ -594,10 +659,31 @@ pub fn registry_message(status: StatusCode, body: &[u8]) -> String {
     if first.is_empty() {
         format!("unexpected status {} {reason}", status.as_u16())
     } else {
-        let first: String = first.chars().take(200).collect();
-        format!("unexpected status {} {reason}: {first}", status.as_u16())
+        format!(
+            "unexpected status {} {reason}: {}",
+            status.as_u16(),
+            printable(first)
+        )
     }
 }
+
+/// What a registry wrote, safe for a terminal and one line: control
+/// characters (an escape sequence) as `?`, at most [`MAX_MESSAGE`]
+/// characters.
+fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_MESSAGE)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > MAX_MESSAGE {
+        out.push('…');
+    }
+    out
+}
+
+/// The longest registry message passed on.
+const MAX_MESSAGE: usize = 400;
 
 /// A token server's refusal: its `details` (Docker Hub), `error` and
 /// `error_description` (OAuth 2), or distribution's errors.
@@ -606,7 +692,7 @@ fn token_error(status: StatusCode, body: &[u8]) -> String {
         serde_json::from_slice(body).unwrap_or_default();
     for key in ["details", "error_description", "error"] {
         if let Some(text) = value.get(key).and_then(|v| v.as_str()) {
-            return text.to_owned();
+            return printable(text);
         }
     }
     registry_message(status, body)
@@ -626,6 +712,20 @@ mod tests {
         assert_eq!(
             registry_message(StatusCode::BAD_GATEWAY, b"<html>oops\n</html>"),
             "unexpected status 502 Bad Gateway: <html>oops"
+        );
+    }
+
+    #[test]
+    fn registry_text_cannot_reach_a_terminal_raw() {
+        let body = r#"{"errors":[{"code":"DENIED","message":"\u001b]0;owned\u0007x"}]}"#;
+        let message = registry_message(StatusCode::FORBIDDEN, body.as_bytes());
+        assert_eq!(message, "denied: ?]0;owned?x");
+        let long = "e".repeat(10_000);
+        assert!(
+            registry_message(StatusCode::BAD_GATEWAY, long.as_bytes())
+                .chars()
+                .count()
+                < 500
         );
     }
 
@@ -660,6 +760,17 @@ mod tests {
                 .resolve("http://127.0.0.1:5000/v2/a/blobs/x", "/other")
                 .unwrap(),
             "http://127.0.0.1:5000/other"
+        );
+        // A registry out there cannot point the daemon at this machine.
+        for evil in ["https://127.0.0.1:2375/", "https://localhost/x"] {
+            assert!(client.resolve("https://example.com/v2/", evil).is_err());
+        }
+        // Anything else is a path on the same host.
+        assert_eq!(
+            client
+                .resolve("https://example.com/v2/", "file:///x")
+                .unwrap(),
+            "https://example.com/v2/file:///x"
         );
     }
 }

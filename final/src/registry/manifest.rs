@@ -188,6 +188,7 @@ impl fmt::Display for Platform {
     }
 }
 
+// ANCHOR: choose
 /// The entry of `index` for `platform` (the first, if several), or the
 /// platforms it has instead.
 pub fn choose<'a>(
@@ -213,6 +214,7 @@ pub fn choose<'a>(
                 .collect()
         })
 }
+// ANCHOR_END: choose
 
 #[cfg(test)]
 mod tests {

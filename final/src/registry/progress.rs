@@ -34,6 +34,12 @@ impl Progress {
         Progress { tx: None }
     }
 
+    /// Whether no one reads the messages any more (the API client went
+    /// away): the work may stop.
+    pub fn abandoned(&self) -> bool {
+        self.tx.as_ref().is_some_and(UnboundedSender::is_closed)
+    }
+
     fn send(&self, value: Value) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(value);

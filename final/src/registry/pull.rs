@@ -19,6 +19,7 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +39,17 @@ use crate::image::digest::Digest;
 use crate::image::reference::{Reference, Version};
 use crate::image::snapshot::{self, Layer, Snapshots};
 use crate::image::store::{self, Store, our_digest};
+
+/// The most layers an image may have (Docker's layer store stops at 125
+/// too; overlayfs could not stack many more).
+pub const MAX_LAYERS: usize = 125;
+
+/// How many platforms an error lists.
+const MAX_LISTED: usize = 10;
+
+/// How long a registry may send nothing, mid-answer, before the pull
+/// gives up on it.
+pub const IDLE: Duration = Duration::from_secs(60);
 
 /// How many layers download at once (Docker's default
 /// `max-concurrent-downloads`).
@@ -64,55 +76,11 @@ struct Fetched {
     digest: Digest,
 }
 
-/// What a pull added to the store and the snapshots: removed again if
-/// it fails (unless an image leads to it by then).
-#[derive(Default)]
-struct Added {
-    blobs: std::sync::Mutex<Vec<Digest>>,
-    snapshots: std::sync::Mutex<Vec<Digest>>,
-}
-
-impl Added {
-    fn blob(&self, digest: &Digest) {
-        self.blobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(digest.clone());
-    }
-
-    fn snapshot(&self, chain: &Digest) {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(chain.clone());
-    }
-
-    /// Remove what no image of the store leads to.
-    fn undo(self, store: &Store, snapshots: &Snapshots) {
-        let keep = crate::image::gc::referenced(store).unwrap_or_default();
-        let blobs = self.blobs.into_inner().unwrap_or_else(|e| e.into_inner());
-        for blob in blobs.iter().filter(|b| !keep.contains(*b)) {
-            let _ = store.remove(blob);
-        }
-        let chains = self
-            .snapshots
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
-        let kept: std::collections::HashSet<Digest> = keep
-            .iter()
-            .filter_map(|m| snapshot::layers(store, m).ok())
-            .flatten()
-            .map(|l| l.chain)
-            .collect();
-        for chain in chains.iter().filter(|c| !kept.contains(*c)) {
-            snapshots.remove(chain);
-        }
-    }
-}
-
 /// Pull `reference` for `platform` into `store` and `snapshots`, as
-/// `credentials`, reporting to `progress`. A failure leaves neither a
-/// name nor a blob or snapshot it brought.
+/// `credentials`, reporting to `progress`. A failure leaves no name, and
+/// no temporary file; the whole blobs and snapshots it brought are the
+/// next garbage collection's (the caller's, once no other transfer
+/// runs: another pull may be counting on the same blobs).
 pub async fn pull(
     client: &Arc<Client>,
     store: &Store,
@@ -121,38 +89,6 @@ pub async fn pull(
     platform: &Platform,
     credentials: Credentials,
     progress: &Progress,
-) -> Result<Pulled, Error> {
-    let added = Added::default();
-    let result = pull_into(
-        client,
-        store,
-        snapshots,
-        reference,
-        platform,
-        credentials,
-        progress,
-        &added,
-    )
-    .await;
-    if result.is_err() {
-        let (store, snapshots) = (store.clone(), snapshots.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || added.undo(&store, &snapshots))
-                .await;
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn pull_into(
-    client: &Arc<Client>,
-    store: &Store,
-    snapshots: &Snapshots,
-    reference: &Reference,
-    platform: &Platform,
-    credentials: Credentials,
-    progress: &Progress,
-    added: &Added,
 ) -> Result<Pulled, Error> {
     let repo = &reference.path;
     let session = client.session(
@@ -178,9 +114,14 @@ async fn pull_into(
                     malformed(format!("the index cannot be read: {e}"))
                 })?;
             let entry = manifest::choose(&index, platform).map_err(|found| {
+                let mut listed: Vec<String> =
+                    found.iter().take(MAX_LISTED).cloned().collect();
+                if found.len() > MAX_LISTED {
+                    listed.push(format!("{} more", found.len() - MAX_LISTED));
+                }
                 malformed(format!(
                     "no matching manifest for {platform} in the manifest list entries (it has: {})",
-                    if found.is_empty() { "none".into() } else { found.join(", ") }
+                    if listed.is_empty() { "none".into() } else { listed.join(", ") }
                 ))
             })?;
             let digest = our_digest(entry.digest()).ok_or_else(|| {
@@ -195,6 +136,13 @@ async fn pull_into(
                 Some(&digest),
             )
             .await?;
+            if fetched.bytes.len() as u64 != entry.size() {
+                return Err(Error::Size {
+                    what: format!("manifest {digest}"),
+                    expected: entry.size(),
+                    got: fetched.bytes.len() as u64,
+                });
+            }
             if fetched.kind != Kind::Manifest {
                 return Err(malformed(
                     "the index leads to another index".into(),
@@ -221,28 +169,25 @@ async fn pull_into(
         repo,
         &config_digest,
         parsed.config().size(),
-        added,
     )
     .await?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| {
             malformed(format!("the image config cannot be read: {e}"))
         })?;
+    if parsed.layers().len() > MAX_LAYERS {
+        return Err(malformed(format!(
+            "{} layers: more than the {MAX_LAYERS} an image may have",
+            parsed.layers().len()
+        )));
+    }
     let layers = snapshot::layers_of(&chosen.digest, &parsed, &config)?;
     for layer in parsed.layers() {
         check_layer_type(layer).map_err(malformed)?;
     }
 
-    fetch_layers(
-        &session,
-        store,
-        snapshots,
-        repo,
-        layers.clone(),
-        progress,
-        added,
-    )
-    .await?;
+    fetch_layers(&session, store, snapshots, repo, layers.clone(), progress)
+        .await?;
 
     let named = {
         let (store, reference, repo_digest) =
@@ -256,13 +201,10 @@ async fn pull_into(
             name(&store, &reference, &chosen, &repo_digest, &blobs)
         })
     };
-    let (digest, newer, new) = named.await.map_err(|e| Error::Protocol {
+    let (digest, newer) = named.await.map_err(|e| Error::Protocol {
         url: reference.to_string(),
         why: format!("naming the image failed: {e}"),
     })??;
-    if new {
-        added.blob(&digest);
-    }
     progress.status(format!("Digest: {repo_digest}"));
     progress.status(format!(
         "Status: {} for {}",
@@ -283,16 +225,15 @@ async fn pull_into(
 
 /// The manifest into the store, then the names: `reference` and, for a
 /// tag, `REPO@DIGEST` (Docker's repo digest); the blobs' source
-/// recorded. The manifest's digest, whether the name moved, whether the
-/// manifest is a new blob.
+/// recorded. The manifest's digest, and whether the name moved.
 fn name(
     store: &Store,
     reference: &Reference,
     chosen: &Fetched,
     repo_digest: &Digest,
     blobs: &[Digest],
-) -> Result<(Digest, bool, bool), Error> {
-    let (digest, _, new) = store.put(
+) -> Result<(Digest, bool), Error> {
+    let (digest, _, _) = store.put(
         &chosen.bytes[..],
         Some(&chosen.digest),
         manifest::MAX_MANIFEST,
@@ -304,6 +245,16 @@ fn name(
     );
     let newer = {
         let _lock = store.lock()?;
+        // A blob found in the store at the start may have been a failed
+        // load's, removed since: better no image than half of one.
+        if let Some(gone) = blobs.iter().find(|b| !store.has(b)) {
+            return Err(Error::Manifest {
+                reference: reference.to_string(),
+                why: format!(
+                    "blob {gone} vanished during the pull (pull again)"
+                ),
+            });
+        }
         let before = store
             .names()?
             .into_iter()
@@ -323,7 +274,7 @@ fn name(
     for blob in blobs {
         store.add_source(blob, &source)?;
     }
-    Ok((digest, newer, new))
+    Ok((digest, newer))
 }
 
 /// A layer type berth unpacks: a tar, plain, gzip or zstd, in OCI's or
@@ -406,7 +357,6 @@ async fn config(
     repo: &str,
     digest: &Digest,
     size: u64,
-    added: &Added,
 ) -> Result<Vec<u8>, Error> {
     if store.has(digest) {
         let (store, digest) = (store.clone(), digest.clone());
@@ -434,17 +384,20 @@ async fn config(
             actual,
         });
     }
-    let (store, owned) = (store.clone(), digest.clone());
-    let (bytes, new) = in_blocking(move || {
-        let (_, _, new) =
-            store.put(&bytes[..], Some(&owned), store::MAX_JSON)?;
-        Ok((bytes.to_vec(), new))
-    })
-    .await?;
-    if new {
-        added.blob(digest);
+    // The digest matched: a size that differs is the descriptor's lie.
+    if bytes.len() as u64 != size {
+        return Err(Error::Size {
+            what: format!("config {digest}"),
+            expected: size,
+            got: bytes.len() as u64,
+        });
     }
-    Ok(bytes)
+    let (store, owned) = (store.clone(), digest.clone());
+    in_blocking(move || {
+        store.put(&bytes[..], Some(&owned), store::MAX_JSON)?;
+        Ok(bytes.to_vec())
+    })
+    .await
 }
 
 /// Run store work off the async threads (a store's lock may be held by a
@@ -460,8 +413,10 @@ pub async fn in_blocking<T: Send + 'static>(
         })?
 }
 
-/// Fetch the layers the store lacks, [`CONCURRENT_DOWNLOADS`] at once;
-/// the first failure stops the others (their temporary files go).
+/// Fetch the layers the store lacks, [`CONCURRENT_DOWNLOADS`] at once.
+/// The first failure stops the others, and every one is awaited to its
+/// end (its unpacking thread too): nothing of this pull is still
+/// writing when it returns.
 async fn fetch_layers(
     session: &Session,
     store: &Store,
@@ -469,7 +424,6 @@ async fn fetch_layers(
     repo: &str,
     layers: Vec<Layer>,
     progress: &Progress,
-    added: &Added,
 ) -> Result<(), Error> {
     let mut wanted = Vec::new();
     for layer in layers {
@@ -484,36 +438,47 @@ async fn fetch_layers(
     for layer in wanted.iter().skip(CONCURRENT_DOWNLOADS) {
         progress.step(&short(&layer.blob), "Waiting");
     }
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS));
+    let stop = AtomicBool::new(false);
+    let semaphore = tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS);
     let downloads = wanted.into_iter().map(|layer| {
-        let semaphore = semaphore.clone();
+        let (semaphore, stop) = (&semaphore, &stop);
         async move {
             let _permit = semaphore.acquire().await;
-            fetch_layer(session, store, snapshots, repo, layer, progress, added)
-                .await
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let result = fetch_layer(
+                session, store, snapshots, repo, layer, progress, stop,
+            )
+            .await;
+            if result.is_err() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            result
         }
     });
-    // Polled together on this task; the first error drops the rest,
-    // which closes their channels and so ends their unpacking threads.
     let mut pending: futures_util::stream::FuturesUnordered<_> =
         downloads.collect();
     use futures_util::StreamExt;
+    let mut first = None;
     while let Some(result) = pending.next().await {
-        result?;
+        if let Err(error) = result {
+            first.get_or_insert(error);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// Why the network side of a layer's download stopped early.
 enum Pumped {
-    /// The download failed (network, size).
+    /// The download failed (network, size, time, told to stop).
     Failed(Error),
     /// The unpacking thread stopped reading: its error says why.
     Unpacker,
 }
 
 /// Download one layer into the store, unpacking it into its snapshot as
-/// it arrives.
+/// it arrives; give up when `stop` is set.
 async fn fetch_layer(
     session: &Session,
     store: &Store,
@@ -521,7 +486,7 @@ async fn fetch_layer(
     repo: &str,
     layer: Layer,
     progress: &Progress,
-    added: &Added,
+    stop: &AtomicBool,
 ) -> Result<(), Error> {
     let id = short(&layer.blob);
     let what = format!("layer {}", layer.blob);
@@ -542,27 +507,26 @@ async fn fetch_layer(
         store_and_unpack(&store, &snapshots, &unpacked, rx)
     });
     let pumped =
-        pump(response.into_body(), &tx, &layer, &url, &id, progress).await;
+        pump(response.into_body(), &tx, &layer, &url, &id, progress, stop)
+            .await;
+    // The end of the channel ends the thread: it is awaited, whatever
+    // happened, so that it writes nothing after this returns.
     drop(tx);
     let worked = worker.await.map_err(|e| Error::Protocol {
         url: url.clone(),
         why: format!("the unpacking thread failed: {e}"),
     })?;
-    let (new_blob, new_snapshot) = match pumped {
+    match pumped {
         Err(Pumped::Failed(error)) => return Err(error),
         Err(Pumped::Unpacker) | Ok(()) => worked?,
-    };
-    if new_blob {
-        added.blob(&layer.blob);
-    }
-    if new_snapshot {
-        added.snapshot(&layer.chain);
     }
     progress.step(&id, "Pull complete");
     Ok(())
 }
 
-/// Copy the body into the channel, counting against the layer's size.
+/// Copy the body into the channel, counting against the layer's size;
+/// stop if the registry goes quiet for [`IDLE`], if `stop` is set, or if
+/// no one follows the pull any more.
 async fn pump(
     mut body: hyper::body::Incoming,
     tx: &tokio::sync::mpsc::Sender<Bytes>,
@@ -570,6 +534,7 @@ async fn pump(
     url: &str,
     id: &str,
     progress: &Progress,
+    stop: &AtomicBool,
 ) -> Result<(), Pumped> {
     let size_error = |got| {
         Pumped::Failed(Error::Size {
@@ -578,17 +543,35 @@ async fn pump(
             got,
         })
     };
+    let failed = |message: String| {
+        Pumped::Failed(Error::Connect {
+            method: "GET".into(),
+            url: url.to_owned(),
+            message,
+        })
+    };
     let mut got = 0u64;
     let mut reported = Instant::now();
     progress.bytes(id, "Downloading", 0, layer.size);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Pumped::Failed(Error::Connect {
-                method: "GET".into(),
-                url: url.to_owned(),
-                message: crate::child::error_chain(&e),
-            })
-        })?;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(failed("stopped: another layer failed".into()));
+        }
+        if progress.abandoned() {
+            return Err(failed("stopped: the client went away".into()));
+        }
+        let frame = match tokio::time::timeout(IDLE, body.frame()).await {
+            Err(_) => {
+                return Err(failed(format!(
+                    "the registry sent nothing for {} s",
+                    IDLE.as_secs()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(frame)) => {
+                frame.map_err(|e| failed(crate::child::error_chain(&e)))?
+            }
+        };
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -628,57 +611,47 @@ impl Read for Tee<'_> {
 
 // ANCHOR: store_and_unpack
 /// The blocking side of a layer's download: every byte into the blob
-/// and through the unpacker; the blob's digest checked, then the blob
-/// and the snapshot renamed into place (a snapshot already there: the
-/// blob only). Whether each is new.
+/// and through the unpacker (or, if the snapshot is there already, the
+/// decompressor and the diff ID's hash only); the blob's digest checked,
+/// then the blob and the snapshot renamed into place.
 fn store_and_unpack(
     store: &Store,
     snapshots: &Snapshots,
     layer: &Layer,
     rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> Result<(bool, bool), Error> {
+) -> Result<(), Error> {
     let mut blob = store.writer()?;
     let dir = snapshots.path(&layer.chain);
     let tee = Tee {
         inner: ChannelReader::new(rx),
         copy: &mut blob,
     };
-    let pending = if dir.is_dir() {
-        let mut tee = tee;
-        io::copy(&mut tee, &mut io::sink()).map_err(|e| Error::Connect {
-            method: "GET".into(),
-            url: layer.blob.to_string(),
-            message: e.to_string(),
-        })?;
-        None
+    let source = BufReader::with_capacity(1 << 20, tee);
+    let (diff_id, size) = (&layer.diff_id, layer.size);
+    let unpacked = if dir.is_dir() {
+        snapshot::check(source, size, &layer.blob, diff_id).map(|()| None)
     } else {
-        let source = BufReader::with_capacity(1 << 20, tee);
-        match snapshots.unpack(source, layer.size, &layer.blob, &layer.diff_id)
-        {
-            Ok(pending) => Some(pending),
-            // Every byte arrived and the diff ID is wrong: if the blob's
-            // digest is wrong too, that is the registry's lie to report.
-            Err(snapshot::Error::DiffId { .. })
-                if blob.digest() != layer.blob =>
-            {
-                return Err(mismatch(layer, blob.digest()));
-            }
-            Err(e) => return Err(e.into()),
+        snapshots
+            .unpack(source, size, &layer.blob, diff_id)
+            .map(Some)
+    };
+    let pending = match unpacked {
+        Ok(pending) => pending,
+        // Every byte arrived and the diff ID is wrong: if the blob's
+        // digest is wrong too, that is the registry's lie to report.
+        Err(snapshot::Error::DiffId { .. }) if blob.digest() != layer.blob => {
+            return Err(mismatch(layer, blob.digest()));
         }
+        Err(e) => return Err(e.into()),
     };
-    let (_, _, new_blob) =
-        blob.commit(Some(&layer.blob), layer.size)
-            .map_err(|e| match e {
-                store::Error::Mismatch { actual, .. } => {
-                    mismatch(layer, actual)
-                }
-                e => e.into(),
-            })?;
-    let new_snapshot = match pending {
-        Some(pending) => pending.commit(&dir)?,
-        None => false,
-    };
-    Ok((new_blob, new_snapshot))
+    blob.commit(Some(&layer.blob), size).map_err(|e| match e {
+        store::Error::Mismatch { actual, .. } => mismatch(layer, actual),
+        e => e.into(),
+    })?;
+    if let Some(pending) = pending {
+        pending.commit(&dir)?;
+    }
+    Ok(())
 }
 // ANCHOR_END: store_and_unpack
 

@@ -59,6 +59,7 @@ pub async fn push(
     chunk: u64,
     progress: &Progress,
 ) -> Result<Pushed, Error> {
+    let chunk = chunk.max(1);
     let Version::Tag(tag) = &target.version else {
         return Err(Error::Manifest {
             reference: target.to_string(),
@@ -247,7 +248,7 @@ async fn upload_blob(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            if range != format!("0-{end}") {
+            if range.trim_start_matches("bytes=") != format!("0-{end}") {
                 return Err(Error::Protocol {
                     url: location,
                     why: format!(
@@ -275,7 +276,9 @@ async fn upload_blob(
     Ok(())
 }
 
-/// The upload's `Location`, resolved against the registry.
+/// The upload's `Location`, resolved against the request's `url` with
+/// the rules of a redirect (no downgrade to plain HTTP, no turn to
+/// loopback): a registry must not send the blob somewhere else.
 fn location(
     session: &Session,
     response: &hyper::Response<hyper::body::Incoming>,
@@ -289,20 +292,7 @@ fn location(
             url: url.to_owned(),
             why: "an upload answer without a Location".into(),
         })?;
-    if location.starts_with("http://") || location.starts_with("https://") {
-        Ok(location.to_owned())
-    } else if location.starts_with('/') {
-        let base = session.url("");
-        let origin = base.trim_end_matches("/v2/");
-        Ok(format!("{origin}{location}"))
-    } else {
-        Err(Error::Protocol {
-            url: url.to_owned(),
-            why: format!(
-                "an upload Location that is not absolute: {location:?}"
-            ),
-        })
-    }
+    session.resolve(url, location)
 }
 
 /// `location` with `digest=D` added to its query.
