@@ -79,6 +79,43 @@ pub fn docker_archive_of(tag: &str, layers: &[(Vec<u8>, String)]) -> Vec<u8> {
     tar_of(&files)
 }
 
+/// A layer tar of text files (path, content).
+pub fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+    let files: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(name, text)| ((*name).to_owned(), text.as_bytes()))
+        .collect();
+    tar_of(&files)
+}
+
+/// `bytes`, gzip'd.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Two layers to stack on the rootfs, each as stored and with its diff
+/// ID: a zstd one adding `/etc/from-zstd` and `/etc/hidden-later`, then
+/// a gzip one adding `/etc/from-gzip` and whiting out `hidden-later`.
+/// In a container of them, `cat /etc/from-zstd /etc/from-gzip` prints
+/// `z` and `g`, and `/etc/hidden-later` is gone.
+pub fn stacked_layers() -> [(Vec<u8>, String); 2] {
+    let zstd_tar =
+        layer(&[("etc/from-zstd", "z\n"), ("etc/hidden-later", "h\n")]);
+    let zstd = ruzstd::encoding::compress_to_vec(
+        zstd_tar.as_slice(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let gzip_tar =
+        layer(&[("etc/from-gzip", "g\n"), ("etc/.wh.hidden-later", "")]);
+    [
+        (zstd, digest(&zstd_tar)),
+        (gzip(&gzip_tar), digest(&gzip_tar)),
+    ]
+}
+
 /// A tar of `files` (name, content).
 pub fn tar_of(files: &[(String, &[u8])]) -> Vec<u8> {
     let mut out = tar::Builder::new(Vec::new());

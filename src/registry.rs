@@ -520,6 +520,9 @@ fn serve(mut stream: TcpStream, request: &Request, answer: Answer) {
     let _ = stream.read(&mut [0u8; 64]);
 }
 
+/// The OCI index media type.
+pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
 /// An image as a test builds it: blobs by digest, and the manifests and
 /// index that name them.
 #[derive(Default, Clone)]
@@ -569,6 +572,37 @@ impl Blobs {
         .into_bytes();
         let size = manifest.len();
         (self.add(manifest), size)
+    }
+
+    /// Add an OCI index of `manifests` (digest and size, architecture,
+    /// variant), all `linux`: its digest and size.
+    pub fn index(
+        &mut self,
+        manifests: &[((String, usize), &str, Option<&str>)],
+    ) -> (String, usize) {
+        let entries: Vec<serde_json::Value> = manifests
+            .iter()
+            .map(|((digest, size), arch, variant)| {
+                let mut platform =
+                    serde_json::json!({"os": "linux", "architecture": arch});
+                if let Some(variant) = variant {
+                    platform["variant"] = (*variant).into();
+                }
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest, "size": size, "platform": platform,
+                })
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX,
+            "manifests": entries,
+        })
+        .to_string()
+        .into_bytes();
+        let size = index.len();
+        (self.add(index), size)
     }
 
     /// Write an OCI image layout at `dir`: the blobs, and `index.json`

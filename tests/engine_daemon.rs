@@ -1013,45 +1013,20 @@ fn top_diff_and_commit() {
     assert!(berth.leftovers().is_empty(), "{:?}", berth.leftovers());
 }
 
-/// A layer tar of `files` (name, content; a name `dir/.wh.x` is the
-/// whiteout of `dir/x`).
-fn layer(files: &[(&str, &str)]) -> Vec<u8> {
-    let files: Vec<(String, &[u8])> = files
-        .iter()
-        .map(|(name, text)| ((*name).to_owned(), text.as_bytes()))
-        .collect();
-    berth_tests::daemons::tar_of(&files)
-}
-
 #[test]
 fn zstd_and_gzip_layers_load_and_stack_with_whiteouts() {
     if !privileged("engine_daemon::compressed_layers") {
         return;
     }
-    use berth_tests::daemons::{digest, docker_archive_of, rootfs_layer};
+    use berth_tests::daemons::{
+        digest, docker_archive_of, layer, rootfs_layer,
+    };
     let berth = Berth::start("layers", &[]);
     // rootfs (plain), then a zstd layer adding two files, then a gzip
     // layer adding one and whiting out one of the zstd layer's.
-    let zstd_tar =
-        layer(&[("etc/from-zstd", "z\n"), ("etc/hidden-later", "h\n")]);
-    let zstd = ruzstd::encoding::compress_to_vec(
-        zstd_tar.as_slice(),
-        ruzstd::encoding::CompressionLevel::Fastest,
-    );
-    let gzip_tar =
-        layer(&[("etc/from-gzip", "g\n"), ("etc/.wh.hidden-later", "")]);
-    let mut gzip =
-        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gzip, &gzip_tar).unwrap();
-    let gzip = gzip.finish().unwrap();
-    let archive = docker_archive_of(
-        "layered:v1",
-        &[
-            rootfs_layer(rootfs()),
-            (zstd, digest(&zstd_tar)),
-            (gzip, digest(&gzip_tar)),
-        ],
-    );
+    let [zstd, gzip] = berth_tests::daemons::stacked_layers();
+    let archive =
+        docker_archive_of("layered:v1", &[rootfs_layer(rootfs()), zstd, gzip]);
     let path = berth.data_root().with_extension("layered.tar");
     std::fs::write(&path, archive).unwrap();
     let (code, out, err) = berth.run(&["load", "-i", path.to_str().unwrap()]);

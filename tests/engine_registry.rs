@@ -8,32 +8,14 @@ use std::fs;
 use std::io::Write;
 use std::time::Duration;
 
-use berth_tests::daemons::{Berth, digest, docker_archive_of, rootfs_layer};
+use berth_tests::daemons::{
+    Berth, digest, docker_archive_of, gzip, layer, rootfs_layer, stacked_layers,
+};
 use berth_tests::registry::{
-    Answer, Blobs, FakeRegistry, Registry, TokenServer, remote_digest, skopeo,
+    Answer, Blobs, FakeRegistry, INDEX, Registry, TokenServer, remote_digest,
+    skopeo,
 };
 use berth_tests::{fixture::rootfs, privileged};
-
-/// A layer tar of `files` (path, content).
-fn layer(files: &[(&str, &str)]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, path, content.as_bytes())
-            .unwrap();
-    }
-    tar.into_inner().unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder =
-        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
 
 /// Load an image of `layers` into `berth` as `tag`.
 fn load(berth: &Berth, tag: &str, layers: &[(Vec<u8>, String)]) {
@@ -241,14 +223,7 @@ fn an_index_a_zstd_layer_and_whiteouts_pull_for_the_right_platform() {
     let registry = Registry::start("index");
     let berth = Berth::start("reg-index", &[]);
     let (base, base_id) = rootfs_layer(rootfs());
-    let zstd_tar =
-        layer(&[("etc/from-zstd", "z\n"), ("etc/hidden-later", "h\n")]);
-    let zstd = ruzstd::encoding::compress_to_vec(
-        zstd_tar.as_slice(),
-        ruzstd::encoding::CompressionLevel::Fastest,
-    );
-    let gzip_tar =
-        layer(&[("etc/from-gzip", "g\n"), ("etc/.wh.hidden-later", "")]);
+    let [(zstd, zstd_id), (gzip, gzip_id)] = stacked_layers();
     let mut blobs = Blobs::default();
     let amd64 = blobs.image(
         "amd64",
@@ -258,46 +233,18 @@ fn an_index_a_zstd_layer_and_whiteouts_pull_for_the_right_platform() {
                 "application/vnd.oci.image.layer.v1.tar",
                 base_id.clone(),
             ),
-            (
-                zstd,
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-                digest(&zstd_tar),
-            ),
-            (
-                gzip(&gzip_tar),
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-                digest(&gzip_tar),
-            ),
+            (zstd, "application/vnd.oci.image.layer.v1.tar+zstd", zstd_id),
+            (gzip, "application/vnd.oci.image.layer.v1.tar+gzip", gzip_id),
         ],
     );
     let arm64 = blobs.image(
         "arm64",
         &[(base, "application/vnd.oci.image.layer.v1.tar", base_id)],
     );
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm64.0, "size": arm64.1,
-             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd64.0, "size": amd64.1,
-             "platform": {"os": "linux", "architecture": "amd64"}},
-        ],
-    })
-    .to_string()
-    .into_bytes();
-    let index_size = index.len();
-    let index_digest = blobs.add(index);
+    let (index, index_size) =
+        blobs.index(&[(arm64, "arm64", Some("v8")), (amd64, "amd64", None)]);
     let dir = berth.data_root().with_extension("layout");
-    blobs.layout(
-        &dir,
-        (
-            &index_digest,
-            index_size,
-            "application/vnd.oci.image.index.v1+json",
-        ),
-        "v1",
-    );
+    blobs.layout(&dir, (&index, index_size, INDEX), "v1");
     let name = format!("{}/multi/app:v1", registry.host);
     skopeo(&[
         "copy",
@@ -640,23 +587,7 @@ fn a_decompression_bomb_is_refused_and_leaves_nothing() {
         "amd64",
         &[(bomb, "application/vnd.oci.image.layer.v1.tar+gzip", bogus)],
     );
-    let registry = FakeRegistry::start(move |request| {
-        if request.path.ends_with("/manifests/v1") {
-            return Answer::new(200, blobs.blobs[&manifest].clone()).header(
-                "Content-Type",
-                "application/vnd.oci.image.manifest.v1+json",
-            );
-        }
-        match request
-            .path
-            .split("/blobs/")
-            .nth(1)
-            .and_then(|d| blobs.blobs.get(d))
-        {
-            Some(bytes) => Answer::new(200, bytes.clone()),
-            None => Answer::new(404, "{}"),
-        }
-    });
+    let registry = serving(blobs, vec![("bomb/app", manifest)], |a| a);
     let (code, _, err) =
         berth.cli(&["pull", &format!("{}/bomb/app:v1", registry.host)]);
     assert_eq!(code, 1);
@@ -683,30 +614,15 @@ fn a_pull_killed_midway_leaves_no_image_and_the_next_one_completes() {
         "amd64",
         &[(base, "application/vnd.oci.image.layer.v1.tar", base_id)],
     );
-    let registry = FakeRegistry::start(move |request| {
-        if request.path.ends_with("/manifests/v1") {
-            return Answer::new(200, blobs.blobs[&manifest].clone()).header(
-                "Content-Type",
-                "application/vnd.oci.image.manifest.v1+json",
-            );
-        }
-        match request
-            .path
-            .split("/blobs/")
-            .nth(1)
-            .and_then(|d| blobs.blobs.get(d))
-        {
-            Some(bytes) => {
-                let mut answer = Answer::new(200, bytes.clone());
-                if throttle.load(std::sync::atomic::Ordering::SeqCst) {
-                    answer.trickle =
-                        Some((16 << 10, Duration::from_millis(20)));
-                }
-                answer
+    let registry =
+        serving(blobs, vec![("slow/app", manifest)], move |mut answer| {
+            if throttle.load(std::sync::atomic::Ordering::SeqCst)
+                && answer.body.len() > 4096
+            {
+                answer.trickle = Some((16 << 10, Duration::from_millis(20)));
             }
-            None => Answer::new(404, "{}"),
-        }
-    });
+            answer
+        });
     let name = format!("{}/slow/app:v1", registry.host);
     let mut pulling = berth
         .berth(&["pull", &name])
@@ -778,43 +694,18 @@ fn a_pull_traced_request_by_request() {
     // An index of two platforms over one layer, pushed by skopeo.
     let (base, base_id) = rootfs_layer(rootfs());
     let mut blobs = Blobs::default();
-    let mut entries = Vec::new();
+    let mut manifests = Vec::new();
     for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
-        let (digest, size) = blobs.image(
-            arch,
-            &[(
-                base.clone(),
-                "application/vnd.oci.image.layer.v1.tar",
-                base_id.clone(),
-            )],
+        let layer = (
+            base.clone(),
+            "application/vnd.oci.image.layer.v1.tar",
+            base_id.clone(),
         );
-        let mut platform =
-            serde_json::json!({"os": "linux", "architecture": arch});
-        if let Some(variant) = variant {
-            platform["variant"] = variant.into();
-        }
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": digest, "size": size, "platform": platform,
-        }));
+        manifests.push((blobs.image(arch, &[layer]), arch, variant));
     }
-    let index = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries,
-    })
-    .to_string()
-    .into_bytes();
-    let index_size = index.len();
-    let index_digest = blobs.add(index);
+    let (index, index_size) = blobs.index(&manifests);
     let dir = berth.data_root().with_extension("layout");
-    blobs.layout(
-        &dir,
-        (
-            &index_digest,
-            index_size,
-            "application/vnd.oci.image.index.v1+json",
-        ),
-        "v1",
-    );
+    blobs.layout(&dir, (&index, index_size, INDEX), "v1");
     let name = format!("{host}/private/app:v1");
     skopeo(&[
         "copy",
@@ -856,8 +747,12 @@ fn a_pull_traced_request_by_request() {
 }
 
 /// A fake registry serving `blobs`, and each `(repository, manifest)` as
-/// `REPOSITORY:v1`.
-fn serving(blobs: Blobs, tags: Vec<(&'static str, String)>) -> FakeRegistry {
+/// `REPOSITORY:v1`; `shape` may change each blob's answer.
+fn serving(
+    blobs: Blobs,
+    tags: Vec<(&'static str, String)>,
+    shape: impl Fn(Answer) -> Answer + Send + Sync + 'static,
+) -> FakeRegistry {
     FakeRegistry::start(move |request| {
         for (repo, manifest) in &tags {
             if request.path == format!("/v2/{repo}/manifests/v1") {
@@ -873,7 +768,7 @@ fn serving(blobs: Blobs, tags: Vec<(&'static str, String)>) -> FakeRegistry {
             .nth(1)
             .and_then(|d| blobs.blobs.get(d))
         {
-            Some(bytes) => Answer::new(200, bytes.clone()),
+            Some(bytes) => shape(Answer::new(200, bytes.clone())),
             None => Answer::new(404, "{}"),
         }
     })
@@ -922,6 +817,7 @@ fn hostile_images_are_refused_before_they_are_stored() {
             ("honest/app", honest),
             ("claims/app", claims),
         ],
+        |a| a,
     );
     let host = &registry.host;
 

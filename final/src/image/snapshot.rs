@@ -332,6 +332,21 @@ pub fn layers_of(
     Ok(out)
 }
 
+/// The uncompressed stream of the layer `blob` streams (`size` bytes as
+/// stored, compression told by its first bytes), hashed as it is read
+/// and cut at [`max_expansion`].
+fn uncompressed<'a, R: BufRead + 'a>(
+    blob: R,
+    size: u64,
+) -> io::Result<Hashing<Capped<Box<dyn Read + 'a>>>> {
+    let mut blob = blob;
+    let compression = Compression::detect(blob.fill_buf()?);
+    Ok(Hashing::new(Capped::new(
+        compression.decoder(blob),
+        max_expansion(size),
+    )))
+}
+
 /// Read the layer `blob` streams (`size` bytes as stored) to its end
 /// through the decompressor, and check it against `diff_id` (a layer
 /// whose snapshot is there already: its blob must still be what the
@@ -346,14 +361,20 @@ pub fn check(
         layer: layer.clone(),
         source,
     };
-    let compression = Compression::detect(blob.fill_buf().map_err(read_error)?);
-    let mut hashing = Hashing::new(Capped::new(
-        compression.decoder(&mut blob),
-        max_expansion(size),
-    ));
+    let mut hashing = uncompressed(&mut blob, size).map_err(read_error)?;
     io::copy(&mut hashing, &mut io::sink()).map_err(read_error)?;
     let actual = Digest::of_read(hashing);
     io::copy(&mut blob, &mut io::sink()).map_err(read_error)?;
+    same_diff_id(layer, diff_id, actual)
+}
+
+/// `actual`, what layer `layer` hashed to uncompressed, must be the
+/// config's `diff_id`.
+fn same_diff_id(
+    layer: &Digest,
+    diff_id: &Digest,
+    actual: Digest,
+) -> Result<(), Error> {
     if actual != *diff_id {
         return Err(Error::DiffId {
             layer: layer.clone(),
@@ -378,10 +399,7 @@ fn unpack_layer(
         layer: layer.clone(),
         source,
     };
-    let compression = Compression::detect(blob.fill_buf().map_err(read_error)?);
-    let limit = max_expansion(size);
-    let mut hashing =
-        Hashing::new(Capped::new(compression.decoder(&mut *blob), limit));
+    let mut hashing = uncompressed(&mut *blob, size).map_err(read_error)?;
     let root = unpack::open_root(dir)
         .map_err(|e| path_io::at("open", dir)(e.into()))?;
     let privileged = nix::unistd::geteuid().is_root();
@@ -405,13 +423,6 @@ fn unpack_layer(
     // The compressed blob to its end too: that is where its digest is
     // checked.
     io::copy(blob, &mut io::sink()).map_err(read_error)?;
-    if actual != *diff_id {
-        return Err(Error::DiffId {
-            layer: layer.clone(),
-            expected: diff_id.clone(),
-            actual,
-        });
-    }
-    Ok(())
+    same_diff_id(layer, diff_id, actual)
 }
 // ANCHOR_END: unpack_layer

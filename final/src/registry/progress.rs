@@ -108,29 +108,15 @@ pub fn bar(current: u64, total: u64) -> String {
     format!("[{bar}] {:>8}/{}", human(current), human(total))
 }
 
-/// A size as Docker writes it: decimal units, four significant digits
-/// (`2.226MB`, `524.3kB`, `87B`).
+/// A size as Docker's progress writes it (`units.HumanSize`: decimal
+/// units, four significant digits): `2.226MB`, `524.3kB`, `87B`.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes}B");
-    }
-    let digits = if value >= 100.0 {
-        1
-    } else if value >= 10.0 {
-        2
-    } else {
-        3
-    };
-    let text = format!("{value:.digits$}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text}{}", UNITS[unit])
+    crate::cli::format::significant(
+        bytes as f64,
+        4,
+        1000.0,
+        &["B", "kB", "MB", "GB", "TB", "PB"],
+    )
 }
 
 #[cfg(test)]
