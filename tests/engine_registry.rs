@@ -153,7 +153,33 @@ fn push_and_pull_round_trip_to_identical_digests() {
         )),
         "{log}"
     );
-    let (code, _, err) = berth.run(&["rmi", &copy, &name]);
+    // A committed image goes up and comes back the same, its new layer
+    // with it.
+    let made = format!("{host}/made/app:v1");
+    let (code, _, err) = berth.run(&[
+        "run",
+        "--name",
+        "maker",
+        &copy,
+        "sh",
+        "-c",
+        "echo made > /made",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(berth.run(&["commit", "maker", &made]).0, 0);
+    assert_eq!(berth.run(&["rm", "maker"]).0, 0);
+    let (code, out, err) = berth.cli(&["push", &made]);
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = digest_line(&out);
+    assert_eq!(remote_digest(&made), committed);
+    assert_eq!(berth.run(&["rmi", &made]).0, 0);
+    let (code, out, err) = berth.cli(&["pull", &made]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(digest_line(&out), committed);
+    let (code, out, err) = berth.run(&["run", "--rm", &made, "cat", "/made"]);
+    assert_eq!((code, out.as_str()), (0, "made\n"), "{err}");
+
+    let (code, _, err) = berth.run(&["rmi", &copy, &name, &made]);
     assert_eq!(code, 0, "{err}");
 }
 
