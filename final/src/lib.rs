@@ -26,18 +26,28 @@
 //!   socket (`http`), containers' records, lifecycle and restore after a
 //!   crash (`containers`), exec sessions (`exec`), images (`images`),
 //!   top/diff/commit (`changes`), `docker cp`'s archives (`archive`),
+//!   pull/push/login (`distribution`),
 //!   events (`events`), stats from the cgroup (`stats`), the OCI spec
 //!   Docker would write (`spec`). tokio lives here and in `cli` only.
+//! - [`registry`] — the distribution-spec client: HTTP and the token
+//!   flow (`client`), credentials and Docker's `config.json` (`auth`),
+//!   indexes and platforms (`manifest`), `pull` (layers unpacked as they
+//!   arrive), `push` (mount, monolithic or chunked), Docker's progress
+//!   messages (`progress`). The daemon's `distribution` serves it.
+//! - [`build`] — Dockerfiles: the parser (`dockerfile`), `.dockerignore`
+//!   (`ignore`); the builder is still to come.
 //! - [`cli`] — **`berth`**'s client commands: docker's command line and
 //!   output formats (`format`), events and stats (`monitor`), `cp`
-//!   (`copy`); a client of the API through bollard.
+//!   (`copy`), `pull`/`push`/`login` (`registry`); a client of the API
+//!   through bollard (and plain hyper where bollard falls short).
 //! - [`time`] — RFC 3339 timestamps; [`path_io`] — the error of a file
 //!   operation, and durable replacement of a file; [`channel_io`] —
 //!   blocking reads and writes over a channel of chunks (async bodies to
 //!   tar readers and writers).
 //!
-//! Still to come: registries and builds (issue 10), then networking.
+//! Still to come: the builder (issue 10), then networking.
 
+pub mod build;
 pub mod channel_io;
 pub mod cli;
 pub mod daemon;
