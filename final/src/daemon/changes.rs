@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 
 use super::containers::{Engine, Error, Status, blocking};
 use crate::image::digest::Digest;
+use crate::image::draft::Draft;
 use crate::image::reference::Reference;
-use crate::image::store::{manifest_descriptor, oci_digest, our_digest};
+use crate::image::store::manifest_descriptor;
 use crate::shim::client::Client;
 
 /// `GET /containers/ID/top?ps_args=`: the host's `ps` (default `-ef`),
@@ -193,14 +194,7 @@ fn commit_blocking(
     let internal = |e: &dyn std::fmt::Display| Error::Internal(e.to_string());
     let manifest_digest: Digest =
         record.manifest.parse().map_err(|e| internal(&e))?;
-    let mut manifest: Value = store.read_json(&manifest_digest)?;
-    let base_config: Digest = manifest["config"]["digest"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .ok_or_else(|| {
-            Error::Internal("the image's manifest names no config".into())
-        })?;
-    let mut config: Value = store.read_json(&base_config)?;
+    let mut draft = Draft::open(store, &manifest_digest)?;
     // The layer: step 7's exporter into a temporary file, then a blob.
     // A name of its own: two commits of one container may run at once.
     let tmp = engine
@@ -211,23 +205,21 @@ fn commit_blocking(
     let written = crate::overlay::commit::commit(upper, file, None)
         .map_err(|e| Error::Internal(crate::child::error_chain(&e)))
         .and_then(|(file, _)| file.sync_all().map_err(|e| internal(&e)));
+    let now = crate::time::rfc3339(SystemTime::now());
     // The store's lock from the layer's blob to the image's name: a
     // garbage collection meanwhile would take the blob for unused.
     let locked = written.and_then(|()| Ok(store.lock()?));
-    let put = locked.and_then(|lock| {
+    let added = locked.and_then(|lock| {
         let file =
             fs::File::open(&tmp).map_err(crate::path_io::at("open", &tmp))?;
-        Ok((
-            lock,
-            store.put(file, None, crate::image::archive::MAX_BLOB)?,
-        ))
+        draft.add_layer(store, file, &now, "berth commit", comment)?;
+        Ok(lock)
     });
     let _ = fs::remove_file(&tmp);
-    let (_lock, (layer, size, _)) = put?;
-    let now = crate::time::rfc3339(SystemTime::now());
+    let _lock = added?;
     // The container's config, in the image config's words.
     let container = serde_json::to_value(&record.config).unwrap_or_default();
-    let mut inner = config["config"].as_object().cloned().unwrap_or_default();
+    let settings = draft.settings();
     for key in [
         "Cmd",
         "Entrypoint",
@@ -241,57 +233,15 @@ fn commit_blocking(
     ] {
         match container.get(key) {
             Some(value) if !value.is_null() => {
-                inner.insert(key.to_owned(), value.clone());
+                settings.insert(key.to_owned(), value.clone());
             }
             _ => {}
         }
     }
-    config["config"] = Value::Object(inner);
-    config["created"] = json!(now);
     if !author.is_empty() {
-        config["author"] = json!(author);
+        draft.config()["author"] = json!(author);
     }
-    let diff_ids = config["rootfs"]["diff_ids"].as_array_mut();
-    match diff_ids {
-        Some(ids) => ids.push(json!(layer.to_string())),
-        None => {
-            config["rootfs"] =
-                json!({ "type": "layers", "diff_ids": [layer.to_string()] })
-        }
-    }
-    let mut history = config["history"].as_array().cloned().unwrap_or_default();
-    history.push(json!({ "created": now, "created_by": "berth commit", "comment": comment }));
-    config["history"] = Value::Array(history);
-    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-    let (config_digest, _) = store.put_bytes(&config_bytes)?;
-    manifest["config"]["digest"] = json!(config_digest.to_string());
-    manifest["config"]["size"] = json!(config_bytes.len());
-    let layer_descriptor = json!({
-        "mediaType": "application/vnd.oci.image.layer.v1.tar",
-        "digest": oci_digest(&layer).to_string(),
-        "size": size,
-    });
-    match manifest["layers"].as_array_mut() {
-        Some(layers) => layers.push(layer_descriptor),
-        None => manifest["layers"] = json!([layer_descriptor]),
-    }
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
-    let (new_manifest, _) = store.put_bytes(&manifest_bytes)?;
-    // Checked as every manifest is: parsed back with the spec's types.
-    let parsed: oci_spec::image::ImageManifest =
-        store.read_json(&new_manifest)?;
-    if parsed
-        .layers()
-        .iter()
-        .any(|l| our_digest(l.digest()).is_none())
-    {
-        return Err(Error::Internal(
-            "the committed manifest does not parse".into(),
-        ));
-    }
-    store.tag(
-        name,
-        &manifest_descriptor(&new_manifest, manifest_bytes.len() as u64),
-    )?;
+    let (new_manifest, size, config_digest) = draft.write(store)?;
+    store.tag(name, &manifest_descriptor(&new_manifest, size))?;
     Ok(config_digest.to_string())
 }

@@ -14,10 +14,13 @@
 //! - [`snapshot`]: layers unpacked once, with step 7's unpacker, their
 //!   diff IDs checked; [`compression`]: plain, gzip or zstd, by magic.
 //! - [`gc`]: blobs and snapshots nothing leads to any more, removed.
+//! - [`draft`]: an image being made (a commit, a build step): layers
+//!   added, config edited, then written.
 
 pub mod archive;
 pub mod compression;
 pub mod digest;
+pub mod draft;
 pub mod export;
 pub mod gc;
 pub mod lookup;
