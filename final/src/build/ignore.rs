@@ -50,7 +50,7 @@ impl Ignore {
 
 /// The components of `path`, as `filepath.Clean` leaves them: no empty
 /// ones, no `.`, `..` taking one back, no leading `/`.
-fn clean(path: &str) -> Vec<String> {
+pub fn clean(path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -65,7 +65,7 @@ fn clean(path: &str) -> Vec<String> {
 }
 
 /// Whether the components `pattern` match the components `path`.
-fn matches(pattern: &[String], path: &[String]) -> bool {
+pub fn matches(pattern: &[String], path: &[String]) -> bool {
     match pattern.split_first() {
         None => path.is_empty(),
         Some((first, rest)) if first == "**" => {

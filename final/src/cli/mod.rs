@@ -508,6 +508,23 @@ pub enum Command {
         /// The containers (default: the running ones).
         containers: Vec<String>,
     },
+    /// Build an image from a Dockerfile and a context directory.
+    Build {
+        /// Names for the image (REPOSITORY[:TAG]).
+        #[arg(short, long = "tag")]
+        tag: Vec<String>,
+        /// The Dockerfile, in the context (default: Dockerfile).
+        #[arg(short, long)]
+        file: Option<String>,
+        /// KEY=VALUE for an ARG.
+        #[arg(long = "build-arg")]
+        build_arg: Vec<String>,
+        /// Run every step, the cache unused.
+        #[arg(long)]
+        no_cache: bool,
+        /// The context directory.
+        path: PathBuf,
+    },
     /// Pull an image from a registry.
     Pull {
         /// The platform (os/arch[/variant]; default: this machine's).
@@ -614,6 +631,23 @@ pub async fn run(
             name,
         } => registry::pull(socket, &name, platform, quiet).await,
         Command::Push { name } => registry::push(socket, &name).await,
+        Command::Build {
+            tag,
+            file,
+            build_arg,
+            no_cache,
+            path,
+        } => {
+            registry::build(
+                socket,
+                &path,
+                &tag,
+                file.as_deref(),
+                &build_arg,
+                no_cache,
+            )
+            .await
+        }
         Command::Login {
             username,
             password,

@@ -190,6 +190,62 @@ pub async fn push(socket: &str, name: &str) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// `berth build [-t TAG]... [-f FILE] [--build-arg K=V]... [--no-cache]
+/// DIR`: the directory as a tar to `POST /build`, the output as it comes.
+pub async fn build(
+    socket: &str,
+    dir: &std::path::Path,
+    tags: &[String],
+    file: Option<&str>,
+    build_args: &[String],
+    no_cache: bool,
+) -> Result<u8, Failure> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", dir).map_err(|e| {
+        failed(format!("read the context {}: {e}", dir.display()))
+    })?;
+    let context = tar
+        .into_inner()
+        .map_err(|e| failed(format!("read the context: {e}")))?;
+    let mut path = String::from("/build?rm=1");
+    for tag in tags {
+        path.push_str(&format!("&t={}", encode(tag)));
+    }
+    if let Some(file) = file {
+        path.push_str(&format!("&dockerfile={}", encode(file)));
+    }
+    let mut args = serde_json::Map::new();
+    for arg in build_args {
+        let (k, v) = arg.split_once('=').ok_or_else(|| {
+            failed(format!("--build-arg {arg}: expected KEY=VALUE"))
+        })?;
+        args.insert(k.to_owned(), v.into());
+    }
+    if !args.is_empty() {
+        path.push_str(&format!(
+            "&buildargs={}",
+            encode(&serde_json::Value::Object(args).to_string())
+        ));
+    }
+    if no_cache {
+        path.push_str("&nocache=1");
+    }
+    let headers = [("content-type", "application/x-tar".to_owned())];
+    let response = request(socket, &path, &headers, context).await?;
+    each_line(response, |value| {
+        if let Some(text) = value["stream"].as_str() {
+            super::print(text);
+        }
+        match value["errorDetail"]["message"].as_str() {
+            Some(message) => Err(failed(message.to_owned())),
+            None => Ok(()),
+        }
+    })
+    .await?;
+    Ok(0)
+}
+
 /// POST `path` with `auth` as `X-Registry-Auth`, and hand each progress
 /// message of the answer to `each`; an error status is the daemon's
 /// one-line refusal.
@@ -199,12 +255,27 @@ async fn progress(
     auth: Option<String>,
     mut each: impl FnMut(Message) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    use http_body_util::BodyExt;
     let mut headers = Vec::new();
     if let Some(auth) = auth {
         headers.push(("x-registry-auth", auth));
     }
-    let response = request(socket, path, &headers, String::new()).await?;
+    let response = request(socket, path, &headers, Vec::new()).await?;
+    each_line(response, |value| {
+        match serde_json::from_value::<Message>(value) {
+            Ok(message) => each(message),
+            Err(_) => Ok(()),
+        }
+    })
+    .await
+}
+
+/// The daemon's answer: its refusal as one line if it refused, else each
+/// JSON line of its body to `each` as it comes.
+async fn each_line(
+    response: hyper::Response<hyper::body::Incoming>,
+    mut each: impl FnMut(serde_json::Value) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    use http_body_util::BodyExt;
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
@@ -229,8 +300,8 @@ async fn progress(
         pending.extend_from_slice(&data);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            if let Ok(message) = serde_json::from_slice::<Message>(&line) {
-                each(message)?;
+            if let Ok(value) = serde_json::from_slice(&line) {
+                each(value)?;
             }
         }
     }
@@ -338,7 +409,8 @@ async fn post_json(
 ) -> Result<(u16, serde_json::Value), Failure> {
     use http_body_util::BodyExt;
     let headers = [("content-type", "application/json".to_owned())];
-    let response = request(socket, path, &headers, body.to_string()).await?;
+    let response =
+        request(socket, path, &headers, body.to_string().into_bytes()).await?;
     let status = response.status().as_u16();
     let bytes = http_body_util::Limited::new(response.into_body(), 1 << 20)
         .collect()
@@ -354,7 +426,7 @@ async fn request(
     socket: &str,
     path: &str,
     headers: &[(&str, String)],
-    body: String,
+    body: Vec<u8>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
     let stream =
         tokio::net::UnixStream::connect(socket).await.map_err(|e| {

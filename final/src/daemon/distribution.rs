@@ -53,10 +53,10 @@ pub fn pull_reference(from_image: &str, tag: &str) -> Result<Reference, Error> {
 /// Run `work`, which reports to the [`Progress`] it is given, and
 /// answer with its messages as they come (its failure the last line);
 /// an HTTP error if it fails before saying anything.
-async fn stream<F, Fut>(work: F, pulling: bool) -> Result<Response<Body>, Error>
+pub async fn stream<F, Fut>(work: F) -> Result<Response<Body>, Error>
 where
     F: FnOnce(Progress) -> Fut,
-    Fut: Future<Output = Result<(), registry::Error>> + Send + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -71,7 +71,7 @@ where
                 super::http::full(Bytes::new()),
                 "application/json",
             )),
-            Ok(Err(error)) => Err(api_error(&error, pulling)),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::Internal("the transfer task failed".into())),
         };
     };
@@ -87,7 +87,7 @@ where
             }
         }
         if let Ok(Err(error)) = done_rx.await {
-            let message = crate::child::error_chain(&error);
+            let message = error.to_string();
             let value = json!({ "errorDetail": { "message": message }, "error": message });
             let _ = sender.send_data(line(&value)).await;
         }
@@ -114,38 +114,35 @@ pub async fn pull(
         None => Platform::host(),
     };
     let engine = engine.clone();
-    stream(
-        move |progress| async move {
-            let transfer = engine.transfers.read().await;
-            let pulled = pull::pull(
-                &engine.registry,
-                &engine.store,
-                &engine.snapshots,
-                &reference,
-                &platform,
-                credentials,
-                &progress,
-            )
-            .await;
-            drop(transfer);
-            // What a failed pull brought goes with the next collection,
-            // once no other transfer runs (it may share the blobs).
-            if pulled.is_err() {
-                engine.gc_pending.store(true, Ordering::SeqCst);
-            }
-            let collecting = engine.clone();
-            let _ = blocking(move || collecting.after_transfer()).await;
-            let pulled = pulled?;
-            images::event(
-                &engine,
-                "pull",
-                &pulled.id.to_string(),
-                &reference.familiar(),
-            );
-            Ok(())
-        },
-        true,
-    )
+    stream(move |progress| async move {
+        let transfer = engine.transfers.read().await;
+        let pulled = pull::pull(
+            &engine.registry,
+            &engine.store,
+            &engine.snapshots,
+            &reference,
+            &platform,
+            credentials,
+            &progress,
+        )
+        .await;
+        drop(transfer);
+        // What a failed pull brought goes with the next collection,
+        // once no other transfer runs (it may share the blobs).
+        if pulled.is_err() {
+            engine.gc_pending.store(true, Ordering::SeqCst);
+        }
+        let collecting = engine.clone();
+        let _ = blocking(move || collecting.after_transfer()).await;
+        let pulled = pulled.map_err(|e| api_error(&e, true))?;
+        images::event(
+            &engine,
+            "pull",
+            &pulled.id.to_string(),
+            &reference.familiar(),
+        );
+        Ok(())
+    })
     .await
 }
 
@@ -186,30 +183,28 @@ pub async fn push(
         )));
     }
     let engine = engine.clone();
-    stream(
-        move |progress| async move {
-            for (target, manifest) in targets {
-                push::push(
-                    &engine.registry,
-                    &engine.store,
-                    &manifest,
-                    &target,
-                    credentials.clone(),
-                    push::CHUNK,
-                    &progress,
-                )
-                .await?;
-                images::event(
-                    &engine,
-                    "push",
-                    &manifest.to_string(),
-                    &target.familiar(),
-                );
-            }
-            Ok(())
-        },
-        false,
-    )
+    stream(move |progress| async move {
+        for (target, manifest) in targets {
+            push::push(
+                &engine.registry,
+                &engine.store,
+                &manifest,
+                &target,
+                credentials.clone(),
+                push::CHUNK,
+                &progress,
+            )
+            .await
+            .map_err(|e| api_error(&e, false))?;
+            images::event(
+                &engine,
+                "push",
+                &manifest.to_string(),
+                &target.familiar(),
+            );
+        }
+        Ok(())
+    })
     .await
 }
 

@@ -318,6 +318,32 @@ async fn dispatch(
             )
             .await
         }
+        (&Method::POST, ["build"]) => {
+            let tags = query_all(&request, "t");
+            let options = super::build::options(&q, &tags)?;
+            let reader = body_reader(request);
+            let dir = super::build::receive(&engine, reader).await?;
+            let planned = {
+                let (dir, options) = (dir.clone(), options.clone());
+                blocking(move || super::build::plan(&dir, &options)).await?
+            };
+            let (steps, ignore) = match planned {
+                Ok(planned) => planned,
+                Err(e) => {
+                    super::build::cleanup(&engine, &dir).await;
+                    return Err(e);
+                }
+            };
+            super::distribution::stream(move |progress| async move {
+                let built = super::build::run(
+                    &engine, &dir, steps, ignore, &options, &progress,
+                )
+                .await;
+                super::build::cleanup(&engine, &dir).await;
+                built.map(drop)
+            })
+            .await
+        }
         (&Method::POST, ["auth"]) => {
             let config: crate::registry::auth::AuthConfig =
                 json_body(request).await?;

@@ -74,7 +74,7 @@ pub async fn list(engine: &Arc<Engine>) -> Result<Value, Error> {
     let store_engine = engine.clone();
     let images = blocking(move || lookup::list(&store_engine.store)).await??;
     let mut out = Vec::new();
-    for image in images {
+    for image in images.into_iter().filter(|i| !i.intermediate) {
         let id = image.id.to_string();
         let labels: HashMap<String, String> = image
             .config

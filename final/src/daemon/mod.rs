@@ -21,6 +21,7 @@
 //! separate single-threaded processes.
 
 pub mod archive;
+pub mod build;
 pub mod changes;
 pub mod containers;
 pub mod distribution;

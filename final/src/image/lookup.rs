@@ -27,6 +27,8 @@ pub struct Image {
     pub size: u64,
     /// Every name pointing at the manifest.
     pub names: Vec<Reference>,
+    /// A build step's image, kept for the cache only (not listed).
+    pub intermediate: bool,
 }
 
 /// Every image of `store`, once each, by ID.
@@ -41,9 +43,19 @@ pub fn list(store: &Store) -> Result<Vec<Image>, Error> {
             by_manifest.entry(digest).or_default().push(name);
         }
     }
+    let index = store.index()?;
+    let intermediate: std::collections::HashSet<Digest> = index
+        .manifests()
+        .iter()
+        .filter(|d| super::store::cache_key(d).is_some())
+        .filter_map(|d| our_digest(d.digest()))
+        .collect();
     let mut images = Vec::new();
     for (manifest, names) in by_manifest {
-        images.push(open(store, &manifest, names)?);
+        let mut image = open(store, &manifest, names)?;
+        image.intermediate =
+            image.names.is_empty() && intermediate.contains(&manifest);
+        images.push(image);
     }
     Ok(images)
 }
@@ -67,6 +79,7 @@ fn open(
         config,
         size,
         names,
+        intermediate: false,
     })
 }
 

@@ -407,6 +407,36 @@ impl Store {
         Ok(())
     }
 
+    /// Keep image `manifest` as the build step whose cache key is `key`
+    /// (an unnamed entry, annotated [`BUILD_CACHE`]: garbage collection
+    /// keeps it, `images` does not list it). Call with the lock held.
+    pub fn keep(&self, key: &str, manifest: &Descriptor) -> Result<(), Error> {
+        let mut index = self.index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| cache_key(d) != Some(key))
+            .cloned()
+            .collect();
+        let mut descriptor = manifest.clone();
+        descriptor.set_annotations(Some(
+            [(BUILD_CACHE.to_owned(), key.to_owned())].into(),
+        ));
+        manifests.push(descriptor);
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// The image a build step of cache key `key` made, if it was kept.
+    pub fn cached(&self, key: &str) -> Result<Option<Digest>, Error> {
+        Ok(self
+            .index()?
+            .manifests()
+            .iter()
+            .find(|d| cache_key(d) == Some(key))
+            .and_then(|d| our_digest(d.digest())))
+    }
+
     /// Remove `name`; whether it was there. Call with the lock held.
     pub fn untag(&self, name: &Reference) -> Result<bool, Error> {
         let mut index = self.index()?;
@@ -527,6 +557,17 @@ impl Drop for BlobWriter {
         // renamed into place there is nothing to remove).
         let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// The annotation of a build step's image: its cache key.
+pub const BUILD_CACHE: &str = "io.berth.build.cache";
+
+/// The build cache key descriptor `d` carries, if any.
+pub fn cache_key(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(BUILD_CACHE))
+        .map(String::as_str)
 }
 
 /// Whether descriptor `d` carries name `full`.

@@ -73,6 +73,11 @@ impl Progress {
         }));
     }
 
+    /// `{"stream": TEXT}`: a build's output.
+    pub fn stream(&self, text: String) {
+        self.send(json!({ "stream": text }));
+    }
+
     /// The `aux` message that ends a push.
     pub fn aux(&self, aux: Value) {
         self.send(json!({ "progressDetail": {}, "aux": aux }));

@@ -1,0 +1,303 @@
+//! Builds: a multi-stage Dockerfile using every instruction, built by
+//! `berth build` and by the docker CLI's classic builder against `berth
+//! daemon`, rebuilt from the cache, and its result run, pushed and
+//! pulled back; errors that name their line; a context that tries to
+//! reach the host.
+
+use std::fs;
+use std::path::PathBuf;
+
+use berth_tests::daemons::Berth;
+use berth_tests::registry::Registry;
+use berth_tests::{fixture::rootfs, privileged};
+
+/// The test Dockerfile: two stages, every instruction the builder knows.
+const DOCKERFILE: &str = r#"# A comment, then a global ARG for FROM.
+ARG BASE=base:v1
+FROM $BASE AS builder
+ARG GREETING=hello
+ENV OUT=/out
+WORKDIR /work
+COPY src/ ./src/
+COPY src/*.txt /globbed/
+RUN mkdir -p $OUT && cat src/*.txt > $OUT/all.txt && \
+    echo "$GREETING" > $OUT/greeting
+
+FROM base:v1
+LABEL org.example.test="yes" stage=final
+COPY --from=builder /out/ /app/
+COPY --chown=1000:1000 src/a.txt /owned.txt
+ADD src/b.txt /added.txt
+ENV NAME=world
+EXPOSE 8080 53/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGINT
+SHELL ["/bin/sh", "-c"]
+RUN ["sh", "-c", "echo exec form > /exec"]
+USER 1000
+ENTRYPOINT ["sh", "-c"]
+CMD ["cat /app/all.txt /app/greeting /exec; echo $NAME; id -u; ls /"]
+"#;
+
+/// A context directory with the Dockerfile, three sources and a
+/// `.dockerignore` that hides one of them.
+fn context(name: &str) -> PathBuf {
+    let dir = berth_tests::workspace_root()
+        .join("target/test-build")
+        .join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("src")).unwrap();
+    fs::write(dir.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs::write(dir.join("src/a.txt"), "A\n").unwrap();
+    fs::write(dir.join("src/b.txt"), "B\n").unwrap();
+    fs::write(dir.join("src/secret.txt"), "do not ship\n").unwrap();
+    fs::write(dir.join(".dockerignore"), "src/secret.txt\n").unwrap();
+    dir
+}
+
+fn base(berth: &Berth) {
+    berth.load_rootfs(rootfs(), "base:v1");
+}
+
+/// What the built image prints when run.
+const EXPECTED: &str = "A\nB\nhi\nexec form\nworld\n1000\n";
+
+fn check_image(berth: &Berth, name: &str) {
+    let (code, out, err) = berth.run(&["run", "--rm", name]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(EXPECTED), "{out}");
+    // The final stage has what it copied, not the first stage's files.
+    let listing: Vec<&str> = out[EXPECTED.len()..].lines().collect();
+    for present in ["app", "owned.txt", "added.txt", "exec"] {
+        assert!(listing.contains(&present), "{present}: {listing:?}");
+    }
+    for absent in ["work", "globbed", "out"] {
+        assert!(!listing.contains(&absent), "{absent}: {listing:?}");
+    }
+    let (_, meta, _) = berth.run(&[
+        "image", "inspect", "--format",
+        "{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|{{.Config.StopSignal}}|{{json .Config.Labels}}|{{json .Config.Entrypoint}}",
+        name,
+    ]);
+    assert_eq!(
+        meta,
+        "1000|{\"53/udp\":{},\"8080/tcp\":{}}|{\"/data\":{}}|SIGINT|{\"org.example.test\":\"yes\",\"stage\":\"final\"}|[\"sh\",\"-c\"]\n"
+    );
+    let (code, owned, err) = berth.run(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "stat",
+        name,
+        "-c",
+        "%u:%g",
+        "/owned.txt",
+    ]);
+    assert_eq!((code, owned.as_str()), (0, "1000:1000\n"), "{err}");
+}
+
+#[test]
+fn a_multi_stage_dockerfile_builds_caches_runs_and_pushes() {
+    if !privileged("engine_build::multi_stage") {
+        return;
+    }
+    let registry = Registry::start("build");
+    let berth = Berth::start("build-all", &[]);
+    base(&berth);
+    let dir = context("all");
+    let path = dir.to_str().unwrap();
+    let (code, out, err) = berth.cli(&[
+        "build",
+        "-t",
+        "built:v1",
+        "--build-arg",
+        "GREETING=hi",
+        path,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Step 8/22 : RUN mkdir -p $OUT"), "{out}");
+    assert!(out.contains(" ---> Running in "), "{out}");
+    assert!(out.ends_with("Successfully tagged built:v1\n"), "{out}");
+    assert!(!out.contains("Using cache"), "{out}");
+    check_image(&berth, "built:v1");
+
+    // Again: every step from the cache, the same image.
+    let (code, again, err) = berth.cli(&[
+        "build",
+        "-t",
+        "built:v1",
+        "--build-arg",
+        "GREETING=hi",
+        path,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let steps = again.matches("Step ").count();
+    let froms = again.matches(" : FROM ").count();
+    // Every step but the global ARG (no image) and the FROMs.
+    assert_eq!(
+        again.matches(" ---> Using cache\n").count(),
+        steps - froms - 1,
+        "{again}"
+    );
+    let id = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("Successfully built "))
+            .map(str::to_owned)
+    };
+    assert_eq!(id(&again), id(&out));
+    // A source changed: the cache holds up to the COPY that reads it.
+    fs::write(dir.join("src/b.txt"), "b2\n").unwrap();
+    let (code, changed, err) = berth.cli(&[
+        "build",
+        "-t",
+        "built:v2",
+        "--build-arg",
+        "GREETING=hi",
+        path,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cached: Vec<&str> = changed
+        .split("Step ")
+        .filter(|s| s.contains("Using cache"))
+        .map(|s| s.split(" : ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(cached, ["3/22", "4/22", "5/22", "10/22"], "{changed}");
+    // --no-cache: nothing from it.
+    let (code, fresh, err) = berth.cli(&[
+        "build",
+        "--no-cache",
+        "-t",
+        "built:v3",
+        "--build-arg",
+        "GREETING=hi",
+        path,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!fresh.contains("Using cache"), "{fresh}");
+    fs::write(dir.join("src/b.txt"), "B\n").unwrap();
+
+    // The docker CLI's classic builder against berth: the same result.
+    let mut docker = berth.docker(&[
+        "build",
+        "-t",
+        "dbuilt:v1",
+        "--build-arg",
+        "GREETING=hi",
+        path,
+    ]);
+    docker.env("DOCKER_BUILDKIT", "0");
+    let output = docker.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check_image(&berth, "dbuilt:v1");
+    // Built images are images: push, remove, pull, run.
+    let name = format!("{}/built/app:v1", registry.host);
+    assert_eq!(berth.run(&["tag", "built:v1", &name]).0, 0);
+    let (code, out, err) = berth.cli(&["push", &name]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pushed = out
+        .lines()
+        .find_map(|l| l.split(": digest: ").nth(1))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(berth.run(&["rmi", &name, "built:v1"]).0, 0);
+    let (code, out, err) = berth.cli(&["pull", &name]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("Digest: {pushed}")), "{out}");
+    check_image(&berth, &name);
+    // Intermediate images are not listed.
+    let (_, listed, _) =
+        berth.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(!listed.contains("<none>"), "{listed}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn build_errors_name_their_line_and_leave_no_container() {
+    if !privileged("engine_build::errors") {
+        return;
+    }
+    let berth = Berth::start("build-err", &[]);
+    base(&berth);
+    let dir = context("errors");
+    let path = dir.to_str().unwrap();
+    let write = |text: &str| fs::write(dir.join("Dockerfile"), text).unwrap();
+
+    write("FROM base:v1\n\nFROB x\n");
+    let (code, _, err) = berth.cli(&["build", "-t", "bad:v1", path]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "berth: Error response from daemon: dockerfile parse error on line 3: unknown instruction: FROB\n"
+    );
+
+    write("FROM base:v1\nRUN echo before\nRUN exit 3\nRUN echo never\n");
+    let (code, out, err) = berth.cli(&["build", "-t", "bad:v1", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("before\n"), "{out}");
+    assert!(!out.contains("never"), "{out}");
+    assert_eq!(
+        err,
+        "berth: Dockerfile:3: The command '/bin/sh -c exit 3' returned a non-zero code: 3\n"
+    );
+
+    write("FROM base:v1\nCOPY missing.txt /\n");
+    let (code, _, err) = berth.cli(&["build", path]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Dockerfile:2: COPY failed: file not found in build context or excluded by .dockerignore: stat missing.txt"), "{err}");
+    // The ignored file is as missing as a missing one.
+    write("FROM base:v1\nCOPY src/secret.txt /\n");
+    let (code, _, err) = berth.cli(&["build", path]);
+    assert_eq!(code, 1);
+    assert!(err.contains("COPY failed: file not found"), "{err}");
+
+    let (_, tagged, _) = berth.run(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(tagged, "base\n");
+    let (_, containers, _) = berth.run(&["ps", "-aq"]);
+    assert_eq!(containers, "");
+    assert!(
+        fs::read_dir(berth.data_root().join("builds"))
+            .map_or(true, |mut d| d.next().is_none())
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_context_symlink_never_reaches_the_host() {
+    if !privileged("engine_build::symlinks") {
+        return;
+    }
+    let berth = Berth::start("build-links", &[]);
+    base(&berth);
+    let dir = context("links");
+    let path = dir.to_str().unwrap();
+    // A symlink to the host's /etc, and one to a host file.
+    std::os::unix::fs::symlink("/etc", dir.join("hostetc")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("hostname")).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM base:v1\nCOPY hostetc/hostname /via-dir\n",
+    )
+    .unwrap();
+    let (code, _, err) = berth.cli(&["build", "-t", "links:v1", path]);
+    assert_eq!(code, 1, "the host's /etc/hostname was reached: {err}");
+    assert!(err.contains("COPY"), "{err}");
+    // The symlink itself is copied, as a symlink.
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM base:v1\nCOPY hostname /link\n",
+    )
+    .unwrap();
+    let (code, out, err) = berth.cli(&["build", "-t", "links:v1", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) =
+        berth.run(&["run", "--rm", "links:v1", "readlink", "/link"]);
+    assert_eq!((code, out.as_str()), (0, "/etc/hostname\n"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
