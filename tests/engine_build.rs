@@ -28,6 +28,7 @@ LABEL org.example.test="yes" stage=final
 COPY --from=builder /out/ /app/
 COPY --chown=1000:1000 src/a.txt /owned.txt
 ADD src/b.txt /added.txt
+ADD src/pack.tar.gz /unpacked/
 ENV NAME=world
 EXPOSE 8080 53/udp
 VOLUME ["/data"]
@@ -52,6 +53,12 @@ fn context(name: &str) -> PathBuf {
     fs::write(dir.join("src/b.txt"), "B\n").unwrap();
     fs::write(dir.join("src/secret.txt"), "do not ship\n").unwrap();
     fs::write(dir.join(".dockerignore"), "src/secret.txt\n").unwrap();
+    let pack = berth_tests::daemons::layer(&[("packed/file.txt", "packed\n")]);
+    fs::write(
+        dir.join("src/pack.tar.gz"),
+        berth_tests::daemons::gzip(&pack),
+    )
+    .unwrap();
     dir
 }
 
@@ -68,7 +75,7 @@ fn check_image(berth: &Berth, name: &str) {
     assert!(out.starts_with(EXPECTED), "{out}");
     // The final stage has what it copied, not the first stage's files.
     let listing: Vec<&str> = out[EXPECTED.len()..].lines().collect();
-    for present in ["app", "owned.txt", "added.txt", "exec"] {
+    for present in ["app", "owned.txt", "added.txt", "exec", "unpacked"] {
         assert!(listing.contains(&present), "{present}: {listing:?}");
     }
     for absent in ["work", "globbed", "out"] {
@@ -94,6 +101,16 @@ fn check_image(berth: &Berth, name: &str) {
         "/owned.txt",
     ]);
     assert_eq!((code, owned.as_str()), (0, "1000:1000\n"), "{err}");
+    // ADD unpacked the local archive.
+    let (code, packed, err) = berth.run(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        name,
+        "/unpacked/packed/file.txt",
+    ]);
+    assert_eq!((code, packed.as_str()), (0, "packed\n"), "{err}");
 }
 
 #[test]
@@ -115,7 +132,7 @@ fn a_multi_stage_dockerfile_builds_caches_runs_and_pushes() {
         path,
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("Step 8/22 : RUN mkdir -p $OUT"), "{out}");
+    assert!(out.contains("Step 8/23 : RUN mkdir -p $OUT"), "{out}");
     assert!(out.contains(" ---> Running in "), "{out}");
     assert!(out.ends_with("Successfully tagged built:v1\n"), "{out}");
     assert!(!out.contains("Using cache"), "{out}");
@@ -161,7 +178,18 @@ fn a_multi_stage_dockerfile_builds_caches_runs_and_pushes() {
         .filter(|s| s.contains("Using cache"))
         .map(|s| s.split(" : ").next().unwrap_or_default())
         .collect();
-    assert_eq!(cached, ["3/22", "4/22", "5/22", "10/22"], "{changed}");
+    assert_eq!(cached, ["3/23", "4/23", "5/23", "10/23"], "{changed}");
+    // What the book shows: the first build, and the one after the
+    // change (IDs differ from run to run: named by their role).
+    let ids = regex::Regex::new(r"[0-9a-f]{12}").unwrap();
+    let report = format!(
+        "$ berth build -t built:v1 --build-arg GREETING=hi .\n{out}\n\
+         $ echo b2 > src/b.txt\n$ berth build -t built:v2 --build-arg GREETING=hi .\n{changed}"
+    );
+    let report = ids.replace_all(&report, "<id>");
+    berth_tests::snapshot_settings().bind(|| {
+        insta::assert_snapshot!("engine_build_output", report);
+    });
     // --no-cache: nothing from it.
     let (code, fresh, err) = berth.cli(&[
         "build",

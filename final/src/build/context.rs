@@ -103,6 +103,7 @@ pub fn copy_layer(
     dest: &str,
     owner: Option<(u32, u32)>,
     ignore: &Ignore,
+    extract: bool,
     out: impl Write,
 ) -> Result<(), Error> {
     let into = dest.ends_with('/') || dest.ends_with("/.");
@@ -150,6 +151,15 @@ pub fn copy_layer(
             source.clone()
         };
         archive::get(root, &asked, "the build context", &mut bytes)?;
+        // ADD of a local archive (tar, plain, gzip or zstd): its files
+        // go into the destination, not the archive itself.
+        if extract
+            && !is_dir
+            && let Some(unpacked) = as_archive(&bytes)
+        {
+            add_archive(&mut tar, &unpacked, &dest).map_err(internal)?;
+            continue;
+        }
         let mut entries = tar::Archive::new(&bytes[..]);
         for entry in entries.entries().map_err(internal)? {
             let mut entry = entry.map_err(internal)?;
@@ -191,6 +201,73 @@ pub fn copy_layer(
         }
     }
     tar.into_inner().map_err(internal)?;
+    Ok(())
+}
+
+/// The uncompressed tar in the single file that `bytes` (a tar of one
+/// file, as `archive::get` makes it) holds, if that file is a tar.
+fn as_archive(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut outer = tar::Archive::new(bytes);
+    let mut entry = outer.entries().ok()?.next()?.ok()?;
+    let mut file = Vec::new();
+    entry.read_to_end(&mut file).ok()?;
+    let compression = crate::image::compression::Compression::detect(&file[..]);
+    let limit = crate::image::snapshot::max_expansion(file.len() as u64);
+    let mut tar = Vec::new();
+    compression
+        .decoder(&file[..])
+        .take(limit)
+        .read_to_end(&mut tar)
+        .ok()?;
+    // A tar's first header has a valid checksum; text does not.
+    let header = tar.get(..512)?;
+    let header = tar::Header::from_byte_slice(header);
+    (header.cksum().ok()? == checksum(header.as_bytes())).then_some(tar)
+}
+
+/// The ustar checksum of a header block (its checksum field as spaces).
+fn checksum(block: &[u8; 512]) -> u32 {
+    block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum()
+}
+
+/// Every entry of `archive` into the layer under `dest`; names that
+/// climb (`..`) are left out.
+fn add_archive(
+    layer: &mut tar::Builder<impl Write>,
+    archive: &[u8],
+    dest: &str,
+) -> std::io::Result<()> {
+    for entry in tar::Archive::new(archive).entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if path.split('/').any(|part| part == "..") {
+            continue;
+        }
+        let rel = ignore::clean(&path).join("/");
+        if rel.is_empty() {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        if header.entry_type().is_hard_link()
+            && let Some(link) = entry.link_name()?
+        {
+            let link = ignore::clean(&link.to_string_lossy()).join("/");
+            header.set_link_name(join(dest, &link))?;
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        layer.append_data(&mut header, join(dest, &rel), &data[..])?;
+    }
     Ok(())
 }
 

@@ -281,9 +281,7 @@ fn done_id(stage: &Stage) -> Digest {
 
 /// The names and images of the stages so far, for `FROM` and
 /// `COPY --from`.
-fn stages_done(
-    stages: &[Stage],
-) -> Vec<Done> {
+fn stages_done(stages: &[Stage]) -> Vec<Done> {
     stages
         .iter()
         .map(|s| (s.name.clone(), s.image.clone()))
@@ -356,11 +354,13 @@ async fn from(
     Ok(stage(draft, Some((found.manifest, found.id))))
 }
 
+// ANCHOR: cache_key
 /// The cache key of a step on `parent`.
 fn cache_key(parent: Option<&Digest>, text: &str, extra: &str) -> String {
     let parent = parent.map(ToString::to_string).unwrap_or_default();
     Digest::of(format!("{parent}\n{text}\n{extra}").as_bytes()).to_string()
 }
+// ANCHOR_END: cache_key
 
 /// Run one step of `stage` (not `FROM`): its image's manifest and ID.
 #[allow(clippy::too_many_arguments)]
@@ -447,6 +447,7 @@ async fn execute(
             let file =
                 context.with_file_name(format!("layer-{}.tar", random_id()?));
             let made = file.clone();
+            let extract = *add;
             blocking(move || -> Result<(), Error> {
                 let out = std::fs::File::create(&made)
                     .map_err(crate::path_io::at("create", &made))?;
@@ -456,6 +457,7 @@ async fn execute(
                     &dest,
                     owner,
                     &ignore,
+                    extract,
                     std::io::BufWriter::new(out),
                 )
             })
