@@ -12,47 +12,28 @@ use berth_tests::registry::Registry;
 use berth_tests::{fixture::rootfs, privileged};
 
 /// The test Dockerfile: two stages, every instruction the builder knows.
-const DOCKERFILE: &str = r#"# A comment, then a global ARG for FROM.
-ARG BASE=base:v1
-FROM $BASE AS builder
-ARG GREETING=hello
-ENV OUT=/out
-WORKDIR /work
-COPY src/ ./src/
-COPY src/*.txt /globbed/
-RUN mkdir -p $OUT && cat src/*.txt > $OUT/all.txt && \
-    echo "$GREETING" > $OUT/greeting
+const DOCKERFILE: &str = include_str!("build/context/Dockerfile");
 
-FROM base:v1
-LABEL org.example.test="yes" stage=final
-COPY --from=builder /out/ /app/
-COPY --chown=1000:1000 src/a.txt /owned.txt
-ADD src/b.txt /added.txt
-ADD src/pack.tar.gz /unpacked/
-ENV NAME=world
-EXPOSE 8080 53/udp
-VOLUME ["/data"]
-STOPSIGNAL SIGINT
-SHELL ["/bin/sh", "-c"]
-RUN ["sh", "-c", "echo exec form > /exec"]
-USER 1000
-ENTRYPOINT ["sh", "-c"]
-CMD ["cat /app/all.txt /app/greeting /exec; echo $NAME; id -u; ls /"]
-"#;
-
-/// A context directory with the Dockerfile, three sources and a
-/// `.dockerignore` that hides one of them.
+/// A copy of `tests/build/context` (the Dockerfile, three sources and a
+/// `.dockerignore` that hides one of them; `scripts/bench build` builds
+/// the same) and the archive ADD unpacks.
 fn context(name: &str) -> PathBuf {
     let dir = berth_tests::workspace_root()
         .join("target/test-build")
         .join(name);
     let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(dir.join("src")).unwrap();
-    fs::write(dir.join("Dockerfile"), DOCKERFILE).unwrap();
-    fs::write(dir.join("src/a.txt"), "A\n").unwrap();
-    fs::write(dir.join("src/b.txt"), "B\n").unwrap();
-    fs::write(dir.join("src/secret.txt"), "do not ship\n").unwrap();
-    fs::write(dir.join(".dockerignore"), "src/secret.txt\n").unwrap();
+    fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(berth_tests::workspace_root().join("tests/build/context"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        fs::read_to_string(dir.join("Dockerfile")).unwrap(),
+        DOCKERFILE
+    );
     let pack = berth_tests::daemons::layer(&[("packed/file.txt", "packed\n")]);
     fs::write(
         dir.join("src/pack.tar.gz"),
@@ -327,5 +308,44 @@ fn a_context_symlink_never_reaches_the_host() {
     let (code, out, err) =
         berth.run(&["run", "--rm", "links:v1", "readlink", "/link"]);
     assert_eq!((code, out.as_str()), (0, "/etc/hostname\n"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn copies_keep_the_image_s_directories_and_entrypoints_their_own_args() {
+    if !privileged("engine_build::copy_semantics") {
+        return;
+    }
+    let berth = Berth::start("build-copy", &[]);
+    base(&berth);
+    let dir = context("copy");
+    let path = dir.to_str().unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM base:v1 AS first\n\
+         COPY src/a.txt /tmp/a.txt\n\
+         COPY src/b.txt /etc\n\
+         ENTRYPOINT [\"sh\", \"-c\", \"stat -c %a /tmp; cat /etc/b.txt /tmp/a.txt; echo args:$1\", \"zero\"]\n\
+         FROM base:v1\n\
+         RUN echo second stage\n",
+    )
+    .unwrap();
+    // --target: the first stage only (the docker CLI sends it).
+    let mut docker =
+        berth.docker(&["build", "--target", "first", "-t", "first:v1", path]);
+    docker.env("DOCKER_BUILDKIT", "0");
+    let output = docker.output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!out.contains("second stage"), "{out}");
+    // /tmp keeps its 1777 under the copied file; a file copied onto an
+    // existing directory goes into it; the base image's CMD (sh) is no
+    // argument to the new ENTRYPOINT.
+    let (code, out, err) = berth.run(&["run", "--rm", "first:v1"]);
+    assert_eq!((code, out.as_str()), (0, "1777\nB\nA\nargs:\n"), "{err}");
     let _ = fs::remove_dir_all(&dir);
 }

@@ -91,50 +91,29 @@ pub fn chown(spec: &str) -> Result<(u32, u32), Error> {
     }
 }
 
-/// Write to `out` the layer tar of `sources` (paths of the tree at
-/// `root`) copied to `dest` (absolute): a file to `dest`, or into it if
-/// it ends with `/` or there are several sources; a directory's
-/// contents into `dest`. The directories above `dest` are made (mode
-/// 0755, root's), and every entry belongs to `owner` if given. What
-/// `ignore` excludes inside a source directory is left out too.
-pub fn copy_layer(
+/// Write to `out` a tar of `sources` (paths of the tree at `root`),
+/// every name relative to `/`, to be unpacked into a root where `dest`
+/// (absolute) is a directory if `into`: each file to `dest/NAME`, each
+/// directory's contents into `dest`; else the one file to `dest`
+/// itself. Every entry belongs to `owner` (root by default, as in
+/// Docker); what `ignore` excludes inside a source directory is left
+/// out; with `extract` (ADD), a local archive's files go instead of it,
+/// read from `scratch` (a file of the build's own).
+#[allow(clippy::too_many_arguments)]
+pub fn sources_tar(
     root: &Path,
     sources: &[String],
     dest: &str,
-    owner: Option<(u32, u32)>,
+    into: bool,
+    owner: (u32, u32),
     ignore: &Ignore,
     extract: bool,
+    scratch: &Path,
     out: impl Write,
 ) -> Result<(), Error> {
-    let into = dest.ends_with('/') || dest.ends_with("/.");
     let dest = ignore::clean(dest).join("/");
-    let into = into || dest.is_empty() || sources.len() > 1;
-    let into = into || !sources.is_empty() && dest_is_dir(sources, root);
     let internal = |e: std::io::Error| Error::Internal(format!("COPY: {e}"));
     let mut tar = tar::Builder::new(out);
-    // The directories down to the destination (its own too, for
-    // `into`), as Docker makes them.
-    let parts: Vec<&str> = dest.split('/').filter(|p| !p.is_empty()).collect();
-    let made = if into {
-        parts.len()
-    } else {
-        parts.len().saturating_sub(1)
-    };
-    for n in 1..=made {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        let (uid, gid) = owner.filter(|_| n == made && into).unwrap_or((0, 0));
-        header.set_uid(uid.into());
-        header.set_gid(gid.into());
-        tar.append_data(
-            &mut header,
-            format!("{}/", parts[..n].join("/")),
-            std::io::empty(),
-        )
-        .map_err(internal)?;
-    }
     for source in sources {
         let stat =
             archive::stat(root, source, "the build context").map_err(|e| {
@@ -144,85 +123,189 @@ pub fn copy_layer(
                 }
             })?;
         let is_dir = stat["mode"].as_u64().is_some_and(|m| m & (1 << 31) != 0);
-        let mut bytes = Vec::new();
         let asked = if is_dir {
             format!("{source}/.")
         } else {
             source.clone()
         };
-        archive::get(root, &asked, "the build context", &mut bytes)?;
-        // ADD of a local archive (tar, plain, gzip or zstd): its files
-        // go into the destination, not the archive itself.
-        if extract
-            && !is_dir
-            && let Some(unpacked) = as_archive(&bytes)
-        {
-            add_archive(&mut tar, &unpacked, &dest).map_err(internal)?;
-            continue;
-        }
-        let mut entries = tar::Archive::new(&bytes[..]);
-        for entry in entries.entries().map_err(internal)? {
-            let mut entry = entry.map_err(internal)?;
-            let name = entry
-                .path()
-                .map_err(internal)?
-                .to_string_lossy()
-                .into_owned();
-            let rel = name.trim_start_matches("./").trim_end_matches('/');
-            let target = if is_dir {
-                if rel.is_empty() || rel == "." {
+        // The source as a tar, streamed from a thread through a pipe.
+        let (reader, writer) = std::io::pipe().map_err(internal)?;
+        let walked_root = root.to_owned();
+        let walker = std::thread::spawn(move || {
+            archive::get(&walked_root, &asked, "the build context", writer)
+        });
+        let mut entries = tar::Archive::new(reader);
+        let mut copied: Vec<String> = Vec::new();
+        let result = (|| -> Result<(), Error> {
+            for entry in entries.entries().map_err(internal)? {
+                let mut entry = entry.map_err(internal)?;
+                let name = entry
+                    .path()
+                    .map_err(internal)?
+                    .to_string_lossy()
+                    .into_owned();
+                let rel = name.trim_start_matches("./").trim_end_matches('/');
+                let target = if is_dir {
+                    if rel.is_empty() || rel == "." {
+                        continue;
+                    }
+                    if ignore.excludes(&join(source, rel)) {
+                        continue;
+                    }
+                    join(&dest, rel)
+                } else if into {
+                    join(&dest, rel)
+                } else {
+                    dest.clone()
+                };
+                if extract && !is_dir && entry.header().entry_type().is_file() {
+                    spill(&mut entry, scratch).map_err(internal)?;
+                    let added = add_archive(&mut tar, scratch, &dest, owner)
+                        .map_err(internal)?;
+                    if !added {
+                        let size =
+                            std::fs::metadata(scratch).map_err(internal)?.len();
+                        let mut header = fresh(entry.header(), owner, size);
+                        let file =
+                            std::fs::File::open(scratch).map_err(internal)?;
+                        tar.append_data(&mut header, &target, file)
+                            .map_err(internal)?;
+                    }
+                    let _ = std::fs::remove_file(scratch);
                     continue;
                 }
-                if ignore.excludes(&join(source, rel)) {
-                    continue;
-                }
-                join(&dest, rel)
-            } else if into {
-                join(&dest, rel)
-            } else {
-                dest.clone()
-            };
-            let mut header = entry.header().clone();
-            if let Some((uid, gid)) = owner {
-                header.set_uid(uid.into());
-                header.set_gid(gid.into());
-            }
-            if header.entry_type().is_hard_link()
-                && let Ok(Some(link)) = entry.link_name()
-            {
-                let link = link.to_string_lossy().into_owned();
-                let rel = link.trim_start_matches("./");
-                header.set_link_name(join(&dest, rel)).map_err(internal)?;
-            }
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(internal)?;
-            tar.append_data(&mut header, &target, &data[..])
+                copy_entry(&mut tar, &mut entry, &target, owner, |link| {
+                    let link = link.trim_start_matches("./");
+                    let linked = join(&dest, link);
+                    copied.contains(&linked).then_some(linked)
+                })
                 .map_err(internal)?;
-        }
+                copied.push(target);
+            }
+            Ok(())
+        })();
+        // The walker ends when its reader is gone.
+        drop(entries);
+        let walked = walker
+            .join()
+            .map_err(|_| Error::Internal("COPY: the walker failed".into()))?;
+        result?;
+        walked?;
     }
     tar.into_inner().map_err(internal)?;
     Ok(())
 }
 
-/// The uncompressed tar in the single file that `bytes` (a tar of one
-/// file, as `archive::get` makes it) holds, if that file is a tar.
-fn as_archive(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut outer = tar::Archive::new(bytes);
-    let mut entry = outer.entries().ok()?.next()?.ok()?;
-    let mut file = Vec::new();
-    entry.read_to_end(&mut file).ok()?;
-    let compression = crate::image::compression::Compression::detect(&file[..]);
-    let limit = crate::image::snapshot::max_expansion(file.len() as u64);
-    let mut tar = Vec::new();
-    compression
-        .decoder(&file[..])
-        .take(limit)
-        .read_to_end(&mut tar)
-        .ok()?;
-    // A tar's first header has a valid checksum; text does not.
-    let header = tar.get(..512)?;
-    let header = tar::Header::from_byte_slice(header);
-    (header.cksum().ok()? == checksum(header.as_bytes())).then_some(tar)
+/// A header made anew from `old` (a hostile one's size or extensions
+/// never reach the layer): its kind, mode and time, `owner`'s ids, and
+/// `size`.
+fn fresh(old: &tar::Header, owner: (u32, u32), size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(old.entry_type());
+    header.set_mode(old.mode().unwrap_or(0o644) & 0o7777);
+    header.set_mtime(old.mtime().unwrap_or(0));
+    header.set_uid(owner.0.into());
+    header.set_gid(owner.1.into());
+    header.set_size(size);
+    header
+}
+
+/// Copy one entry as `target`: regular files streamed, directories,
+/// symlinks, and hard links whose first name `linked` finds among what
+/// was copied; anything else (devices, sparse files) left out.
+fn copy_entry(
+    tar: &mut tar::Builder<impl Write>,
+    entry: &mut tar::Entry<impl Read>,
+    target: &str,
+    owner: (u32, u32),
+    linked: impl Fn(&str) -> Option<String>,
+) -> std::io::Result<()> {
+    let kind = entry.header().entry_type();
+    if kind == tar::EntryType::Regular || kind == tar::EntryType::Continuous {
+        let mut header = fresh(entry.header(), owner, entry.size());
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, target, entry)
+    } else if kind.is_dir() {
+        let mut header = fresh(entry.header(), owner, 0);
+        tar.append_data(&mut header, format!("{target}/"), std::io::empty())
+    } else if kind.is_symlink() {
+        let Some(link) = entry.link_name()? else {
+            return Ok(());
+        };
+        let mut header = fresh(entry.header(), owner, 0);
+        tar.append_link(&mut header, target, link)
+    } else if kind.is_hard_link() {
+        let Some(link) = entry.link_name()? else {
+            return Ok(());
+        };
+        match linked(&link.to_string_lossy()) {
+            Some(first) => {
+                let mut header = fresh(entry.header(), owner, 0);
+                tar.append_link(&mut header, target, first)
+            }
+            None => Ok(()),
+        }
+    } else {
+        Ok(())
+    }
+}
+
+/// Write the entry's data to `path`.
+fn spill(entry: &mut impl Read, path: &Path) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    std::io::copy(entry, &mut file)?;
+    Ok(())
+}
+
+/// If `file` is a tar (plain, gzip or zstd: its first block has a valid
+/// checksum once decompressed), copy its entries under `dest` (names
+/// that climb left out) and say so.
+fn add_archive(
+    layer: &mut tar::Builder<impl Write>,
+    file: &Path,
+    dest: &str,
+    owner: (u32, u32),
+) -> std::io::Result<bool> {
+    let open = || -> std::io::Result<Box<dyn Read>> {
+        let mut reader = std::io::BufReader::new(std::fs::File::open(file)?);
+        let compression = crate::image::compression::Compression::detect(
+            std::io::BufRead::fill_buf(&mut reader)?,
+        );
+        let size = std::fs::metadata(file)?.len();
+        Ok(Box::new(
+            compression
+                .decoder(reader)
+                .take(crate::image::snapshot::max_expansion(size)),
+        ))
+    };
+    let mut head = [0u8; 512];
+    if open()?.read_exact(&mut head).is_err() {
+        return Ok(false);
+    }
+    let header = tar::Header::from_byte_slice(&head);
+    if header.cksum().ok() != Some(checksum(&head)) {
+        return Ok(false);
+    }
+    let mut added: Vec<String> = Vec::new();
+    for entry in tar::Archive::new(open()?).entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if path.split('/').any(|part| part == "..") {
+            continue;
+        }
+        let rel = ignore::clean(&path).join("/");
+        if rel.is_empty() {
+            continue;
+        }
+        let target = join(dest, &rel);
+        copy_entry(layer, &mut entry, &target, owner, |link| {
+            let link = ignore::clean(link).join("/");
+            let linked = join(dest, &link);
+            added.contains(&linked).then_some(linked)
+        })?;
+        added.push(target);
+    }
+    Ok(true)
 }
 
 /// The ustar checksum of a header block (its checksum field as spaces).
@@ -238,47 +321,6 @@ fn checksum(block: &[u8; 512]) -> u32 {
             }
         })
         .sum()
-}
-
-/// Every entry of `archive` into the layer under `dest`; names that
-/// climb (`..`) are left out.
-fn add_archive(
-    layer: &mut tar::Builder<impl Write>,
-    archive: &[u8],
-    dest: &str,
-) -> std::io::Result<()> {
-    for entry in tar::Archive::new(archive).entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if path.split('/').any(|part| part == "..") {
-            continue;
-        }
-        let rel = ignore::clean(&path).join("/");
-        if rel.is_empty() {
-            continue;
-        }
-        let mut header = entry.header().clone();
-        if header.entry_type().is_hard_link()
-            && let Some(link) = entry.link_name()?
-        {
-            let link = ignore::clean(&link.to_string_lossy()).join("/");
-            header.set_link_name(join(dest, &link))?;
-        }
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data)?;
-        layer.append_data(&mut header, join(dest, &rel), &data[..])?;
-    }
-    Ok(())
-}
-
-/// Whether a single source goes *into* the destination: a directory
-/// source always copies its contents there.
-fn dest_is_dir(sources: &[String], root: &Path) -> bool {
-    sources.len() == 1
-        && archive::stat(root, &sources[0], "the build context")
-            .ok()
-            .and_then(|s| s["mode"].as_u64())
-            .is_some_and(|m| m & (1 << 31) != 0)
 }
 
 fn join(dest: &str, rel: &str) -> String {

@@ -187,8 +187,8 @@ pub fn parse(source: &str) -> Result<Vec<Step>, ParseError> {
         let (flags, rest) = flags(rest);
         let allowed: &[&str] = match keyword.as_str() {
             "FROM" => &["platform"],
-            "COPY" => &["from", "chown", "chmod"],
-            "ADD" => &["chown", "chmod"],
+            "COPY" => &["from", "chown"],
+            "ADD" => &["chown"],
             _ => &[],
         };
         if let Some(flag) =
@@ -452,7 +452,6 @@ pub fn substitute(text: &str, vars: &dyn Fn(&str) -> Option<String>) -> String {
                 out.push(c);
             }
             '\\' if !in_single && chars.peek() == Some(&'$') => {
-                out.push('\\');
                 out.push('$');
                 chars.next();
             }
@@ -624,6 +623,6 @@ COPY --from=build /out /
             "d d 1"
         );
         assert_eq!(substitute("${A:+set} ${NONE:+set}.", &vars), "set .");
-        assert_eq!(substitute("'$A' \\$A $ end", &vars), "'$A' \\$A $ end");
+        assert_eq!(substitute("'$A' \\$A $ end", &vars), "'$A' $A $ end");
     }
 }

@@ -81,24 +81,50 @@ pub fn matches(pattern: &[String], path: &[String]) -> bool {
     }
 }
 
-/// Whether one component matches: `*`, `?`, `[class]`, `\x`.
+/// Whether one component matches: `*`, `?`, `[class]`, `\x`. Linear
+/// in practice: a mismatch goes back to the last `*` only (a pattern of
+/// many stars cannot make it exponential).
 fn component(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => {
-            (0..=name.len()).any(|skip| component(rest, &name[skip..]))
+    let (mut p, mut n) = (0, 0);
+    // After the last `*`: where the pattern resumes, and the name
+    // position it resumed at.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() {
+            if pattern[p] == b'*' {
+                star = Some((p + 1, n));
+                p += 1;
+                continue;
+            }
+            if let Some(len) = single(&pattern[p..], name[n]) {
+                p += len;
+                n += 1;
+                continue;
+            }
         }
-        Some((b'?', rest)) => !name.is_empty() && component(rest, &name[1..]),
-        Some((b'[', rest)) => {
-            let Some(end) = rest.iter().position(|b| *b == b']') else {
-                return false;
-            };
-            let Some((&c, others)) = name.split_first() else {
-                return false;
-            };
-            let (negated, class) = match rest[..end].split_first() {
+        match star {
+            Some((resume, at)) => {
+                p = resume;
+                n = at + 1;
+                star = Some((resume, at + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|b| *b == b'*')
+}
+
+/// If the first element of `pattern` (`?`, `[class]`, `\x` or a byte)
+/// matches `c`: its length in the pattern.
+fn single(pattern: &[u8], c: u8) -> Option<usize> {
+    match pattern.first()? {
+        b'?' => Some(1),
+        b'\\' if pattern.len() > 1 => (pattern[1] == c).then_some(2),
+        b'[' => {
+            let end = pattern.iter().position(|b| *b == b']')?;
+            let (negated, class) = match pattern[1..end].split_first() {
                 Some((b'^' | b'!', class)) => (true, class),
-                _ => (false, &rest[..end]),
+                _ => (false, &pattern[1..end]),
             };
             let mut hit = false;
             let mut i = 0;
@@ -111,14 +137,9 @@ fn component(pattern: &[u8], name: &[u8]) -> bool {
                     i += 1;
                 }
             }
-            hit != negated && component(&rest[end + 1..], others)
+            (hit != negated).then_some(end + 1)
         }
-        Some((b'\\', rest)) if !rest.is_empty() => {
-            name.first() == Some(&rest[0]) && component(&rest[1..], &name[1..])
-        }
-        Some((&p, rest)) => {
-            name.first() == Some(&p) && component(rest, &name[1..])
-        }
+        b => (*b == c).then_some(1),
     }
 }
 
@@ -148,6 +169,18 @@ mod tests {
         ] {
             assert_eq!(ignore.excludes(path), excluded, "{path}");
         }
+    }
+
+    #[test]
+    fn many_stars_match_in_linear_time() {
+        let pattern = format!("{}b", "*a".repeat(40));
+        let ignore = Ignore::parse(&pattern);
+        let name = "a".repeat(250);
+        let start = std::time::Instant::now();
+        assert!(!ignore.excludes(&name));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert!(Ignore::parse("a*b*c").excludes("axxbyyc"));
+        assert!(!Ignore::parse("a*b*c").excludes("axxbyy"));
     }
 
     #[test]

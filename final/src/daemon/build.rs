@@ -53,6 +53,8 @@ pub struct Options {
     pub build_args: BTreeMap<String, String>,
     /// `nocache`.
     pub no_cache: bool,
+    /// `target`: the stage to stop after.
+    pub target: Option<String>,
 }
 
 /// An image made by a step: its manifest and its ID.
@@ -68,10 +70,25 @@ struct Stage {
     /// The image so far: its manifest and ID.
     image: Option<(Digest, Digest)>,
     args: BTreeMap<String, String>,
-    shell: Vec<String>,
+    /// The ARGs declared before the first FROM, for `ARG NAME` alone.
+    globals: BTreeMap<String, String>,
+    /// Whether this stage set `CMD` (an `ENTRYPOINT` clears one it
+    /// inherited, as in Docker).
+    cmd_here: bool,
 }
 
 impl Stage {
+    /// The shell of the shell form: the config's `Shell` (SHELL, here or
+    /// in the base image), else `/bin/sh -c`.
+    fn shell(&mut self) -> Vec<String> {
+        self.draft
+            .settings()
+            .get("Shell")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .filter(|s: &Vec<String>| !s.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
     /// `NAME=value` of the config's `Env`.
     fn env(&mut self) -> Vec<String> {
         self.draft
@@ -103,10 +120,10 @@ impl Stage {
 pub async fn receive(
     engine: &Arc<Engine>,
     reader: crate::channel_io::ChannelReader,
-) -> Result<PathBuf, Error> {
-    let dir = engine.config.data_root.join("builds").join(random_id()?);
-    let context = dir.join("context");
-    let made = context.clone();
+) -> Result<Workspace, Error> {
+    let workspace =
+        Workspace(engine.config.data_root.join("builds").join(random_id()?));
+    let made = workspace.path().join("context");
     blocking(move || {
         let mut reader = reader;
         std::fs::create_dir_all(&made)
@@ -116,11 +133,8 @@ pub async fn receive(
         super::http::drain(&mut reader);
         put
     })
-    .await?
-    .inspect_err(|_| {
-        let _ = std::fs::remove_dir_all(&dir);
-    })?;
-    Ok(dir)
+    .await??;
+    Ok(workspace)
 }
 
 /// Read `name` of the context (resolved inside it), at most `limit`
@@ -130,6 +144,24 @@ fn read_in(
     name: &str,
     limit: u64,
 ) -> Result<Option<Vec<u8>>, Error> {
+    // A regular file of a bounded size, before a byte is read (Go's
+    // file mode bits of every other kind: directory, symlink, device,
+    // pipe, socket, character device).
+    let stat = match super::archive::stat(root, name, "the build context") {
+        Ok(stat) => stat,
+        Err(Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let kinds: u64 =
+        (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21);
+    if stat["mode"].as_u64().unwrap_or(kinds) & kinds != 0 {
+        return Err(Error::BadRequest(format!("{name} is not a regular file")));
+    }
+    if stat["size"].as_u64().unwrap_or(u64::MAX) > limit {
+        return Err(Error::BadRequest(format!(
+            "{name} is larger than {limit} bytes"
+        )));
+    }
     let mut bytes = Vec::new();
     match super::archive::get(root, name, "the build context", &mut bytes) {
         Ok(()) => {}
@@ -199,6 +231,17 @@ pub async fn run(
     let mut stages: Vec<Stage> = Vec::new();
     let context = dir.join("context");
     for (n, step) in steps.iter().enumerate() {
+        if progress.abandoned() {
+            return Err(Error::Internal("the client went away".into()));
+        }
+        // `--target`: the stage named is done when the next begins.
+        let next_stage = matches!(step.instruction, Instruction::From { .. });
+        if next_stage
+            && options.target.is_some()
+            && stages.last().is_some_and(|s| s.name == options.target)
+        {
+            break;
+        }
         progress.stream(format!("Step {}/{total} : {}\n", n + 1, step.text));
         if let Instruction::From { image, alias, .. } = &step.instruction {
             let lookup = |name: &str| global.get(name).cloned();
@@ -246,6 +289,13 @@ pub async fn run(
         stage.image = Some(done);
         progress.stream(format!(" ---> {}\n", short(&done_id(stage))));
     }
+    if let Some(target) = &options.target
+        && !stages.iter().any(|s| s.name.as_ref() == Some(target))
+    {
+        return Err(Error::BadRequest(format!(
+            "failed to reach build target {target} in Dockerfile"
+        )));
+    }
     let last = stages.last().ok_or_else(|| {
         Error::BadRequest("the Dockerfile has no FROM".into())
     })?;
@@ -259,6 +309,11 @@ pub async fn run(
         let size = store.size(&manifest)?;
         for tag in &tags {
             store.tag(Some(tag), &manifest_descriptor(&manifest, size))?;
+        }
+        // Unnamed, it is listed as <none> all the same, not hidden as
+        // a step of the cache.
+        if tags.is_empty() {
+            store.tag(None, &manifest_descriptor(&manifest, size))?;
         }
         Ok(())
     })
@@ -303,9 +358,9 @@ async fn from(
         draft,
         image,
         args: BTreeMap::new(),
-        shell: vec!["/bin/sh".into(), "-c".into()],
+        globals: global.clone(),
+        cmd_here: false,
     };
-    let _ = global;
     if let Some(earlier) = stages
         .iter()
         .find(|s| s.name.as_deref() == Some(&image.to_ascii_lowercase()))
@@ -358,7 +413,9 @@ async fn from(
 /// The cache key of a step on `parent`.
 fn cache_key(parent: Option<&Digest>, text: &str, extra: &str) -> String {
     let parent = parent.map(ToString::to_string).unwrap_or_default();
-    Digest::of(format!("{parent}\n{text}\n{extra}").as_bytes()).to_string()
+    // JSON, not a join: no text can pass for another's parts.
+    let parts = serde_json::json!([parent, text, extra]).to_string();
+    Digest::of(parts.as_bytes()).to_string()
 }
 // ANCHOR_END: cache_key
 
@@ -376,8 +433,12 @@ async fn execute(
 ) -> Result<(Digest, Digest), Error> {
     let now = crate::time::rfc3339(SystemTime::now());
     let parent = stage.image.as_ref().map(|(_, id)| id.clone());
+    if matches!(step.instruction, Instruction::Cmd(_)) {
+        stage.cmd_here = true;
+    }
     let text = stage.substitute(&step.text);
     let mut layer: Option<PathBuf> = None;
+    let mut copying: Option<(CopyPlan, PathBuf)> = None;
     let mut extra = String::new();
     // What each instruction does to the draft; RUN and COPY make a
     // layer file first (a cache hit throws it away).
@@ -388,6 +449,7 @@ async fn execute(
                 .get(name)
                 .cloned()
                 .or_else(|| default.as_ref().map(|d| stage.substitute(d)))
+                .or_else(|| stage.globals.get(name).cloned())
                 .unwrap_or_default();
             extra = format!("{name}={value}");
             stage.args.insert(name.clone(), value);
@@ -410,7 +472,9 @@ async fn execute(
             // context's, less what .dockerignore excludes.
             let (root, ignore) = match from {
                 Some(from) => {
-                    (stage_root(engine, stages, from).await?, Ignore::default())
+                    let root =
+                        stage_root(engine, stages, from, context).await?;
+                    (root, Ignore::default())
                 }
                 None => (context.to_owned(), ignore.clone()),
             };
@@ -440,32 +504,25 @@ async fn execute(
             } else {
                 format!("{}/{dest}", workdir.trim_end_matches('/'))
             };
+            // Root's unless --chown says otherwise, as in Docker.
             let owner = chown
                 .as_ref()
                 .map(|c| context::chown(&stage.substitute(c)))
-                .transpose()?;
-            let file =
-                context.with_file_name(format!("layer-{}.tar", random_id()?));
-            let made = file.clone();
-            let extract = *add;
-            blocking(move || -> Result<(), Error> {
-                let out = std::fs::File::create(&made)
-                    .map_err(crate::path_io::at("create", &made))?;
-                context::copy_layer(
-                    &root,
-                    &expanded,
-                    &dest,
-                    owner,
-                    &ignore,
-                    extract,
-                    std::io::BufWriter::new(out),
-                )
-            })
-            .await??;
-            let bytes = std::fs::read(&file)
-                .map_err(crate::path_io::at("read", &file))?;
-            extra = Digest::of(&bytes).to_string();
-            layer = Some(file);
+                .transpose()?
+                .unwrap_or((0, 0));
+            let into = dest.ends_with('/') || expanded.len() > 1;
+            let plan = CopyPlan {
+                root,
+                sources: expanded,
+                dest,
+                into,
+                owner,
+                ignore,
+                extract: *add,
+            };
+            let file = sources_tar(&plan, context).await?;
+            extra = digest_of(&file).await?;
+            copying = Some((plan, file));
         }
         _ => {}
     }
@@ -473,7 +530,7 @@ async fn execute(
     if !options.no_cache
         && let Some(hit) = cached(engine, &key).await?
     {
-        if let Some(file) = layer {
+        if let Some((_, file)) = copying {
             let _ = std::fs::remove_file(file);
         }
         progress.stream(" ---> Using cache\n".to_owned());
@@ -496,21 +553,28 @@ async fn execute(
             let argv = match command {
                 Command::Exec(words) => words.clone(),
                 Command::Shell(line) => {
-                    let mut argv = stage.shell.clone();
+                    let mut argv = stage.shell();
                     argv.push(line.clone());
                     argv
                 }
             };
-            let upper = run_step(engine, stage, argv, progress).await?;
+            let upper =
+                run_step(engine, stage, argv, progress, context).await?;
             layer = Some(upper);
             empty_layer = false;
         }
-        Instruction::Copy { .. } => empty_layer = false,
+        Instruction::Copy { .. } => {
+            let (plan, file) = copying.take().ok_or_else(|| {
+                Error::Internal("COPY without its plan".into())
+            })?;
+            layer = Some(copy_in(engine, stage, plan, file, context).await?);
+            empty_layer = false;
+        }
         Instruction::Cmd(command) | Instruction::Entrypoint(command) => {
             let argv = match command {
                 Command::Exec(words) => words.clone(),
                 Command::Shell(line) => {
-                    let mut argv = stage.shell.clone();
+                    let mut argv = stage.shell();
                     argv.push(line.clone());
                     argv
                 }
@@ -518,6 +582,11 @@ async fn execute(
             let key = if matches!(step.instruction, Instruction::Cmd(_)) {
                 "Cmd"
             } else {
+                // A CMD the base image had is no argument for a new
+                // ENTRYPOINT.
+                if !stage.cmd_here {
+                    stage.draft.settings().remove("Cmd");
+                }
                 "Entrypoint"
             };
             settings(stage, key, json!(argv));
@@ -599,7 +668,6 @@ async fn execute(
             settings(stage, "StopSignal", json!(signal));
         }
         Instruction::Shell(words) => {
-            stage.shell = words.clone();
             settings(stage, "Shell", json!(words));
         }
     }
@@ -633,6 +701,171 @@ async fn execute(
     stage.draft = draft;
     Ok((manifest, id))
 }
+
+/// What a `COPY` or `ADD` copies, from where, to where.
+struct CopyPlan {
+    root: PathBuf,
+    sources: Vec<String>,
+    dest: String,
+    into: bool,
+    owner: (u32, u32),
+    ignore: Ignore,
+    extract: bool,
+}
+
+/// The tar of a copy's sources (names from `/`), in a file of the
+/// build's directory.
+async fn sources_tar(
+    plan: &CopyPlan,
+    context: &Path,
+) -> Result<PathBuf, Error> {
+    let name = random_id()?;
+    let file = context.with_file_name(format!("copy-{name}.tar"));
+    let scratch = context.with_file_name(format!("add-{name}"));
+    let (made, root, sources, dest) = (
+        file.clone(),
+        plan.root.clone(),
+        plan.sources.clone(),
+        plan.dest.clone(),
+    );
+    let (into, owner, ignore, extract) =
+        (plan.into, plan.owner, plan.ignore.clone(), plan.extract);
+    blocking(move || -> Result<(), Error> {
+        let out = std::fs::File::create(&made)
+            .map_err(crate::path_io::at("create", &made))?;
+        context::sources_tar(
+            &root,
+            &sources,
+            &dest,
+            into,
+            owner,
+            &ignore,
+            extract,
+            &scratch,
+            std::io::BufWriter::new(out),
+        )
+    })
+    .await??;
+    Ok(file)
+}
+
+/// The digest of `file`, read as it streams.
+async fn digest_of(file: &Path) -> Result<String, Error> {
+    let file = file.to_owned();
+    blocking(move || -> Result<String, Error> {
+        let opened = std::fs::File::open(&file)
+            .map_err(crate::path_io::at("open", &file))?;
+        let mut hashing = crate::image::digest::Hashing::new(opened);
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(crate::path_io::at("read", &file))?;
+        Ok(Digest::of_read(hashing).to_string())
+    })
+    .await?
+}
+
+/// Apply a copy: on scratch, its tar is the layer; on an image, it is
+/// unpacked into the root of a container of that image (not started),
+/// so that the directories it lands in keep their owners and modes, and
+/// the container's upper directory is the layer.
+async fn copy_in(
+    engine: &Arc<Engine>,
+    stage: &mut Stage,
+    mut plan: CopyPlan,
+    file: PathBuf,
+    context: &Path,
+) -> Result<PathBuf, Error> {
+    let Some((_, id)) = stage.image.clone() else {
+        return Ok(file);
+    };
+    let record = create(engine, idle(id.to_string(), "copy")).await?;
+    let cid = record.id.clone();
+    let applied = async {
+        let rootfs = {
+            let engine = engine.clone();
+            blocking(move || engine.mount_rootfs(&record)).await??
+        };
+        // One file onto a directory of the image goes into it.
+        let mut file = file.clone();
+        if !plan.into
+            && super::archive::stat(&rootfs, &plan.dest, "the image")
+                .ok()
+                .and_then(|s| s["mode"].as_u64())
+                .is_some_and(|m| m & (1 << 31) != 0)
+        {
+            plan.into = true;
+            let _ = std::fs::remove_file(&file);
+            file = sources_tar(&plan, context).await?;
+        }
+        let unpacked = file.clone();
+        let root = rootfs.clone();
+        blocking(move || -> Result<(), Error> {
+            let tar = std::fs::File::open(&unpacked)
+                .map_err(crate::path_io::at("open", &unpacked))?;
+            super::archive::put(
+                &root,
+                "/",
+                "the image",
+                std::io::BufReader::new(tar),
+            )
+        })
+        .await??;
+        let _ = std::fs::remove_file(&file);
+        commit_upper(engine, &cid, context).await
+    }
+    .await;
+    let _ = engine.remove(&cid, true).await;
+    applied
+}
+
+/// The upper directory of container `cid` as a layer tar, in a file of
+/// the build's directory.
+async fn commit_upper(
+    engine: &Arc<Engine>,
+    cid: &str,
+    context: &Path,
+) -> Result<PathBuf, Error> {
+    let upper = engine.container_dir(cid).join("upper");
+    let file = context.with_file_name(format!("layer-{}.tar", random_id()?));
+    let made = file.clone();
+    blocking(move || -> Result<(), Error> {
+        let out = std::fs::File::create(&made)
+            .map_err(crate::path_io::at("create", &made))?;
+        crate::overlay::commit::commit(
+            &upper,
+            std::io::BufWriter::new(out),
+            None,
+        )
+        .map_err(|e| Error::Internal(crate::child::error_chain(&e)))?;
+        Ok(())
+    })
+    .await??;
+    Ok(file)
+}
+
+/// A container a step uses without running it (to copy into, or to
+/// read from): image `image`, labelled `label`.
+fn idle(image: String, label: &str) -> ContainerConfig {
+    ContainerConfig {
+        image: Some(image),
+        cmd: Some(vec!["true".into()]),
+        entrypoint: Some(vec![]),
+        labels: Some([(BUILD_LABEL.to_owned(), label.to_owned())].into()),
+        ..Default::default()
+    }
+}
+
+/// Create a build's container (Docker's defaults for the rest).
+async fn create(
+    engine: &Arc<Engine>,
+    config: ContainerConfig,
+) -> Result<super::containers::Record, Error> {
+    let engine = engine.clone();
+    blocking(move || engine.create(None, config, HostConfig::default())).await?
+}
+
+/// The label of the containers a build makes (`RUN`, `COPY`, a stage's
+/// root): a daemon that starts removes those a crash left.
+pub const BUILD_LABEL: &str = "io.berth.build";
 
 /// The image kept for cache key `key`, if all of it is still there.
 async fn cached(
@@ -670,6 +903,7 @@ async fn stage_root(
     engine: &Arc<Engine>,
     stages: &[Done],
     from: &str,
+    context: &Path,
 ) -> Result<PathBuf, Error> {
     let image = stages
         .iter()
@@ -681,25 +915,29 @@ async fn stage_root(
         .and_then(|(_, (_, image))| image.clone())
         .map(|(_, id)| id.to_string())
         .unwrap_or_else(|| from.to_owned());
-    let config = ContainerConfig {
-        image: Some(image),
-        cmd: Some(vec!["true".into()]),
-        entrypoint: Some(vec![]),
-        ..Default::default()
-    };
-    let engine2 = engine.clone();
-    let record =
-        blocking(move || engine2.create(None, config, HostConfig::default()))
-            .await??;
-    let rootfs = {
+    // The container stays until the build ends (its files are read
+    // then): labelled with the build's name, which [`cleanup`] removes.
+    let record = create(engine, idle(image, &source_label(context))).await?;
+    let cid = record.id.clone();
+    let mounted = {
         let engine = engine.clone();
-        let record = record.clone();
-        blocking(move || engine.mount_rootfs(&record)).await??
+        blocking(move || engine.mount_rootfs(&record)).await?
     };
-    // The container stays until the build ends (its files are read then);
-    // [`cleanup`] removes the build's containers.
-    std::fs::write(rootfs.with_file_name("build-source"), b"").ok();
-    Ok(rootfs)
+    if mounted.is_err() {
+        let _ = engine.remove(&cid, true).await;
+    }
+    mounted
+}
+
+/// The label value of the containers that hold a stage's root for the
+/// build whose context is `context`.
+fn source_label(context: &Path) -> String {
+    let build = context
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("source-{build}")
 }
 
 /// Run `argv` in a container of `stage`'s image: its output streamed,
@@ -709,6 +947,7 @@ async fn run_step(
     stage: &mut Stage,
     argv: Vec<String>,
     progress: &Progress,
+    context: &Path,
 ) -> Result<PathBuf, Error> {
     let Some((_, id)) = stage.image.clone() else {
         return Err(Error::BadRequest(
@@ -737,15 +976,13 @@ async fn run_step(
             .map(str::to_owned),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
+        labels: Some([(BUILD_LABEL.to_owned(), "run".to_owned())].into()),
         ..Default::default()
     };
-    let engine2 = engine.clone();
-    let record =
-        blocking(move || engine2.create(None, config, HostConfig::default()))
-            .await??;
+    let record = create(engine, config).await?;
     let cid = record.id.clone();
     progress.stream(format!(" ---> Running in {}\n", &cid[..12]));
-    let result = run_and_commit(engine, &cid, &argv, progress).await;
+    let result = run_and_commit(engine, &cid, &argv, progress, context).await;
     let _ = engine.remove(&cid, true).await;
     result
 }
@@ -755,6 +992,7 @@ async fn run_and_commit(
     cid: &str,
     argv: &[String],
     progress: &Progress,
+    context: &Path,
 ) -> Result<PathBuf, Error> {
     let stream = engine.attach(cid, false, true, true).await?;
     let mut changes = engine.watch(cid)?;
@@ -787,22 +1025,7 @@ async fn run_and_commit(
             done.code
         )));
     }
-    let upper = engine.container_dir(cid).join("upper");
-    let file = engine.container_dir(cid).with_extension("layer.tar");
-    let made = file.clone();
-    blocking(move || -> Result<(), Error> {
-        let out = std::fs::File::create(&made)
-            .map_err(crate::path_io::at("create", &made))?;
-        crate::overlay::commit::commit(
-            &upper,
-            std::io::BufWriter::new(out),
-            None,
-        )
-        .map_err(|e| Error::Internal(crate::child::error_chain(&e)))?;
-        Ok(())
-    })
-    .await??;
-    Ok(file)
+    commit_upper(engine, cid, context).await
 }
 
 /// The `POST /build` query, read.
@@ -834,18 +1057,59 @@ pub fn options(
             q.get("nocache").map(String::as_str),
             Some("1" | "true")
         ),
+        target: q
+            .get("target")
+            .filter(|t| !t.is_empty())
+            .map(|t| t.to_ascii_lowercase()),
     })
 }
 
-/// Remove the build's directory and the containers it made to read
-/// earlier stages.
+/// Remove the containers the build in `dir` made to read earlier
+/// stages; its directory goes when its [`Workspace`] is dropped.
 pub async fn cleanup(engine: &Arc<Engine>, dir: &Path) {
+    let label = source_label(&dir.join("context"));
     for record in engine.records() {
-        let marker = engine.container_dir(&record.id).join("build-source");
-        if marker.exists() {
+        let ours = record
+            .config
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(BUILD_LABEL))
+            .is_some_and(|v| *v == label);
+        if ours {
             let _ = engine.remove(&record.id, true).await;
         }
     }
-    let dir = dir.to_owned();
-    let _ = blocking(move || std::fs::remove_dir_all(dir)).await;
+}
+
+/// A build's directory (`DATA_ROOT/builds/ID`: the context, the layer
+/// files), removed when dropped, whatever ended the build.
+pub struct Workspace(PathBuf);
+
+impl Workspace {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// At the daemon's start: what a killed build left (its directories, its
+/// containers).
+pub async fn sweep(engine: &Arc<Engine>) {
+    for record in engine.records() {
+        let built = record
+            .config
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(BUILD_LABEL));
+        if built {
+            let _ = engine.remove(&record.id, true).await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(engine.config.data_root.join("builds"));
 }

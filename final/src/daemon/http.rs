@@ -322,24 +322,23 @@ async fn dispatch(
             let tags = query_all(&request, "t");
             let options = super::build::options(&q, &tags)?;
             let reader = body_reader(request);
-            let dir = super::build::receive(&engine, reader).await?;
+            // Dropped, on any return and if the client leaves, the
+            // workspace takes the build's directory with it.
+            let workspace = super::build::receive(&engine, reader).await?;
             let planned = {
-                let (dir, options) = (dir.clone(), options.clone());
+                let (dir, options) =
+                    (workspace.path().to_owned(), options.clone());
                 blocking(move || super::build::plan(&dir, &options)).await?
             };
-            let (steps, ignore) = match planned {
-                Ok(planned) => planned,
-                Err(e) => {
-                    super::build::cleanup(&engine, &dir).await;
-                    return Err(e);
-                }
-            };
+            let (steps, ignore) = planned?;
             super::distribution::stream(move |progress| async move {
+                let dir = workspace.path().to_owned();
                 let built = super::build::run(
                     &engine, &dir, steps, ignore, &options, &progress,
                 )
                 .await;
                 super::build::cleanup(&engine, &dir).await;
+                drop(workspace);
                 built.map(drop)
             })
             .await

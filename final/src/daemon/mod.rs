@@ -100,6 +100,9 @@ pub fn run(config: Config) -> Result<(), containers::Error> {
         let _data_lock = lock_data_root(&config.data_root)?;
         let engine = std::sync::Arc::new(containers::Engine::open(config)?);
         engine.restore()?;
+        // What a build killed with the daemon left: its containers, its
+        // directories.
+        build::sweep(&engine).await;
         // What a daemon killed in the middle of a pull, load or commit
         // wrote and no image names yet (its temporary files are swept by
         // the store's open).

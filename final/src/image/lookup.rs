@@ -44,17 +44,17 @@ pub fn list(store: &Store) -> Result<Vec<Image>, Error> {
         }
     }
     let index = store.index()?;
-    let intermediate: std::collections::HashSet<Digest> = index
+    // A build step's image: only ever kept for the cache.
+    let listed: std::collections::HashSet<Digest> = index
         .manifests()
         .iter()
-        .filter(|d| super::store::cache_key(d).is_some())
+        .filter(|d| super::store::cache_key(d).is_none())
         .filter_map(|d| our_digest(d.digest()))
         .collect();
     let mut images = Vec::new();
     for (manifest, names) in by_manifest {
         let mut image = open(store, &manifest, names)?;
-        image.intermediate =
-            image.names.is_empty() && intermediate.contains(&manifest);
+        image.intermediate = !listed.contains(&manifest);
         images.push(image);
     }
     Ok(images)

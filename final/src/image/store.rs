@@ -380,7 +380,10 @@ impl Store {
             let mut annotations = HashMap::new();
             annotations.insert(REF_NAME.to_owned(), full);
             descriptor.set_annotations(Some(annotations));
-        } else if manifests.iter().any(|d| d.digest() == manifest.digest()) {
+        } else if manifests
+            .iter()
+            .any(|d| d.digest() == manifest.digest() && cache_key(d).is_none())
+        {
             return Ok(());
         }
         manifests.push(descriptor);
