@@ -349,3 +349,65 @@ fn copies_keep_the_image_s_directories_and_entrypoints_their_own_args() {
     assert_eq!((code, out.as_str()), (0, "1777\nB\nA\nargs:\n"), "{err}");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A 512-byte ustar header block for `path`, of `kind` and `size`.
+fn block(path: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(path).unwrap();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+/// `bytes` padded to a whole number of 512-byte blocks.
+fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+    bytes
+}
+
+#[test]
+fn a_hostile_add_archive_cannot_write_outside_its_destination() {
+    if !privileged("engine_build::hostile_add") {
+        return;
+    }
+    let berth = Berth::start("build-add", &[]);
+    base(&berth);
+    let dir = context("add");
+    let path = dir.to_str().unwrap();
+    // A PAX record says entry `a` has no data while its ustar header
+    // says 512 bytes. A reader that honours PAX (tar-rs, step 7) then
+    // sees `x` next, whose data holds a whole header for /etc/evil. A
+    // copy that kept a's header (512) but wrote what was read (nothing)
+    // would shift every block after it: the layer's reader would take
+    // x's header for a's data, and x's data for the header of
+    // /etc/evil, outside the destination.
+    let mut evil = Vec::new();
+    evil.extend(block("PaxHeaders/a", tar::EntryType::XHeader, 9));
+    evil.extend(padded(b"9 size=0\n".to_vec()));
+    evil.extend(block("a", tar::EntryType::Regular, 512));
+    let mut inner = block("etc/evil", tar::EntryType::Regular, 6);
+    inner.extend(padded(b"pwned\n".to_vec()));
+    evil.extend(block("x", tar::EntryType::Regular, inner.len() as u64));
+    evil.extend(inner);
+    evil.extend(vec![0u8; 1024]);
+    fs::write(dir.join("src/evil.tar"), evil).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM base:v1\nADD src/evil.tar /unpacked/\n",
+    )
+    .unwrap();
+    let (code, out, err) = berth.cli(&["build", "-t", "added:v1", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = berth.run(&[
+        "run",
+        "--rm",
+        "added:v1",
+        "sh",
+        "-c",
+        "ls /unpacked; test -e /etc/evil && echo ESCAPED; true",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "a\nx\n"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
