@@ -260,6 +260,14 @@ fn build_errors_name_their_line_and_leave_no_container() {
     let (code, _, err) = berth.cli(&["build", path]);
     assert_eq!(code, 1);
     assert!(err.contains("Dockerfile:2: COPY failed: file not found in build context or excluded by .dockerignore: stat missing.txt"), "{err}");
+    // --chown by a name the image does not have.
+    write("FROM base:v1\nCOPY --chown=ghost src/a.txt /\n");
+    let (code, _, err) = berth.cli(&["build", path]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2: unable to convert uid/gid chown string to host mapping: ghost"),
+        "{err}"
+    );
     // The ignored file is as missing as a missing one.
     write("FROM base:v1\nCOPY src/secret.txt /\n");
     let (code, _, err) = berth.cli(&["build", path]);
@@ -325,7 +333,8 @@ fn copies_keep_the_image_s_directories_and_entrypoints_their_own_args() {
         "FROM base:v1 AS first\n\
          COPY src/a.txt /tmp/a.txt\n\
          COPY src/b.txt /etc\n\
-         ENTRYPOINT [\"sh\", \"-c\", \"stat -c %a /tmp; cat /etc/b.txt /tmp/a.txt; echo args:$1\", \"zero\"]\n\
+         COPY --chown=nobody:tty src/a.txt /named.txt\n\
+         ENTRYPOINT [\"sh\", \"-c\", \"stat -c %a /tmp; cat /etc/b.txt /tmp/a.txt; stat -c %u:%g /named.txt; echo args:$1\", \"zero\"]\n\
          FROM base:v1\n\
          RUN echo second stage\n",
     )
@@ -346,7 +355,11 @@ fn copies_keep_the_image_s_directories_and_entrypoints_their_own_args() {
     // existing directory goes into it; the base image's CMD (sh) is no
     // argument to the new ENTRYPOINT.
     let (code, out, err) = berth.run(&["run", "--rm", "first:v1"]);
-    assert_eq!((code, out.as_str()), (0, "1777\nB\nA\nargs:\n"), "{err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "1777\nB\nA\n65534:5\nargs:\n"),
+        "{err}"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -80,15 +80,50 @@ fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
     }
 }
 
-/// `USER[:GROUP]` of `--chown`, numeric.
-pub fn chown(spec: &str) -> Result<(u32, u32), Error> {
-    let (user, group) = spec.split_once(':').unwrap_or((spec, spec));
-    match (user.parse(), group.parse()) {
-        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
-        _ => Err(Error::BadRequest(format!(
-            "--chown={spec}: only numeric ids are supported"
-        ))),
-    }
+/// `USER[:GROUP]` of `--chown`: numbers, or names found in the image's
+/// `passwd` and `groups` files (their text, if the image has them). A
+/// user alone gives its number as the group too, as in Docker.
+pub fn chown(
+    spec: &str,
+    passwd: Option<&str>,
+    groups: Option<&str>,
+) -> Result<(u32, u32), Error> {
+    let unknown = || {
+        Error::BadRequest(format!(
+            "unable to convert uid/gid chown string to host mapping: {spec}: no such user or group in the image"
+        ))
+    };
+    // `name:x:ID:…` lines: the ID of `name`.
+    let find = |file: Option<&str>, name: &str| -> Option<u32> {
+        file?.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            if fields.next()? != name {
+                return None;
+            }
+            fields.nth(1)?.parse().ok()
+        })
+    };
+    let (user, group) = match spec.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (spec, None),
+    };
+    let uid = match user.parse() {
+        Ok(uid) => uid,
+        Err(_) => find(passwd, user).ok_or_else(unknown)?,
+    };
+    let gid = match group {
+        None => uid,
+        Some(group) => match group.parse() {
+            Ok(gid) => gid,
+            Err(_) => find(groups, group).ok_or_else(unknown)?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Whether `--chown`'s `spec` is numbers only (nothing to look up).
+pub fn numeric(spec: &str) -> bool {
+    spec.split(':').all(|part| part.parse::<u32>().is_ok())
 }
 
 /// Write to `out` a tar of `sources` (paths of the tree at `root`),

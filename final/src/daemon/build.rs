@@ -505,11 +505,16 @@ async fn execute(
                 format!("{}/{dest}", workdir.trim_end_matches('/'))
             };
             // Root's unless --chown says otherwise, as in Docker.
-            let owner = chown
-                .as_ref()
-                .map(|c| context::chown(&stage.substitute(c)))
-                .transpose()?
-                .unwrap_or((0, 0));
+            // Root's unless --chown says otherwise; names are looked up
+            // in the image's files once its container is there.
+            let chown = chown.as_ref().map(|c| stage.substitute(c));
+            let (owner, names) = match &chown {
+                None => ((0, 0), None),
+                Some(spec) if context::numeric(spec) => {
+                    (context::chown(spec, None, None)?, None)
+                }
+                Some(spec) => ((0, 0), Some(spec.clone())),
+            };
             let into = dest.ends_with('/') || expanded.len() > 1;
             let plan = CopyPlan {
                 root,
@@ -517,6 +522,7 @@ async fn execute(
                 dest,
                 into,
                 owner,
+                names,
                 ignore,
                 extract: *add,
             };
@@ -709,6 +715,8 @@ struct CopyPlan {
     dest: String,
     into: bool,
     owner: (u32, u32),
+    /// `--chown` by name: resolved in the image, then the tar made again.
+    names: Option<String>,
     ignore: Ignore,
     extract: bool,
 }
@@ -775,6 +783,11 @@ async fn copy_in(
     context: &Path,
 ) -> Result<PathBuf, Error> {
     let Some((_, id)) = stage.image.clone() else {
+        if let Some(spec) = &plan.names {
+            return Err(Error::BadRequest(format!(
+                "unable to convert uid/gid chown string to host mapping: {spec}: FROM scratch has no users"
+            )));
+        }
         return Ok(file);
     };
     let record = create(engine, idle(id.to_string(), "copy")).await?;
@@ -784,8 +797,10 @@ async fn copy_in(
             let engine = engine.clone();
             blocking(move || engine.mount_rootfs(&record)).await??
         };
-        // One file onto a directory of the image goes into it.
+        // One file onto a directory of the image goes into it; names
+        // of --chown are the image's.
         let mut file = file.clone();
+        let mut again = false;
         if !plan.into
             && super::archive::stat(&rootfs, &plan.dest, "the image")
                 .ok()
@@ -793,6 +808,19 @@ async fn copy_in(
                 .is_some_and(|m| m & (1 << 31) != 0)
         {
             plan.into = true;
+            again = true;
+        }
+        if let Some(spec) = plan.names.take() {
+            let text = |name: &str| -> Result<Option<String>, Error> {
+                Ok(read_in(&rootfs, name, MAX_DOCKERFILE)?
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()))
+            };
+            let (passwd, groups) = (text("etc/passwd")?, text("etc/group")?);
+            plan.owner =
+                context::chown(&spec, passwd.as_deref(), groups.as_deref())?;
+            again = true;
+        }
+        if again {
             let _ = std::fs::remove_file(&file);
             file = sources_tar(&plan, context).await?;
         }
