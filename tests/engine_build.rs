@@ -43,6 +43,18 @@ fn context(name: &str) -> PathBuf {
     dir
 }
 
+/// A daemon of its own with the base image, and a context, for test
+/// `test` (`None`: SKIPPED without root).
+fn start(test: &str, name: &str) -> Option<(Berth, PathBuf)> {
+    if !privileged(&format!("engine_build::{test}")) {
+        return None;
+    }
+    let short = if name == "errors" { "err" } else { name };
+    let berth = Berth::start(&format!("build-{short}"), &[]);
+    base(&berth);
+    Some((berth, context(name)))
+}
+
 fn base(berth: &Berth) {
     berth.load_rootfs(rootfs(), "base:v1");
 }
@@ -96,13 +108,10 @@ fn check_image(berth: &Berth, name: &str) {
 
 #[test]
 fn a_multi_stage_dockerfile_builds_caches_runs_and_pushes() {
-    if !privileged("engine_build::multi_stage") {
+    let Some((berth, dir)) = start("multi_stage", "all") else {
         return;
-    }
+    };
     let registry = Registry::start("build");
-    let berth = Berth::start("build-all", &[]);
-    base(&berth);
-    let dir = context("all");
     let path = dir.to_str().unwrap();
     let (code, out, err) = berth.cli(&[
         "build",
@@ -229,12 +238,9 @@ fn a_multi_stage_dockerfile_builds_caches_runs_and_pushes() {
 
 #[test]
 fn build_errors_name_their_line_and_leave_no_container() {
-    if !privileged("engine_build::errors") {
+    let Some((berth, dir)) = start("errors", "errors") else {
         return;
-    }
-    let berth = Berth::start("build-err", &[]);
-    base(&berth);
-    let dir = context("errors");
+    };
     let path = dir.to_str().unwrap();
     let write = |text: &str| fs::write(dir.join("Dockerfile"), text).unwrap();
 
@@ -287,12 +293,9 @@ fn build_errors_name_their_line_and_leave_no_container() {
 
 #[test]
 fn a_context_symlink_never_reaches_the_host() {
-    if !privileged("engine_build::symlinks") {
+    let Some((berth, dir)) = start("symlinks", "links") else {
         return;
-    }
-    let berth = Berth::start("build-links", &[]);
-    base(&berth);
-    let dir = context("links");
+    };
     let path = dir.to_str().unwrap();
     // A symlink to the host's /etc, and one to a host file.
     std::os::unix::fs::symlink("/etc", dir.join("hostetc")).unwrap();
@@ -321,12 +324,9 @@ fn a_context_symlink_never_reaches_the_host() {
 
 #[test]
 fn copies_keep_the_image_s_directories_and_entrypoints_their_own_args() {
-    if !privileged("engine_build::copy_semantics") {
+    let Some((berth, dir)) = start("copy_semantics", "copy") else {
         return;
-    }
-    let berth = Berth::start("build-copy", &[]);
-    base(&berth);
-    let dir = context("copy");
+    };
     let path = dir.to_str().unwrap();
     fs::write(
         dir.join("Dockerfile"),
@@ -382,12 +382,9 @@ fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn a_hostile_add_archive_cannot_write_outside_its_destination() {
-    if !privileged("engine_build::hostile_add") {
+    let Some((berth, dir)) = start("hostile_add", "add") else {
         return;
-    }
-    let berth = Berth::start("build-add", &[]);
-    base(&berth);
-    let dir = context("add");
+    };
     let path = dir.to_str().unwrap();
     // A PAX record says entry `a` has no data while its ustar header
     // says 512 bytes. A reader that honours PAX (tar-rs, step 7) then

@@ -78,6 +78,35 @@ struct Stage {
 }
 
 impl Stage {
+    /// Add `keys` to the config's set `name` (`ExposedPorts`, `Volumes`:
+    /// objects of empty objects).
+    fn add_keys(&mut self, name: &str, keys: &[String]) {
+        let settings = self.draft.settings();
+        let set = settings.entry(name).or_insert_with(|| json!({}));
+        if !set.is_object() {
+            *set = json!({});
+        }
+        for key in keys {
+            set[key.as_str()] = json!({});
+        }
+    }
+
+    /// `path` as it is meant in the image: itself if absolute, else
+    /// under the config's `WorkingDir` (`/` if none).
+    fn under_workdir(&mut self, path: &str) -> String {
+        if path.starts_with('/') {
+            return path.to_owned();
+        }
+        let workdir = self
+            .draft
+            .settings()
+            .get("WorkingDir")
+            .and_then(Value::as_str)
+            .unwrap_or("/")
+            .to_owned();
+        format!("{}/{path}", workdir.trim_end_matches('/'))
+    }
+
     /// The shell of the shell form: the config's `Shell` (SHELL, here or
     /// in the base image), else `/bin/sh -c`.
     fn shell(&mut self) -> Vec<String> {
@@ -283,11 +312,8 @@ pub async fn run(
         )
         .await
         .map_err(at_line)?;
-        let stage = stages
-            .last_mut()
-            .unwrap_or_else(|| unreachable!("a stage runs"));
+        progress.stream(format!(" ---> {}\n", short(&done.1)));
         stage.image = Some(done);
-        progress.stream(format!(" ---> {}\n", short(&done_id(stage))));
     }
     if let Some(target) = &options.target
         && !stages.iter().any(|s| s.name.as_ref() == Some(target))
@@ -324,14 +350,6 @@ pub async fn run(
         progress.stream(format!("Successfully tagged {}\n", tag.familiar()));
     }
     Ok(id)
-}
-
-fn done_id(stage: &Stage) -> Digest {
-    stage
-        .image
-        .clone()
-        .map(|(_, id)| id)
-        .unwrap_or_else(|| Digest::of(b""))
 }
 
 /// The names and images of the stages so far, for `FROM` and
@@ -492,18 +510,7 @@ async fn execute(
                 expanded.extend(context::expand(&root, &source, &ignore)?);
             }
             let dest = stage.substitute(dest);
-            let workdir = stage
-                .draft
-                .settings()
-                .get("WorkingDir")
-                .and_then(Value::as_str)
-                .unwrap_or("/")
-                .to_owned();
-            let dest = if dest.starts_with('/') {
-                dest
-            } else {
-                format!("{}/{dest}", workdir.trim_end_matches('/'))
-            };
+            let dest = stage.under_workdir(&dest);
             // Root's unless --chown says otherwise, as in Docker.
             // Root's unless --chown says otherwise; names are looked up
             // in the image's files once its container is there.
@@ -621,18 +628,7 @@ async fn execute(
         }
         Instruction::Workdir(path) => {
             let path = stage.substitute(path);
-            let current = stage
-                .draft
-                .settings()
-                .get("WorkingDir")
-                .and_then(Value::as_str)
-                .unwrap_or("/")
-                .to_owned();
-            let path = if path.starts_with('/') {
-                path
-            } else {
-                format!("{}/{path}", current.trim_end_matches('/'))
-            };
+            let path = stage.under_workdir(&path);
             settings(stage, "WorkingDir", json!(path));
         }
         Instruction::User(user) => {
@@ -640,34 +636,23 @@ async fn execute(
             settings(stage, "User", json!(user));
         }
         Instruction::Expose(ports) => {
-            let mut exposed = stage
-                .draft
-                .settings()
-                .get("ExposedPorts")
-                .cloned()
-                .unwrap_or(json!({}));
-            for port in ports {
-                let port = stage.substitute(port);
-                let port = if port.contains('/') {
-                    port
-                } else {
-                    format!("{port}/tcp")
-                };
-                exposed[port] = json!({});
-            }
-            settings(stage, "ExposedPorts", exposed);
+            let ports: Vec<String> = ports
+                .iter()
+                .map(|port| stage.substitute(port))
+                .map(|p| {
+                    if p.contains('/') {
+                        p
+                    } else {
+                        format!("{p}/tcp")
+                    }
+                })
+                .collect();
+            stage.add_keys("ExposedPorts", &ports);
         }
         Instruction::Volume(paths) => {
-            let mut volumes = stage
-                .draft
-                .settings()
-                .get("Volumes")
-                .cloned()
-                .unwrap_or(json!({}));
-            for path in paths {
-                volumes[stage.substitute(path)] = json!({});
-            }
-            settings(stage, "Volumes", volumes);
+            let paths: Vec<String> =
+                paths.iter().map(|path| stage.substitute(path)).collect();
+            stage.add_keys("Volumes", &paths);
         }
         Instruction::Stopsignal(signal) => {
             let signal = stage.substitute(signal);
