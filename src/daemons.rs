@@ -18,8 +18,12 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 /// The blobs of an image of the directory `rootfs` as one uncompressed
-/// layer, with `Cmd ["sh"]`: (layer, its digest, config, its digest).
-fn image_blobs(rootfs: &Path) -> (Vec<u8>, String, Vec<u8>, String) {
+/// layer, with `entrypoint` (or busybox's `Cmd ["sh"]` when it is empty):
+/// (layer, its digest, config, its digest).
+fn image_blobs(
+    rootfs: &Path,
+    entrypoint: &[&str],
+) -> (Vec<u8>, String, Vec<u8>, String) {
     let mut layer = tar::Builder::new(Vec::new());
     layer.follow_symlinks(false);
     layer
@@ -27,18 +31,27 @@ fn image_blobs(rootfs: &Path) -> (Vec<u8>, String, Vec<u8>, String) {
         .expect("cannot tar the rootfs");
     let layer = layer.into_inner().unwrap();
     let layer_digest = digest(&layer);
-    let config = config_of(std::slice::from_ref(&layer_digest));
+    let config = config_of(std::slice::from_ref(&layer_digest), entrypoint);
     let config_digest = digest(&config);
     (layer, layer_digest, config, config_digest)
 }
 
-/// The image config of the test images: busybox's `sh`, over layers
-/// whose uncompressed digests are `diff_ids`.
-fn config_of(diff_ids: &[String]) -> Vec<u8> {
+/// The image config of the test images: busybox's `sh` (or `entrypoint`
+/// when it is not empty), over layers whose uncompressed digests are
+/// `diff_ids`.
+fn config_of(diff_ids: &[String], entrypoint: &[&str]) -> Vec<u8> {
+    let mut config = serde_json::json!({
+        "Env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
+        "Cmd": ["sh"],
+    });
+    if !entrypoint.is_empty() {
+        config["Entrypoint"] = serde_json::json!(entrypoint);
+        config["Cmd"] = serde_json::Value::Null;
+    }
     serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"], "Cmd": ["sh"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     })
     .to_string()
@@ -47,7 +60,7 @@ fn config_of(diff_ids: &[String]) -> Vec<u8> {
 
 /// The test rootfs as a layer tar (uncompressed) and its digest.
 pub fn rootfs_layer(rootfs: &Path) -> (Vec<u8>, String) {
-    let (layer, layer_digest, _, _) = image_blobs(rootfs);
+    let (layer, layer_digest, _, _) = image_blobs(rootfs, &[]);
     (layer, layer_digest)
 }
 
@@ -56,7 +69,7 @@ pub fn rootfs_layer(rootfs: &Path) -> (Vec<u8>, String) {
 /// tar (its diff ID).
 pub fn docker_archive_of(tag: &str, layers: &[(Vec<u8>, String)]) -> Vec<u8> {
     let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
-    let config = config_of(&diff_ids);
+    let config = config_of(&diff_ids, &[]);
     let config_name =
         format!("{}.json", digest(&config).trim_start_matches("sha256:"));
     let mut files: Vec<(String, &[u8])> = Vec::new();
@@ -132,7 +145,13 @@ pub fn tar_of(files: &[(String, &[u8])]) -> Vec<u8> {
 /// An OCI image layout, as a tar, of the directory `rootfs` as one
 /// uncompressed layer: what `ctr images import` takes.
 pub fn oci_archive(rootfs: &Path) -> Vec<u8> {
-    let (layer, layer_digest, config, config_digest) = image_blobs(rootfs);
+    oci_archive_with(rootfs, &[])
+}
+
+/// [`oci_archive`], with `entrypoint` in the image's config.
+pub fn oci_archive_with(rootfs: &Path, entrypoint: &[&str]) -> Vec<u8> {
+    let (layer, layer_digest, config, config_digest) =
+        image_blobs(rootfs, entrypoint);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -183,8 +202,8 @@ pub fn docker_archive(rootfs: &Path, tag: &str) -> Vec<u8> {
 }
 
 /// containerd, started for one test on sockets and directories of its
-/// own under `/tmp/berth-ctrd-NAME` (a unix socket path must stay short),
-/// its CRI plugin off. Stopped, and its directories removed, when dropped.
+/// own under `/tmp/berth-ctrd-NAME` (a unix socket path must stay short).
+/// Stopped, and its directories removed, when dropped.
 pub struct Containerd {
     dir: PathBuf,
     child: Child,
@@ -193,22 +212,50 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Start it and wait until it answers. Its environment carries
-    /// `BERTH_TRACE=text` and `BERTH_TRACE_FILE` ([`Containerd::trace`]):
-    /// what reaches containerd reaches its shims and the runtime they run.
+    /// Start it, its CRI plugin off, and wait until it answers. Its
+    /// environment carries `BERTH_TRACE=text` and `BERTH_TRACE_FILE`
+    /// ([`Containerd::trace`]): what reaches containerd reaches its shims
+    /// and the runtime they run.
     pub fn start(name: &str) -> Containerd {
+        Containerd::launch(
+            name,
+            &format!("berth-{name}"),
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+        )
+    }
+
+    /// Start it with its CRI plugin configured by `cri`, a TOML text in
+    /// which `{dir}` stands for the daemon's directory. Its containers
+    /// live in the CRI's namespace, `k8s.io`.
+    pub fn start_cri(name: &str, cri: &str) -> Containerd {
+        let dir = format!("/tmp/berth-ctrd-{name}");
+        Containerd::launch(name, "k8s.io", &cri.replace("{dir}", &dir))
+    }
+
+    /// Write the config (the private directories and sockets, then
+    /// `extra`), start containerd and wait until it answers.
+    fn launch(name: &str, namespace: &str, extra: &str) -> Containerd {
         let dir = PathBuf::from(format!("/tmp/berth-ctrd-{name}"));
         cleanup(&dir);
         fs::create_dir_all(&dir).unwrap();
         let config = format!(
             "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
              [grpc]\n  address = \"{d}/c.sock\"\n\
              [ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
              [debug]\n  address = \"{d}/debug.sock\"\n",
             d = dir.display()
         );
-        fs::write(dir.join("config.toml"), config).unwrap();
+        // Top-level keys must come before the first table.
+        let (top, tables) = if extra.starts_with('[') {
+            ("", extra)
+        } else {
+            match extra.find("\n[") {
+                Some(at) => extra.split_at(at + 1),
+                None => (extra, ""),
+            }
+        };
+        fs::write(dir.join("config.toml"), format!("{top}{config}{tables}"))
+            .unwrap();
         let log = fs::File::create(dir.join("containerd.log")).unwrap();
         let child = Command::new("containerd")
             .env("BERTH_TRACE", "text")
@@ -222,23 +269,33 @@ impl Containerd {
         let containerd = Containerd {
             dir,
             child,
-            namespace: format!("berth-{name}"),
+            namespace: namespace.to_owned(),
         };
         let start = Instant::now();
         while !containerd
             .ctr(&["version"])
+            .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
         {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "containerd did not start: {}",
-                fs::read_to_string(containerd.dir.join("containerd.log"))
-                    .unwrap_or_default()
+                containerd.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         containerd
+    }
+
+    /// Its directory: root, state, sockets, config and log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What containerd logged.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
     /// What berth-runtime traced under this containerd.
@@ -284,22 +341,22 @@ impl Containerd {
 
     /// Import the test rootfs as image `berth.test/busybox:latest`.
     pub fn import_rootfs(&self, rootfs: &Path) -> &'static str {
+        self.import(rootfs, "berth.test/busybox", &[]);
+        "berth.test/busybox:latest"
+    }
+
+    /// Import the directory `rootfs` as image `BASE:latest`, with
+    /// `entrypoint` in its config (busybox's `sh` when empty).
+    pub fn import(&self, rootfs: &Path, base: &str, entrypoint: &[&str]) {
         let mut import = self
-            .ctr(&[
-                "images",
-                "import",
-                "--base-name",
-                "berth.test/busybox",
-                "-",
-            ])
+            .ctr(&["images", "import", "--base-name", base, "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let archive = oci_archive(rootfs);
+        let archive = oci_archive_with(rootfs, entrypoint);
         import.stdin.take().unwrap().write_all(&archive).unwrap();
         assert!(import.wait().unwrap().success(), "ctr images import failed");
-        "berth.test/busybox:latest"
     }
 }
 
@@ -371,7 +428,7 @@ fn remove_parent_cgroup(name: &str) {
 
 /// `rmdir` every directory of `dir`'s tree, deepest first (a cgroup
 /// directory goes only when it has no process and no child).
-fn remove_empty_tree(dir: &Path) {
+pub fn remove_empty_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.filter_map(Result::ok) {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

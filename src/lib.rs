@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+pub mod cri;
 pub mod daemons;
 pub mod fixture;
 pub mod host;

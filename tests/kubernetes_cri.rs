@@ -1,0 +1,879 @@
+//! berth-runtime as a Kubernetes runtime handler: containerd's CRI plugin
+//! with the guide's handlers (`deploy/kubernetes/containerd-berth.toml`),
+//! driven by the calls kubelet makes, for the `berth` handler and for
+//! `runc` side by side. What a pod shows must be the same under both.
+
+use std::collections::HashMap;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use berth_tests::cri::{self, Node};
+use berth_tests::{privileged, step_binary, workspace_root};
+use k8s_cri::v1::*;
+
+/// The paths kubelet masks and makes read-only in every unprivileged
+/// container (its defaults; containerd masks nothing it is not told).
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The CRI's namespace modes.
+const POD: i32 = NamespaceMode::Pod as i32;
+const CONTAINER: i32 = NamespaceMode::Container as i32;
+const NODE: i32 = NamespaceMode::Node as i32;
+
+/// A pod: its sandbox's id and the config it was made with (which every
+/// CreateContainer repeats).
+struct Pod {
+    id: String,
+    config: PodSandboxConfig,
+}
+
+/// A sandbox config as kubelet makes one: the pod's cgroup parent, its
+/// namespaces (network on the node or the pod's own; IPC shared by the
+/// pod; PID per container), its log directory.
+fn pod_config(node: &Node, name: &str, host_network: bool) -> PodSandboxConfig {
+    let uid = format!("uid-{name}");
+    let logs = node.containerd().dir().join("pods").join(&uid);
+    fs::create_dir_all(&logs).unwrap();
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_owned(),
+            uid: uid.clone(),
+            namespace: "default".to_owned(),
+            attempt: 0,
+        }),
+        // A pod on the node's network has the node's hostname: kubelet
+        // leaves it empty (containerd refuses to set it there).
+        hostname: if host_network {
+            String::new()
+        } else {
+            name.to_owned()
+        },
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: node.cgroup_parent(&uid),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: if host_network { NODE } else { POD },
+                    pid: CONTAINER,
+                    ipc: POD,
+                    ..Default::default()
+                }),
+                seccomp: Some(unconfined()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// kubelet's default seccomp profile: none.
+fn unconfined() -> SecurityProfile {
+    SecurityProfile {
+        profile_type: security_profile::ProfileType::Unconfined as i32,
+        localhost_ref: String::new(),
+    }
+}
+
+/// A container config as kubelet makes one for `sh -c SCRIPT` in the
+/// busybox image, with kubelet's masked and read-only paths and
+/// `security` edited by the caller.
+fn container_config(
+    name: &str,
+    script: &str,
+    edit: impl FnOnce(&mut LinuxContainerConfig),
+) -> ContainerConfig {
+    let mut linux = LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_shares: 2,
+            ..Default::default()
+        }),
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: POD,
+                pid: CONTAINER,
+                ipc: POD,
+                ..Default::default()
+            }),
+            masked_paths: MASKED.iter().map(|s| s.to_string()).collect(),
+            readonly_paths: READONLY.iter().map(|s| s.to_string()).collect(),
+            seccomp: Some(unconfined()),
+            ..Default::default()
+        }),
+    };
+    edit(&mut linux);
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_owned(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: "berth.test/busybox:latest".to_owned(),
+            ..Default::default()
+        }),
+        command: vec!["sh".to_owned()],
+        args: vec!["-c".to_owned(), script.to_owned()],
+        log_path: format!("{name}.log"),
+        linux: Some(linux),
+        ..Default::default()
+    }
+}
+
+/// The security context of a container config being edited.
+fn security(
+    linux: &mut LinuxContainerConfig,
+) -> &mut LinuxContainerSecurityContext {
+    linux.security_context.as_mut().unwrap()
+}
+
+/// The calls of kubelet's pod workers, for one runtime handler.
+struct Kubelet<'a> {
+    node: &'a Node,
+    handler: &'a str,
+}
+
+impl Kubelet<'_> {
+    /// RunPodSandbox with this handler.
+    fn run_pod(&self, name: &str, host_network: bool) -> Pod {
+        self.run_pod_with(name, host_network, |_| ())
+    }
+
+    /// RunPodSandbox with this handler, the config edited by `edit`.
+    fn run_pod_with(
+        &self,
+        name: &str,
+        host_network: bool,
+        edit: impl FnOnce(&mut PodSandboxConfig),
+    ) -> Pod {
+        let mut config = pod_config(self.node, name, host_network);
+        edit(&mut config);
+        let request = RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: self.handler.to_owned(),
+        };
+        let id = self
+            .node
+            .runtime(|mut c| async move { c.run_pod_sandbox(request).await })
+            .unwrap_or_else(|e| {
+                panic!("RunPodSandbox {name} ({}): {e}", self.handler)
+            })
+            .pod_sandbox_id;
+        Pod { id, config }
+    }
+
+    /// CreateContainer then StartContainer; the container's id.
+    fn start(&self, pod: &Pod, config: ContainerConfig) -> String {
+        let id = self.create(pod, config).unwrap();
+        let start = id.clone();
+        self.node
+            .runtime(|mut c| async move {
+                c.start_container(StartContainerRequest {
+                    container_id: start,
+                })
+                .await
+            })
+            .unwrap_or_else(|e| {
+                panic!("StartContainer ({}): {e}", self.handler)
+            });
+        id
+    }
+
+    /// CreateContainer.
+    fn create(
+        &self,
+        pod: &Pod,
+        config: ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        let request = CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        self.node
+            .runtime(|mut c| async move { c.create_container(request).await })
+            .map(|r| r.container_id)
+    }
+
+    /// ContainerStatus.
+    fn status(&self, id: &str) -> ContainerStatus {
+        let request = ContainerStatusRequest {
+            container_id: id.to_owned(),
+            verbose: false,
+        };
+        self.node
+            .runtime(|mut c| async move { c.container_status(request).await })
+            .unwrap()
+            .status
+            .unwrap()
+    }
+
+    /// Wait until the container has exited; its status then.
+    fn exited(&self, id: &str) -> ContainerStatus {
+        let start = Instant::now();
+        loop {
+            let status = self.status(id);
+            if status.state == ContainerState::ContainerExited as i32 {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{id} ({}) never exited",
+                self.handler
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// ExecSync of `sh -c SCRIPT`: (exit code, stdout, stderr).
+    fn exec(&self, id: &str, script: &str) -> (i32, String, String) {
+        let request = ExecSyncRequest {
+            container_id: id.to_owned(),
+            cmd: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
+            timeout: 20,
+        };
+        let answer = self
+            .node
+            .runtime(|mut c| async move { c.exec_sync(request).await })
+            .unwrap_or_else(|e| {
+                panic!("ExecSync {script:?} ({}): {e}", self.handler)
+            });
+        (
+            answer.exit_code,
+            String::from_utf8_lossy(&answer.stdout).into_owned(),
+            String::from_utf8_lossy(&answer.stderr).into_owned(),
+        )
+    }
+
+    /// StopContainer with a grace period of `timeout` seconds.
+    fn stop(&self, id: &str, timeout: i64) {
+        let request = StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout,
+        };
+        self.node
+            .runtime(|mut c| async move { c.stop_container(request).await })
+            .unwrap_or_else(|e| {
+                panic!("StopContainer ({}): {e}", self.handler)
+            });
+    }
+
+    /// RemoveContainer.
+    fn remove(&self, id: &str) {
+        let request = RemoveContainerRequest {
+            container_id: id.to_owned(),
+        };
+        self.node
+            .runtime(|mut c| async move { c.remove_container(request).await })
+            .unwrap_or_else(|e| {
+                panic!("RemoveContainer ({}): {e}", self.handler)
+            });
+    }
+
+    /// StopPodSandbox then RemovePodSandbox; then the pod's cgroup, which
+    /// kubelet removes (and which is not empty if a container's is left).
+    fn remove_pod(&self, pod: Pod) {
+        let uid = pod.config.metadata.as_ref().unwrap().uid.clone();
+        let id = pod.id.clone();
+        self.node
+            .runtime(|mut c| async move {
+                c.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
+                    .await
+            })
+            .unwrap_or_else(|e| {
+                panic!("StopPodSandbox ({}): {e}", self.handler)
+            });
+        let id = pod.id;
+        self.node
+            .runtime(|mut c| async move {
+                c.remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: id,
+                })
+                .await
+            })
+            .unwrap_or_else(|e| {
+                panic!("RemovePodSandbox ({}): {e}", self.handler)
+            });
+        if let Err(e) = self.node.remove_pod_cgroup(&uid) {
+            panic!("a container's cgroup was left ({}): {e}", self.handler);
+        }
+    }
+
+    /// PodSandboxStatus.
+    fn pod_status(&self, pod: &Pod) -> PodSandboxStatus {
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: false,
+        };
+        self.node
+            .runtime(|mut c| async move { c.pod_sandbox_status(request).await })
+            .unwrap()
+            .status
+            .unwrap()
+    }
+
+    /// Whether berth-runtime holds state for `id` (its directory under the
+    /// handler's Root).
+    fn berth_holds(&self, id: &str) -> bool {
+        self.node.berth_root().join(id).join("state.json").exists()
+    }
+}
+
+/// Start a node with both handlers; berth's through the built binary.
+fn node(name: &str) -> Node {
+    let runtime = workspace_root().join(step_binary("berth-runtime"));
+    Node::start(name, &runtime)
+}
+
+/// One pod's life on the node's network, as kubelet drives it; what a
+/// user would see, one line each, to compare across handlers.
+fn host_network_pod(kubelet: &Kubelet) -> Vec<String> {
+    let mut seen = Vec::new();
+    let pod = kubelet.run_pod(&format!("host-{}", kubelet.handler), true);
+    let script = "trap 'echo got TERM; exit 0' TERM; echo started; \
+                  while :; do sleep 0.1; done";
+    let id = kubelet.start(&pod, container_config("web", script, |_| ()));
+    let status = kubelet.status(&id);
+    seen.push(format!("state {:?}", status.state()));
+    assert_left(kubelet.node, &["sandbox", "shim", "cgroup", "mount"]);
+    assert_eq!(
+        kubelet.berth_holds(&id),
+        kubelet.handler == "berth",
+        "berth-runtime's state for {id} under {}",
+        kubelet.handler
+    );
+    let (code, out, err) = kubelet.exec(&id, "echo out; echo err >&2; exit 3");
+    seen.push(format!("exec exit {code} stdout {out:?} stderr {err:?}"));
+    let (code, out, _) = kubelet.exec(&id, "cat /proc/1/comm");
+    seen.push(format!("exec exit {code} stdout {out:?}"));
+    // The node's network: the host's hostname and interfaces.
+    let (_, out, _) = kubelet.exec(&id, "hostname");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    seen.push(format!("hostname is the node's: {}", out == host));
+    seen.push(format!(
+        "network namespace is the node's: {}",
+        kubelet.exec(&id, "readlink /proc/self/ns/net").1.trim()
+            == fs::read_link("/proc/self/ns/net")
+                .unwrap()
+                .display()
+                .to_string()
+    ));
+
+    // Stop: SIGTERM, which the trap answers.
+    kubelet.stop(&id, 10);
+    let status = kubelet.exited(&id);
+    seen.push(format!(
+        "stopped: exit {} reason {}",
+        status.exit_code, status.reason
+    ));
+    let log = fs::read_to_string(&status.log_path).unwrap();
+    seen.push(format!("log {:?}", log_messages(&log)));
+    kubelet.remove(&id);
+    kubelet.remove_pod(pod);
+    seen
+}
+
+/// The messages of a CRI log (`TIME STREAM TAG MESSAGE` per line), after
+/// checking each line's form.
+fn log_messages(log: &str) -> Vec<String> {
+    log.lines()
+        .map(|line| {
+            let mut fields = line.splitn(4, ' ');
+            let time = fields.next().unwrap();
+            let stream = fields.next().unwrap_or("");
+            let tag = fields.next().unwrap_or("");
+            assert!(
+                time.len() > 20 && time.contains('T'),
+                "not an RFC 3339 time: {line}"
+            );
+            assert!(matches!(stream, "stdout" | "stderr"), "{line}");
+            assert!(matches!(tag, "F" | "P"), "{line}");
+            format!("{stream} {tag} {}", fields.next().unwrap_or(""))
+        })
+        .collect()
+}
+
+/// A pod on the pod network: two containers that share its localhost, its
+/// IPC namespace and its address; stats; a log reopened after rotation; a
+/// container that ignores SIGTERM stopped by SIGKILL.
+fn pod_network_pod(kubelet: &Kubelet) -> Vec<String> {
+    let mut seen = Vec::new();
+    let pod = kubelet.run_pod(&format!("net-{}", kubelet.handler), false);
+    let address = kubelet
+        .pod_status(&pod)
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    seen.push(format!(
+        "pod address in the pod subnet: {}",
+        address.starts_with(cri::POD_SUBNET_PREFIX)
+    ));
+    let server = kubelet.start(
+        &pod,
+        container_config(
+            "server",
+            "i=0; while :; do echo hi over localhost | nc -l -p 7777; \
+             i=$((i+1)); echo served $i; done",
+            |_| (),
+        ),
+    );
+    let client = kubelet.start(
+        &pod,
+        container_config(
+            "client",
+            "trap '' TERM; while :; do sleep 0.1; done",
+            |_| (),
+        ),
+    );
+    if kubelet.handler == "berth" {
+        let summary = [
+            ("the sandbox (pause)", &pod.id),
+            ("the server container", &server),
+        ]
+        .map(|(what, id)| {
+            let config = kubelet.node.bundle_config(id);
+            format!("# {what}\n{}", config_summary(&config))
+        })
+        .join("\n");
+        let summary = normalize(
+            &summary,
+            kubelet.node,
+            &[
+                (&pod.id, "<sandbox-id>"),
+                (&server, "<server-id>"),
+                (&client, "<client-id>"),
+            ],
+        );
+        insta::assert_snapshot!("kubernetes_cri_config_json", summary);
+    }
+    let connect = "for i in $(seq 100); do \
+                   nc 127.0.0.1 7777 </dev/null && exit 0; sleep 0.1; done; exit 1";
+    let (code, out, err) = kubelet.exec(&client, connect);
+    seen.push(format!(
+        "client to server over localhost: {code} {out:?} {err:?}"
+    ));
+    for ns in ["net", "ipc", "uts"] {
+        let link = format!("readlink /proc/self/ns/{ns}");
+        let (a, b) = (
+            kubelet.exec(&server, &link).1,
+            kubelet.exec(&client, &link).1,
+        );
+        let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        seen.push(format!(
+            "{ns} namespace shared by the pod: {}, the node's: {}",
+            a == b && !a.is_empty(),
+            a.trim() == host.display().to_string()
+        ));
+    }
+    let (_, out, _) = kubelet.exec(&client, "ip -o -4 addr show eth0");
+    seen.push(format!(
+        "eth0 has the pod's address: {}",
+        !address.is_empty() && out.contains(&format!(" {address}/24 "))
+    ));
+    let (_, out, _) = kubelet.exec(&client, "hostname");
+    seen.push(format!(
+        "hostname is the pod's name: {}",
+        out.trim() == format!("net-{}", kubelet.handler)
+    ));
+    assert_left(
+        kubelet.node,
+        &[
+            "sandbox",
+            "shim",
+            "cgroup",
+            "mount",
+            "network namespace",
+            "veth",
+            "lease",
+        ],
+    );
+    let (_, a, _) = kubelet.exec(&server, "readlink /proc/self/ns/pid");
+    let (_, b, _) = kubelet.exec(&client, "readlink /proc/self/ns/pid");
+    seen.push(format!("pid namespace per container: {}", a != b));
+
+    // Stats, from the container's cgroup.
+    let request = ContainerStatsRequest {
+        container_id: client.clone(),
+    };
+    let stats = kubelet
+        .node
+        .runtime(|mut c| async move { c.container_stats(request).await })
+        .unwrap()
+        .stats
+        .unwrap();
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map_or(0, |v| v.value);
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map_or(0, |v| v.value);
+    seen.push(format!(
+        "stats: working set > 0: {}, cpu time > 0: {}",
+        memory > 0,
+        cpu > 0
+    ));
+    let request = ListContainerStatsRequest {
+        filter: Some(ContainerStatsFilter {
+            pod_sandbox_id: pod.id.clone(),
+            ..Default::default()
+        }),
+    };
+    let listed = kubelet
+        .node
+        .runtime(|mut c| async move { c.list_container_stats(request).await })
+        .unwrap()
+        .stats;
+    let mut names: Vec<_> = listed
+        .iter()
+        .filter_map(|s| s.attributes.as_ref()?.metadata.as_ref())
+        .map(|m| m.name.clone())
+        .collect();
+    names.sort();
+    seen.push(format!("listed stats: {names:?}"));
+
+    // Log rotation as kubelet does it: rename, then ReopenContainerLog.
+    let log = kubelet.status(&server).log_path;
+    fs::rename(&log, format!("{log}.1")).unwrap();
+    let request = ReopenContainerLogRequest {
+        container_id: server.clone(),
+    };
+    kubelet
+        .node
+        .runtime(|mut c| async move { c.reopen_container_log(request).await })
+        .unwrap();
+    kubelet.exec(&client, connect);
+    wait_for_file(&log, "served 2");
+    seen.push(format!(
+        "rotated log {:?}",
+        log_messages(&fs::read_to_string(format!("{log}.1")).unwrap())
+    ));
+    seen.push(format!(
+        "reopened log {:?}",
+        log_messages(&fs::read_to_string(&log).unwrap())
+    ));
+
+    // SIGTERM ignored: SIGKILL after the grace period.
+    let start = Instant::now();
+    kubelet.stop(&client, 1);
+    let status = kubelet.exited(&client);
+    seen.push(format!(
+        "TERM ignored: exit {} reason {}, after the grace period: {}",
+        status.exit_code,
+        status.reason,
+        start.elapsed() >= Duration::from_secs(1)
+    ));
+    kubelet.stop(&server, 10);
+    kubelet.remove(&client);
+    kubelet.remove(&server);
+    kubelet.remove_pod(pod);
+    seen
+}
+
+/// Assert that the node's leftovers, while pods run, show each of `kinds`:
+/// the check that they are gone at the end can see them.
+fn assert_left(node: &Node, kinds: &[&str]) {
+    let left = node.leftovers();
+    for kind in kinds {
+        assert!(
+            left.iter().any(|l| l.starts_with(kind)),
+            "no {kind} among what a running pod leaves: {left:#?}"
+        );
+    }
+}
+
+/// What containerd put in a config.json that makes it a pod's: the
+/// process, hostname, namespaces, cgroup, mounts and the CRI's
+/// annotations, one line each.
+fn config_summary(config: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let mut lines = vec![
+        format!("process.args: {}", config["process"]["args"]),
+        format!("hostname: {}", text(&config["hostname"])),
+        format!("cgroupsPath: {}", text(&config["linux"]["cgroupsPath"])),
+        "namespaces:".to_owned(),
+    ];
+    for ns in config["linux"]["namespaces"].as_array().unwrap() {
+        let path = ns["path"]
+            .as_str()
+            .map(|p| format!(" -> {p}"))
+            .unwrap_or_default();
+        lines.push(format!("  {}{path}", text(&ns["type"])));
+    }
+    lines.push("mounts:".to_owned());
+    for mount in config["mounts"].as_array().unwrap() {
+        let options: Vec<String> = mount["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        lines.push(format!(
+            "  {} <- {} {} ({})",
+            text(&mount["destination"]),
+            text(&mount["type"]),
+            text(&mount["source"]),
+            options.join(",")
+        ));
+    }
+    lines.push("annotations:".to_owned());
+    let annotations = config["annotations"].as_object().unwrap();
+    let mut keys: Vec<_> = annotations.keys().collect();
+    keys.sort();
+    for key in keys {
+        lines.push(format!("  {key}: {}", text(&annotations[key])));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// `text` with what differs from run to run and host to host named:
+/// `ids`, pids, the daemon's directory, network namespace names.
+fn normalize(text: &str, node: &Node, ids: &[(&str, &str)]) -> String {
+    let mut text = text.replace(
+        &node.containerd().dir().display().to_string(),
+        "<containerd>",
+    );
+    for (id, name) in ids {
+        text = text.replace(id, name);
+    }
+    let pid = regex::Regex::new(r"/proc/[0-9]+/").unwrap();
+    let text = pid.replace_all(&text, "/proc/<sandbox-pid>/");
+    let netns = regex::Regex::new(r"cni-[0-9a-f-]{36}").unwrap();
+    netns.replace_all(&text, "cni-<uuid>").into_owned()
+}
+
+/// Wait until the file at `path` holds `text`.
+fn wait_for_file(path: &str, text: &str) {
+    let start = Instant::now();
+    while !fs::read_to_string(path).is_ok_and(|t| t.contains(text)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{path} never said {text:?}: {:?}",
+            fs::read_to_string(path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Resources and security contexts: one container each in a pod, run to
+/// its end; what it printed, how it ended.
+fn limits_and_security(kubelet: &Kubelet) -> Vec<String> {
+    let mut seen = Vec::new();
+    let pod = kubelet.run_pod(&format!("sec-{}", kubelet.handler), true);
+    let cgroup_file = |v1: &str, v2: &str| {
+        format!(
+            "cat /sys/fs/cgroup/{v1} 2>/dev/null || cat /sys/fs/cgroup/{v2}"
+        )
+    };
+    // cgroup v1 and v2 name them differently; cpu.max is "QUOTA PERIOD".
+    // A request of 512 shares is cpu.weight 20 under v2.
+    let limits = format!(
+        "m=$({}); set -- $({}); echo memory $m cpu quota $1; \
+         case $({}) in 512|20) echo cpu request honoured;; esac",
+        cgroup_file("memory/memory.limit_in_bytes", "memory.max"),
+        cgroup_file("cpu/cpu.cfs_quota_us", "cpu.max"),
+        cgroup_file("cpu/cpu.shares", "cpu.weight"),
+    );
+    type Edit = fn(&mut LinuxContainerConfig);
+    let cases: Vec<(&str, String, Edit)> = vec![
+        ("oom", "x=a; while :; do x=$x$x; done".to_owned(), |l| {
+            l.resources.as_mut().unwrap().memory_limit_in_bytes = 20 << 20
+        }),
+        ("limits", limits, |l| {
+            let resources = l.resources.as_mut().unwrap();
+            resources.memory_limit_in_bytes = 64 << 20;
+            resources.cpu_quota = 50_000;
+            resources.cpu_shares = 512;
+        }),
+        (
+            "read-only-root",
+            "touch /x 2>&1; echo rc=$?; touch /tmp/x 2>&1; echo rc=$?"
+                .to_owned(),
+            |l| security(l).readonly_rootfs = true,
+        ),
+        (
+            "capabilities",
+            // Bits 0 (CAP_CHOWN) and 12 (CAP_NET_ADMIN) of CapEff.
+            "touch /tmp/f; chown 1 /tmp/f 2>&1; echo chown rc=$?; \
+             set -- $(grep CapEff /proc/self/status); e=0x$2; \
+             echo chown $((e & 1)) net_admin $(((e >> 12) & 1))"
+                .to_owned(),
+            |l| {
+                security(l).capabilities = Some(Capability {
+                    add_capabilities: vec!["NET_ADMIN".to_owned()],
+                    drop_capabilities: vec!["CHOWN".to_owned()],
+                    ..Default::default()
+                })
+            },
+        ),
+        ("user", "id".to_owned(), |l| {
+            security(l).run_as_user = Some(Int64Value { value: 1000 });
+            security(l).run_as_group = Some(Int64Value { value: 1000 });
+        }),
+        (
+            "no-new-privs",
+            "grep NoNewPrivs /proc/self/status".to_owned(),
+            |l| security(l).no_new_privs = true,
+        ),
+        (
+            "seccomp-default",
+            "grep Seccomp: /proc/self/status".to_owned(),
+            |l| {
+                security(l).seccomp = Some(SecurityProfile {
+                    profile_type: security_profile::ProfileType::RuntimeDefault
+                        as i32,
+                    localhost_ref: String::new(),
+                })
+            },
+        ),
+        (
+            "seccomp-unconfined",
+            "grep Seccomp: /proc/self/status".to_owned(),
+            |_| (),
+        ),
+        (
+            "masked",
+            "wc -c </proc/timer_list; ls /sys/firmware | wc -l; \
+             (echo 1 >/proc/sys/vm/drop_caches) 2>&1; echo rc=$?"
+                .to_owned(),
+            |_| (),
+        ),
+    ];
+    for (name, script, edit) in cases {
+        let id = kubelet.start(&pod, container_config(name, &script, edit));
+        let status = kubelet.exited(&id);
+        let log = fs::read_to_string(&status.log_path).unwrap();
+        seen.push(format!(
+            "{name}: exit {} reason {} {:?}",
+            status.exit_code,
+            status.reason,
+            log_messages(&log)
+        ));
+        kubelet.remove(&id);
+    }
+    kubelet.remove_pod(pod);
+
+    // A privileged pod: every capability of the bounding set, nothing
+    // masked, /sys writable.
+    let mut pod =
+        kubelet.run_pod_with(&format!("priv-{}", kubelet.handler), true, |c| {
+            let security =
+                c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+            security.privileged = true;
+        });
+    let script = "set -- $(grep CapEff /proc/self/status) $(grep CapBnd /proc/self/status); \
+                  [ $2 = $4 ] && echo all capabilities; \
+                  [ $(head -c 9 /proc/timer_list | wc -c) = 9 ] && echo timer_list unmasked; \
+                  grep -q ' /sys sysfs rw' /proc/mounts && echo sys writable";
+    let id = kubelet.start(
+        &pod,
+        container_config("privileged", script, |l| {
+            let security = security(l);
+            security.privileged = true;
+            security.masked_paths.clear();
+            security.readonly_paths.clear();
+        }),
+    );
+    let status = kubelet.exited(&id);
+    let log = fs::read_to_string(&status.log_path).unwrap();
+    seen.push(format!(
+        "privileged: exit {} {:?}",
+        status.exit_code,
+        log_messages(&log)
+    ));
+    kubelet.remove(&id);
+    pod.config.hostname.clear();
+    kubelet.remove_pod(pod);
+    seen
+}
+
+#[test]
+fn pods_run_on_berth_runtime_as_on_runc() {
+    if !privileged("kubernetes_cri::pods_run_on_berth_runtime_as_on_runc") {
+        return;
+    }
+    let node = node("pods");
+    let version = node
+        .runtime(|mut c| async move {
+            c.version(VersionRequest {
+                version: "v1".to_owned(),
+            })
+            .await
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            version.runtime_name.as_str(),
+            version.runtime_api_version.as_str()
+        ),
+        ("containerd", "v1")
+    );
+    let status = node
+        .runtime(|mut c| async move {
+            c.status(StatusRequest { verbose: false }).await
+        })
+        .unwrap()
+        .status
+        .unwrap();
+    let ready: HashMap<_, _> = status
+        .conditions
+        .iter()
+        .map(|c| (c.r#type.as_str(), c.status))
+        .collect();
+    assert_eq!(ready.get("RuntimeReady"), Some(&true), "{status:?}");
+    assert_eq!(ready.get("NetworkReady"), Some(&true), "{status:?}");
+
+    let mut seen = HashMap::new();
+    for handler in ["berth", "runc"] {
+        let kubelet = Kubelet {
+            node: &node,
+            handler,
+        };
+        let mut lines = host_network_pod(&kubelet);
+        lines.extend(pod_network_pod(&kubelet));
+        lines.extend(limits_and_security(&kubelet));
+        seen.insert(handler, lines);
+    }
+    assert_eq!(seen["berth"], seen["runc"]);
+    insta::assert_snapshot!(
+        "kubernetes_cri_pod_tour",
+        seen["berth"].join("\n")
+    );
+    assert_eq!(node.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn the_guides_runtime_class_names_the_handler_the_node_declares() {
+    // The RuntimeClass sends pods to the handler named in its `handler:`;
+    // containerd knows it only if the config declares that runtime.
+    let handlers: Vec<&str> = cri::RUNTIME_CLASS
+        .lines()
+        .filter_map(|l| l.strip_prefix("handler: "))
+        .collect();
+    assert_eq!(handlers, ["berth"]);
+    let table = format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{}]",
+        handlers[0]
+    );
+    assert!(cri::HANDLERS.contains(&table), "{table} is not declared");
+    assert!(cri::RUNTIME_CLASS.contains("runtimeClassName: berth"));
+}
