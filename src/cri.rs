@@ -30,6 +30,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::daemons::Containerd;
 use crate::fixture;
+use crate::kubelet::Kubelet;
 
 /// The guide's runtime handlers: the `berth` handler beside `runc`.
 pub const HANDLERS: &str =
@@ -100,7 +101,7 @@ pub struct Node {
 
 /// A blocking CRI client: each call runs on a single-threaded tokio
 /// runtime, as a test is not async.
-struct Client {
+pub struct Client {
     runtime: tokio::runtime::Runtime,
     channel: Channel,
 }
@@ -111,6 +112,10 @@ impl Node {
     pub fn start(name: &str, berth_runtime: &Path) -> Node {
         let dir = format!("/tmp/berth-ctrd-{name}");
         let netns_before = named_network_namespaces();
+        // The shim runs it from the bundle's directory: a relative path
+        // would not be found.
+        let berth_runtime = fs::canonicalize(berth_runtime)
+            .unwrap_or_else(|e| panic!("{}: {e}", berth_runtime.display()));
         let handlers = HANDLERS
             .replace(
                 GUIDE_BINARY,
@@ -152,25 +157,17 @@ impl Node {
         F: FnOnce(RuntimeServiceClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = RuntimeServiceClient::new(self.client.channel.clone());
-        let _guard = self.client.runtime.enter();
-        self.client
-            .runtime
-            .block_on(call(client))
-            .map(tonic::Response::into_inner)
+        self.client.runtime(call)
     }
 
-    /// Make a call of the image service.
-    pub fn images<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
-    where
-        F: FnOnce(ImageServiceClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let client = ImageServiceClient::new(self.client.channel.clone());
-        self.client
-            .runtime
-            .block_on(call(client))
-            .map(tonic::Response::into_inner)
+    /// The CRI client of this node.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// kubelet, asking for `handler`.
+    pub fn kubelet<'a>(&'a self, handler: &'a str) -> Kubelet<'a> {
+        Kubelet::for_node(&self.client, handler, self.containerd.dir())
     }
 
     /// The containerd under this node.
@@ -182,30 +179,6 @@ impl Node {
     /// `Root`, and the namespace below it.
     pub fn berth_root(&self) -> PathBuf {
         self.containerd.dir().join("berth-root/k8s.io")
-    }
-
-    /// The cgroup parent of this node's pods (what kubelet names
-    /// `/kubepods/...`): `/berth-cri-NAME/pod-UID`.
-    pub fn cgroup_parent(&self, pod_uid: &str) -> String {
-        format!("/berth-cri-{}/pod-{pod_uid}", self.name)
-    }
-
-    /// Remove the cgroup of pod `pod_uid` from every hierarchy, as kubelet
-    /// does once the pod's sandbox is removed (kubelet makes and removes
-    /// pod cgroups; the runtime only the containers' below them). An
-    /// error names a hierarchy where it is not empty.
-    pub fn remove_pod_cgroup(&self, pod_uid: &str) -> Result<(), String> {
-        let parent = self.cgroup_parent(pod_uid);
-        for hierarchy in cgroup_mounts() {
-            let dir = hierarchy.join(parent.trim_start_matches('/'));
-            match fs::remove_dir(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(format!("{}: {e}", dir.display()));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// The config.json containerd wrote for the container or sandbox `id`.
@@ -331,7 +304,7 @@ fn named_network_namespaces() -> Vec<String> {
 
 impl Client {
     /// Connect to the CRI's gRPC socket.
-    fn connect(socket: &Path) -> Client {
+    pub fn connect(socket: &Path) -> Client {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -353,6 +326,30 @@ impl Client {
             )))
             .expect("cannot connect to containerd's CRI socket");
         Client { runtime, channel }
+    }
+
+    /// Make a call of the runtime service, as kubelet would.
+    pub fn runtime<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnOnce(RuntimeServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = RuntimeServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(call(client))
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Make a call of the image service.
+    pub fn images<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnOnce(ImageServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = ImageServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(call(client))
+            .map(tonic::Response::into_inner)
     }
 }
 
@@ -406,6 +403,23 @@ impl Drop for Node {
             );
         }
     }
+}
+
+/// Remove the cgroup `path` (`/A/B`) from every hierarchy, as kubelet
+/// removes a pod's once its sandbox is removed (kubelet makes and removes
+/// pod cgroups; the runtime only the containers' below them). An error
+/// names a hierarchy where it is not empty.
+pub fn remove_cgroup(path: &str) -> Result<(), String> {
+    for hierarchy in cgroup_mounts() {
+        let dir = hierarchy.join(path.trim_start_matches('/'));
+        match fs::remove_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: {e}", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The bridge of node `name`'s pod network (an interface name is at most

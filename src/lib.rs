@@ -28,6 +28,7 @@ pub mod cri;
 pub mod daemons;
 pub mod fixture;
 pub mod host;
+pub mod kubelet;
 pub mod registry;
 
 /// The workspace root: the directory the tests run in, and the one the

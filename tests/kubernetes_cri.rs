@@ -8,335 +8,15 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use berth_tests::cri::{self, Node};
+use berth_tests::kubelet::*;
 use berth_tests::{privileged, step_binary, workspace_root};
 use k8s_cri::v1::*;
 
-/// The paths kubelet masks and makes read-only in every unprivileged
-/// container (its defaults; containerd masks nothing it is not told).
-const MASKED: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-];
-const READONLY: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
-/// The CRI's namespace modes.
-const POD: i32 = NamespaceMode::Pod as i32;
-const CONTAINER: i32 = NamespaceMode::Container as i32;
-const NODE: i32 = NamespaceMode::Node as i32;
-
-/// A pod: its sandbox's id and the config it was made with (which every
-/// CreateContainer repeats).
-struct Pod {
-    id: String,
-    config: PodSandboxConfig,
+/// Whether berth-runtime holds state for `id` (its directory under the
+/// handler's Root).
+fn berth_holds(node: &Node, id: &str) -> bool {
+    node.berth_root().join(id).join("state.json").exists()
 }
-
-/// A sandbox config as kubelet makes one: the pod's cgroup parent, its
-/// namespaces (network on the node or the pod's own; IPC shared by the
-/// pod; PID per container), its log directory.
-fn pod_config(node: &Node, name: &str, host_network: bool) -> PodSandboxConfig {
-    let uid = format!("uid-{name}");
-    let logs = node.containerd().dir().join("pods").join(&uid);
-    fs::create_dir_all(&logs).unwrap();
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.to_owned(),
-            uid: uid.clone(),
-            namespace: "default".to_owned(),
-            attempt: 0,
-        }),
-        // A pod on the node's network has the node's hostname: kubelet
-        // leaves it empty (containerd refuses to set it there).
-        hostname: if host_network {
-            String::new()
-        } else {
-            name.to_owned()
-        },
-        log_directory: logs.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: node.cgroup_parent(&uid),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: if host_network { NODE } else { POD },
-                    pid: CONTAINER,
-                    ipc: POD,
-                    ..Default::default()
-                }),
-                seccomp: Some(unconfined()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// kubelet's default seccomp profile: none.
-fn unconfined() -> SecurityProfile {
-    SecurityProfile {
-        profile_type: security_profile::ProfileType::Unconfined as i32,
-        localhost_ref: String::new(),
-    }
-}
-
-/// A container config as kubelet makes one for `sh -c SCRIPT` in the
-/// busybox image, with kubelet's masked and read-only paths and
-/// `security` edited by the caller.
-fn container_config(
-    name: &str,
-    script: &str,
-    edit: impl FnOnce(&mut LinuxContainerConfig),
-) -> ContainerConfig {
-    let mut linux = LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            cpu_period: 100_000,
-            cpu_shares: 2,
-            ..Default::default()
-        }),
-        security_context: Some(LinuxContainerSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: POD,
-                pid: CONTAINER,
-                ipc: POD,
-                ..Default::default()
-            }),
-            masked_paths: MASKED.iter().map(|s| s.to_string()).collect(),
-            readonly_paths: READONLY.iter().map(|s| s.to_string()).collect(),
-            seccomp: Some(unconfined()),
-            ..Default::default()
-        }),
-    };
-    edit(&mut linux);
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.to_owned(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: "berth.test/busybox:latest".to_owned(),
-            ..Default::default()
-        }),
-        command: vec!["sh".to_owned()],
-        args: vec!["-c".to_owned(), script.to_owned()],
-        log_path: format!("{name}.log"),
-        linux: Some(linux),
-        ..Default::default()
-    }
-}
-
-/// The security context of a container config being edited.
-fn security(
-    linux: &mut LinuxContainerConfig,
-) -> &mut LinuxContainerSecurityContext {
-    linux.security_context.as_mut().unwrap()
-}
-
-/// The calls of kubelet's pod workers, for one runtime handler.
-struct Kubelet<'a> {
-    node: &'a Node,
-    handler: &'a str,
-}
-
-impl Kubelet<'_> {
-    /// RunPodSandbox with this handler.
-    fn run_pod(&self, name: &str, host_network: bool) -> Pod {
-        self.run_pod_with(name, host_network, |_| ())
-    }
-
-    /// RunPodSandbox with this handler, the config edited by `edit`.
-    fn run_pod_with(
-        &self,
-        name: &str,
-        host_network: bool,
-        edit: impl FnOnce(&mut PodSandboxConfig),
-    ) -> Pod {
-        let mut config = pod_config(self.node, name, host_network);
-        edit(&mut config);
-        let request = RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: self.handler.to_owned(),
-        };
-        let id = self
-            .node
-            .runtime(|mut c| async move { c.run_pod_sandbox(request).await })
-            .unwrap_or_else(|e| {
-                panic!("RunPodSandbox {name} ({}): {e}", self.handler)
-            })
-            .pod_sandbox_id;
-        Pod { id, config }
-    }
-
-    /// CreateContainer then StartContainer; the container's id.
-    fn start(&self, pod: &Pod, config: ContainerConfig) -> String {
-        let id = self.create(pod, config).unwrap();
-        let start = id.clone();
-        self.node
-            .runtime(|mut c| async move {
-                c.start_container(StartContainerRequest {
-                    container_id: start,
-                })
-                .await
-            })
-            .unwrap_or_else(|e| {
-                panic!("StartContainer ({}): {e}", self.handler)
-            });
-        id
-    }
-
-    /// CreateContainer.
-    fn create(
-        &self,
-        pod: &Pod,
-        config: ContainerConfig,
-    ) -> Result<String, tonic::Status> {
-        let request = CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(config),
-            sandbox_config: Some(pod.config.clone()),
-        };
-        self.node
-            .runtime(|mut c| async move { c.create_container(request).await })
-            .map(|r| r.container_id)
-    }
-
-    /// ContainerStatus.
-    fn status(&self, id: &str) -> ContainerStatus {
-        let request = ContainerStatusRequest {
-            container_id: id.to_owned(),
-            verbose: false,
-        };
-        self.node
-            .runtime(|mut c| async move { c.container_status(request).await })
-            .unwrap()
-            .status
-            .unwrap()
-    }
-
-    /// Wait until the container has exited; its status then.
-    fn exited(&self, id: &str) -> ContainerStatus {
-        let start = Instant::now();
-        loop {
-            let status = self.status(id);
-            if status.state == ContainerState::ContainerExited as i32 {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{id} ({}) never exited",
-                self.handler
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// ExecSync of `sh -c SCRIPT`: (exit code, stdout, stderr).
-    fn exec(&self, id: &str, script: &str) -> (i32, String, String) {
-        let request = ExecSyncRequest {
-            container_id: id.to_owned(),
-            cmd: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
-            timeout: 20,
-        };
-        let answer = self
-            .node
-            .runtime(|mut c| async move { c.exec_sync(request).await })
-            .unwrap_or_else(|e| {
-                panic!("ExecSync {script:?} ({}): {e}", self.handler)
-            });
-        (
-            answer.exit_code,
-            String::from_utf8_lossy(&answer.stdout).into_owned(),
-            String::from_utf8_lossy(&answer.stderr).into_owned(),
-        )
-    }
-
-    /// StopContainer with a grace period of `timeout` seconds.
-    fn stop(&self, id: &str, timeout: i64) {
-        let request = StopContainerRequest {
-            container_id: id.to_owned(),
-            timeout,
-        };
-        self.node
-            .runtime(|mut c| async move { c.stop_container(request).await })
-            .unwrap_or_else(|e| {
-                panic!("StopContainer ({}): {e}", self.handler)
-            });
-    }
-
-    /// RemoveContainer.
-    fn remove(&self, id: &str) {
-        let request = RemoveContainerRequest {
-            container_id: id.to_owned(),
-        };
-        self.node
-            .runtime(|mut c| async move { c.remove_container(request).await })
-            .unwrap_or_else(|e| {
-                panic!("RemoveContainer ({}): {e}", self.handler)
-            });
-    }
-
-    /// StopPodSandbox then RemovePodSandbox; then the pod's cgroup, which
-    /// kubelet removes (and which is not empty if a container's is left).
-    fn remove_pod(&self, pod: Pod) {
-        let uid = pod.config.metadata.as_ref().unwrap().uid.clone();
-        let id = pod.id.clone();
-        self.node
-            .runtime(|mut c| async move {
-                c.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
-                    .await
-            })
-            .unwrap_or_else(|e| {
-                panic!("StopPodSandbox ({}): {e}", self.handler)
-            });
-        let id = pod.id;
-        self.node
-            .runtime(|mut c| async move {
-                c.remove_pod_sandbox(RemovePodSandboxRequest {
-                    pod_sandbox_id: id,
-                })
-                .await
-            })
-            .unwrap_or_else(|e| {
-                panic!("RemovePodSandbox ({}): {e}", self.handler)
-            });
-        if let Err(e) = self.node.remove_pod_cgroup(&uid) {
-            panic!("a container's cgroup was left ({}): {e}", self.handler);
-        }
-    }
-
-    /// PodSandboxStatus.
-    fn pod_status(&self, pod: &Pod) -> PodSandboxStatus {
-        let request = PodSandboxStatusRequest {
-            pod_sandbox_id: pod.id.clone(),
-            verbose: false,
-        };
-        self.node
-            .runtime(|mut c| async move { c.pod_sandbox_status(request).await })
-            .unwrap()
-            .status
-            .unwrap()
-    }
-
-    /// Whether berth-runtime holds state for `id` (its directory under the
-    /// handler's Root).
-    fn berth_holds(&self, id: &str) -> bool {
-        self.node.berth_root().join(id).join("state.json").exists()
-    }
-}
-
 /// Start a node with both handlers; berth's through the built binary.
 fn node(name: &str) -> Node {
     let runtime = workspace_root().join(step_binary("berth-runtime"));
@@ -345,7 +25,7 @@ fn node(name: &str) -> Node {
 
 /// One pod's life on the node's network, as kubelet drives it; what a
 /// user would see, one line each, to compare across handlers.
-fn host_network_pod(kubelet: &Kubelet) -> Vec<String> {
+fn host_network_pod(node: &Node, kubelet: &Kubelet) -> Vec<String> {
     let mut seen = Vec::new();
     let pod = kubelet.run_pod(&format!("host-{}", kubelet.handler), true);
     let script = "trap 'echo got TERM; exit 0' TERM; echo started; \
@@ -353,9 +33,9 @@ fn host_network_pod(kubelet: &Kubelet) -> Vec<String> {
     let id = kubelet.start(&pod, container_config("web", script, |_| ()));
     let status = kubelet.status(&id);
     seen.push(format!("state {:?}", status.state()));
-    assert_left(kubelet.node, &["sandbox", "shim", "cgroup", "mount"]);
+    assert_left(node, &["sandbox", "shim", "cgroup", "mount"]);
     assert_eq!(
-        kubelet.berth_holds(&id),
+        berth_holds(node, &id),
         kubelet.handler == "berth",
         "berth-runtime's state for {id} under {}",
         kubelet.handler
@@ -414,7 +94,7 @@ fn log_messages(log: &str) -> Vec<String> {
 /// A pod on the pod network: two containers that share its localhost, its
 /// IPC namespace and its address; stats; a log reopened after rotation; a
 /// container that ignores SIGTERM stopped by SIGKILL.
-fn pod_network_pod(kubelet: &Kubelet) -> Vec<String> {
+fn pod_network_pod(node: &Node, kubelet: &Kubelet) -> Vec<String> {
     let mut seen = Vec::new();
     let pod = kubelet.run_pod(&format!("net-{}", kubelet.handler), false);
     let address = kubelet
@@ -449,13 +129,13 @@ fn pod_network_pod(kubelet: &Kubelet) -> Vec<String> {
             ("the server container", &server),
         ]
         .map(|(what, id)| {
-            let config = kubelet.node.bundle_config(id);
+            let config = node.bundle_config(id);
             format!("# {what}\n{}", config_summary(&config))
         })
         .join("\n");
         let summary = normalize(
             &summary,
-            kubelet.node,
+            node,
             &[
                 (&pod.id, "<sandbox-id>"),
                 (&server, "<server-id>"),
@@ -494,7 +174,7 @@ fn pod_network_pod(kubelet: &Kubelet) -> Vec<String> {
         out.trim() == format!("net-{}", kubelet.handler)
     ));
     assert_left(
-        kubelet.node,
+        node,
         &[
             "sandbox",
             "shim",
@@ -514,7 +194,7 @@ fn pod_network_pod(kubelet: &Kubelet) -> Vec<String> {
         container_id: client.clone(),
     };
     let stats = kubelet
-        .node
+        .client
         .runtime(|mut c| async move { c.container_stats(request).await })
         .unwrap()
         .stats
@@ -539,7 +219,7 @@ fn pod_network_pod(kubelet: &Kubelet) -> Vec<String> {
         }),
     };
     let listed = kubelet
-        .node
+        .client
         .runtime(|mut c| async move { c.list_container_stats(request).await })
         .unwrap()
         .stats;
@@ -558,7 +238,7 @@ fn pod_network_pod(kubelet: &Kubelet) -> Vec<String> {
         container_id: server.clone(),
     };
     kubelet
-        .node
+        .client
         .runtime(|mut c| async move { c.reopen_container_log(request).await })
         .unwrap();
     kubelet.exec(&client, connect);
@@ -844,12 +524,9 @@ fn pods_run_on_berth_runtime_as_on_runc() {
 
     let mut seen = HashMap::new();
     for handler in ["berth", "runc"] {
-        let kubelet = Kubelet {
-            node: &node,
-            handler,
-        };
-        let mut lines = host_network_pod(&kubelet);
-        lines.extend(pod_network_pod(&kubelet));
+        let kubelet = node.kubelet(handler);
+        let mut lines = host_network_pod(&node, &kubelet);
+        lines.extend(pod_network_pod(&node, &kubelet));
         lines.extend(limits_and_security(&kubelet));
         seen.insert(handler, lines);
     }
