@@ -47,6 +47,7 @@ pub struct Pod {
     pub config: PodSandboxConfig,
 }
 
+// ANCHOR: pod_config
 /// A sandbox config as kubelet makes one: the pod's cgroup parent, its
 /// namespaces (network on the node or the pod's own; IPC shared by the
 /// pod; PID per container), its log directory.
@@ -90,6 +91,8 @@ pub fn pod_config(
         ..Default::default()
     }
 }
+
+// ANCHOR_END: pod_config
 
 /// kubelet's default seccomp profile: none.
 pub fn unconfined() -> SecurityProfile {

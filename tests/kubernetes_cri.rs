@@ -143,6 +143,29 @@ fn pod_network_pod(node: &Node, kubelet: &Kubelet) -> Vec<String> {
             ],
         );
         insta::assert_snapshot!("kubernetes_cri_config_json", summary);
+        // berth-runtime's trace of the server's create (BERTH_TRACE in
+        // containerd's environment reaches it through the shim): how it
+        // joins the sandbox's namespaces.
+        let trace = node.containerd().trace();
+        let create = format!("{server} (state)");
+        let joins: Vec<&str> = trace
+            .lines()
+            .skip_while(|l| !l.contains(&create))
+            .skip(1)
+            .take_while(|l| !l.contains(" (state)"))
+            .filter(|l| {
+                ["clone(", "setns(", "sethostname", "execve"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .collect();
+        assert!(
+            !joins.is_empty(),
+            "no trace of the server's create: {trace}"
+        );
+        let joins =
+            normalize(&joins.join("\n"), node, &[(&server, "<server-id>")]);
+        insta::assert_snapshot!("kubernetes_cri_server_trace", joins);
     }
     let connect = "for i in $(seq 100); do \
                    nc 127.0.0.1 7777 </dev/null && exit 0; sleep 0.1; done; exit 1";
