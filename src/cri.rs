@@ -258,7 +258,7 @@ impl Node {
 
     /// The pids of the shims this containerd started (their command line
     /// names its socket).
-    fn shims(&self) -> Vec<u32> {
+    pub fn shims(&self) -> Vec<u32> {
         let address = self.containerd.address().display().to_string();
         let mut pids = Vec::new();
         for entry in fs::read_dir("/proc").into_iter().flatten() {

@@ -329,7 +329,15 @@ impl<'a> Kubelet<'a> {
     /// StopPodSandbox then RemovePodSandbox; then the pod's cgroup, which
     /// kubelet removes (and which is not empty if a container's is left).
     pub fn remove_pod(&self, pod: Pod) {
-        let uid = pod.config.metadata.as_ref().unwrap().uid.clone();
+        self.remove_sandbox(&pod);
+        let uid = &pod.config.metadata.as_ref().unwrap().uid;
+        if let Err(e) = remove_cgroup(&self.cgroup_parent(uid)) {
+            panic!("a container's cgroup was left ({}): {e}", self.handler);
+        }
+    }
+
+    /// StopPodSandbox then RemovePodSandbox.
+    pub fn remove_sandbox(&self, pod: &Pod) {
         let id = pod.id.clone();
         self.client
             .runtime(|mut c| async move {
@@ -339,7 +347,7 @@ impl<'a> Kubelet<'a> {
             .unwrap_or_else(|e| {
                 panic!("StopPodSandbox ({}): {e}", self.handler)
             });
-        let id = pod.id;
+        let id = pod.id.clone();
         self.client
             .runtime(|mut c| async move {
                 c.remove_pod_sandbox(RemovePodSandboxRequest {
@@ -350,9 +358,6 @@ impl<'a> Kubelet<'a> {
             .unwrap_or_else(|e| {
                 panic!("RemovePodSandbox ({}): {e}", self.handler)
             });
-        if let Err(e) = remove_cgroup(&self.cgroup_parent(&uid)) {
-            panic!("a container's cgroup was left ({}): {e}", self.handler);
-        }
     }
 
     /// PodSandboxStatus.

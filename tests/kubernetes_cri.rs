@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use berth_tests::cri::{self, Node};
+use berth_tests::cri::{self, Node, remove_cgroup};
 use berth_tests::kubelet::*;
 use berth_tests::{privileged, step_binary, workspace_root};
 use k8s_cri::v1::*;
@@ -551,6 +551,7 @@ fn pods_run_on_berth_runtime_as_on_runc() {
         let mut lines = host_network_pod(&node, &kubelet);
         lines.extend(pod_network_pod(&node, &kubelet));
         lines.extend(limits_and_security(&kubelet));
+        lines.extend(shim_killed(&node, &kubelet));
         seen.insert(handler, lines);
     }
     assert_eq!(seen["berth"], seen["runc"]);
@@ -559,6 +560,47 @@ fn pods_run_on_berth_runtime_as_on_runc() {
         seen["berth"].join("\n")
     );
     assert_eq!(node.leftovers(), Vec::<String>::new());
+}
+
+/// A pod whose shim is killed (SIGKILL) while its container runs: kubelet
+/// then stops and removes it as usual, and nothing may be left.
+fn shim_killed(node: &Node, kubelet: &Kubelet) -> Vec<String> {
+    let mut seen = Vec::new();
+    let pod = kubelet.run_pod(&format!("kill-{}", kubelet.handler), true);
+    let id =
+        kubelet.start(&pod, container_config("app", "exec sleep 1000", |_| ()));
+    let shims = node.shims();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = kubelet.exited(&id);
+    seen.push(format!(
+        "shim killed: container exited {} {}",
+        status.exit_code, status.reason
+    ));
+    kubelet.stop(&id, 0);
+    kubelet.remove(&id);
+    kubelet.remove_sandbox(&pod);
+    // containerd cleans up after a dead shim in the background (the
+    // shim binary's `delete`, which runs the runtime's `delete --force`):
+    // give it time, then nothing may be left.
+    let uid = &pod.config.metadata.as_ref().unwrap().uid;
+    let start = Instant::now();
+    let left = loop {
+        let removed = remove_cgroup(&kubelet.cgroup_parent(uid));
+        let left = node.leftovers();
+        if (removed.is_ok() && left.is_empty())
+            || start.elapsed() > Duration::from_secs(10)
+        {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    seen.push(format!("after the shim's death, left: {left:?}"));
+    seen
 }
 
 #[test]
