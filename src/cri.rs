@@ -21,7 +21,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest,
@@ -335,18 +334,6 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = RuntimeServiceClient::new(self.channel.clone());
-        self.runtime
-            .block_on(call(client))
-            .map(tonic::Response::into_inner)
-    }
-
-    /// Make a call of the image service.
-    pub fn images<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
-    where
-        F: FnOnce(ImageServiceClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let client = ImageServiceClient::new(self.channel.clone());
         self.runtime
             .block_on(call(client))
             .map(tonic::Response::into_inner)

@@ -14,6 +14,14 @@
 //!   type it, and render what they would see;
 //! - [`registry`]: registries on loopback for the registry tests (a
 //!   real one, a token server, a fake one that lies);
+//! - [`daemons`]: the real clients of the runtime and the engine
+//!   (containerd, dockerd, podman, berth daemon), each started for one
+//!   test on private sockets and directories, and the test images;
+//! - [`cri`]: a Kubernetes node without kubelet (containerd with its CRI
+//!   plugin and the guide's `berth` and `runc` handlers, a CNI bridge)
+//!   and what its pods may leave behind;
+//! - [`kubelet`]: kubelet's half of the CRI, the configs and calls of a
+//!   pod's life, for the tests and `berth-cri` (the benchmark);
 //! - [`host`]: the host-side facts a test asserts are unchanged (hostname,
 //!   mounts) and the namespace inodes `probe ns` compares with.
 
