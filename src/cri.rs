@@ -245,6 +245,9 @@ impl Node {
                 left.push(format!("lease {name}"));
             }
         }
+        for socket in self.shim_sockets() {
+            left.push(format!("shim socket {}", socket.display()));
+        }
         for state in fs::read_dir(self.berth_root()).into_iter().flatten() {
             let state = state.unwrap().file_name();
             left.push(format!(
@@ -253,6 +256,40 @@ impl Node {
             ));
         }
         left
+    }
+
+    /// The sockets of this node's shims that are still there. They are not
+    /// under the node's directories: containerd 1.6 puts every shim's
+    /// socket in `/run/containerd/s`, named by the sha256 of its own
+    /// address, the namespace and the shim's id (the pod's sandbox id; one
+    /// shim serves a pod). The sandbox ids are in containerd's log.
+    pub fn shim_sockets(&self) -> Vec<PathBuf> {
+        let log = self.containerd.log();
+        let returned =
+            regex::Regex::new(r#"returns sandbox id \\?"([0-9a-f]{64})"#)
+                .unwrap();
+        let address = self.containerd.address();
+        let mut sockets: Vec<PathBuf> = returned
+            .captures_iter(&log)
+            .map(|c| {
+                let key = format!("{}/k8s.io/{}", address.display(), &c[1]);
+                let hex = crate::daemons::digest(key.as_bytes());
+                Path::new("/run/containerd/s")
+                    .join(hex.trim_start_matches("sha256:"))
+            })
+            .filter(|p| p.exists())
+            .collect();
+        sockets.sort();
+        sockets.dedup();
+        sockets
+    }
+
+    /// Remove what [`Node::shim_sockets`] finds: containerd leaves the
+    /// socket of a shim that was killed.
+    pub fn remove_shim_sockets(&self) {
+        for socket in self.shim_sockets() {
+            let _ = fs::remove_file(socket);
+        }
     }
 
     /// The pids of the shims this containerd started (their command line
@@ -375,6 +412,7 @@ impl Drop for Node {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
+        self.remove_shim_sockets();
         for netns in self.network_namespaces() {
             let _ = Command::new("ip")
                 .args(["netns", "delete", &netns])

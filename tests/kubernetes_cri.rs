@@ -589,6 +589,10 @@ fn shim_killed(node: &Node, kubelet: &Kubelet) -> Vec<String> {
     // give it time, then nothing may be left.
     let uid = &pod.config.metadata.as_ref().unwrap().uid;
     let start = Instant::now();
+    assert_left(node, &["shim socket"]);
+    // containerd leaves the dead shim's socket (containerd's leak, not
+    // the runtime's): a node's operator removes it.
+    node.remove_shim_sockets();
     let left = loop {
         let removed = remove_cgroup(&kubelet.cgroup_parent(uid));
         let left = node.leftovers();
