@@ -3,27 +3,33 @@
 //! client that makes kubelet's calls.
 //!
 //! The runtime handlers are the file the guide tells operators to use,
-//! `deploy/kubernetes/containerd-berth.toml`, with two values made the
-//! test's own: `BinaryName` (the berth-runtime just built) and `Root` (a
-//! state directory under the test's). What else a test node needs is
-//! [`TEST_SETTINGS`]: the images are imported (no network), pods on the
-//! pod network get a bridge with no address on the host and leases from a
-//! private subnet, and nothing listens beyond loopback.
+//! `deploy/kubernetes/containerd-berth.toml`, with three values made the
+//! test's own: berth's `BinaryName` (the berth-runtime just built) and
+//! both handlers' `Root` (state directories under the test's, never the
+//! host's). What else a test node needs is [`TEST_SETTINGS`]: the images
+//! are imported (no network), pods on the pod network get a bridge with
+//! no IPv4 address on the host and leases from a private subnet, their
+//! network namespaces are mounted under the node's directory, and
+//! nothing listens beyond loopback.
 //!
 //! [`Node::leftovers`] lists what a pod could leave behind on the host
-//! (sandboxes, shims, cgroups, mounts, network namespaces, veths, CNI
-//! leases); dropping a [`Node`] removes all of it.
+//! (sandboxes, shims and their sockets, cgroups, mounts, network
+//! namespaces, veths, CNI leases and cache, runtime state); dropping a
+//! [`Node`] removes all of it, and so does starting a node of the same
+//! name after a run that was killed.
 
 use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest,
+    ImageSpec, ImageStatusRequest, ListPodSandboxRequest,
+    RemovePodSandboxRequest, StopPodSandboxRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -39,20 +45,36 @@ pub const HANDLERS: &str =
 pub const RUNTIME_CLASS: &str =
     include_str!("../deploy/kubernetes/runtimeclass.yaml");
 
-/// The `BinaryName` and `Root` of the guide's `berth` handler, which a
-/// test node replaces with its own.
-const GUIDE_BINARY: &str = "\"/usr/local/bin/berth-runtime\"";
-const GUIDE_ROOT: &str = "\"/run/berth-runtime/cri\"";
+/// The values of the guide's handlers that a test node replaces with its
+/// own: berth's `BinaryName`, berth's `Root`, runc's `Root`.
+const GUIDE_BINARY: &str = "BinaryName = \"/usr/local/bin/berth-runtime\"";
+const GUIDE_BERTH_ROOT: &str = "Root = \"/run/berth-runtime/cri\"";
+const GUIDE_RUNC_ROOT: &str = "Root = \"/run/containerd/runc\"";
 
-/// What a test node adds to the handlers: a sandbox (pause) image of the
-/// test rootfs, imported rather than pulled; an OOM score the sandbox may
-/// set without `CAP_SYS_RESOURCE` (which this machine's bounding set
-/// lacks); the streaming server on loopback; CNI's plugins from Debian's
-/// `containernetworking-plugins` and a configuration of the test's own.
-/// `{dir}` is the daemon's directory.
+/// The images a test node imports: busybox for the containers, and the
+/// sandbox (pause) image, the same rootfs sleeping forever.
+const BUSYBOX: &str = "berth.test/busybox:latest";
+const PAUSE: &str = "berth.test/pause:latest";
+
+/// What a test node adds to the handlers, `{dir}` being the daemon's
+/// directory:
+///
+/// - a sandbox (pause) image of the test rootfs, imported, not pulled;
+/// - an OOM score the sandbox may set without `CAP_SYS_RESOURCE` (which
+///   this machine's bounding set lacks);
+/// - no AppArmor profile: on a host with AppArmor, containerd would load
+///   its own into the kernel for every container, and berth-runtime
+///   refuses `apparmorProfile` (it does not implement AppArmor);
+/// - the pods' network namespaces under the node's state, not the host's
+///   `/var/run/netns`;
+/// - the streaming server on loopback;
+/// - CNI's plugins from Debian's `containernetworking-plugins` and a
+///   configuration of the node's own.
 pub const TEST_SETTINGS: &str = r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "berth.test/pause:latest"
   restrict_oom_score_adj = true
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
@@ -62,13 +84,13 @@ pub const TEST_SETTINGS: &str = r#"[plugins."io.containerd.grpc.v1.cri"]
   max_conf_num = 1
 "#;
 
-/// The pod network: a bridge on the host with no address of its own
-/// (nothing of the host's routing changes), veths into each pod's
-/// network namespace, addresses leased by host-local from a private
-/// subnet into `{dir}/leases`.
+/// The pod network: a bridge on the host with no IPv4 address of its own
+/// (no route of the host changes), veths into each pod's network
+/// namespace, addresses leased by host-local from a private subnet into
+/// `{dir}/leases`.
 pub const POD_NETWORK: &str = r#"{
   "cniVersion": "1.0.0",
-  "name": "berth-pods",
+  "name": "{network}",
   "plugins": [{
     "type": "bridge",
     "bridge": "{bridge}",
@@ -87,15 +109,24 @@ pub const POD_NETWORK: &str = r#"{
 /// The prefix of the pod addresses [`POD_NETWORK`] leases.
 pub const POD_SUBNET_PREFIX: &str = "10.213.77.";
 
+/// Where containerd 1.6 puts every shim's socket, whatever its other
+/// directories.
+const SHIM_SOCKETS: &str = "/run/containerd/s";
+
+/// Where libcni caches each attachment's result (containerd 1.6 has no
+/// setting to move it).
+const CNI_CACHE: &str = "/var/lib/cni/results";
+
 /// containerd with the CRI plugin, and a client of it. Dropping it
 /// removes every pod, then stops containerd and cleans what is left.
 pub struct Node {
+    /// What the node's names derive from (`[a-z0-9-]`, at most 10).
     name: String,
+    /// The berth-runtime the `berth` handler runs.
+    berth_runtime: PathBuf,
     /// The gRPC client; calls run to their end on a runtime of its own.
     client: Client,
     containerd: Containerd,
-    /// The named network namespaces there were before the node started.
-    netns_before: Vec<String>,
 }
 
 /// A blocking CRI client: each call runs on a single-threaded tokio
@@ -108,22 +139,35 @@ pub struct Client {
 impl Node {
     /// Start containerd with the guide's handlers (`berth` running
     /// `berth_runtime`), import the busybox and pause images, and connect.
+    /// What a killed run of a node of the same name left is removed first.
     pub fn start(name: &str, berth_runtime: &Path) -> Node {
-        let dir = format!("/tmp/berth-ctrd-{name}");
-        let netns_before = named_network_namespaces();
+        assert!(
+            (1..=10).contains(&name.len())
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
+                }),
+            "a node's name is 1 to 10 of [a-z0-9-]: {name:?}"
+        );
         // The shim runs it from the bundle's directory: a relative path
         // would not be found.
         let berth_runtime = fs::canonicalize(berth_runtime)
             .unwrap_or_else(|e| panic!("{}: {e}", berth_runtime.display()));
-        let handlers = HANDLERS
-            .replace(
-                GUIDE_BINARY,
-                &format!("{:?}", berth_runtime.display().to_string()),
-            )
-            .replace(GUIDE_ROOT, &format!("\"{dir}/berth-root\""));
-        assert!(
-            handlers != HANDLERS,
-            "the guide's handlers lost their BinaryName or Root"
+        let dir = node_dir(name);
+        sweep(name, &berth_runtime, true);
+        let handlers = replace_once(
+            HANDLERS,
+            GUIDE_BINARY,
+            &format!("BinaryName = {:?}", berth_runtime.display().to_string()),
+        );
+        let handlers = replace_once(
+            &handlers,
+            GUIDE_BERTH_ROOT,
+            &format!("Root = \"{}/berth-root\"", dir.display()),
+        );
+        let handlers = replace_once(
+            &handlers,
+            GUIDE_RUNC_ROOT,
+            &format!("Root = \"{}/runc-root\"", dir.display()),
         );
         let containerd = Containerd::start_cri(
             name,
@@ -132,7 +176,8 @@ impl Node {
         let net = containerd.dir().join("net.d");
         fs::create_dir_all(&net).unwrap();
         let network = POD_NETWORK
-            .replace("{dir}", &dir)
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{network}", &network_name(name))
             .replace("{bridge}", &bridge_name(name));
         fs::write(net.join("10-berth-pods.conflist"), network).unwrap();
         containerd.import(fixture::rootfs(), "berth.test/busybox", &[]);
@@ -142,11 +187,48 @@ impl Node {
             &["/bin/sleep", "infinity"],
         );
         let client = Client::connect(&containerd.address());
-        Node {
+        let node = Node {
             name: name.to_owned(),
+            berth_runtime,
             client,
             containerd,
-            netns_before,
+        };
+        // The CRI learns of imported images in the background: were a pod
+        // to come first, containerd would try to pull them.
+        for image in [BUSYBOX, PAUSE] {
+            node.wait_for_image(image);
+        }
+        node
+    }
+
+    /// Wait until the CRI's ImageStatus knows `image`.
+    fn wait_for_image(&self, image: &str) {
+        let start = Instant::now();
+        loop {
+            let request = ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: image.to_owned(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            };
+            let client = ImageServiceClient::new(self.client.channel.clone());
+            let known = self
+                .client
+                .runtime
+                .block_on(async move {
+                    let mut client = client;
+                    client.image_status(request).await
+                })
+                .is_ok_and(|r| r.into_inner().image.is_some());
+            if known {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the CRI never saw the imported {image}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -177,7 +259,7 @@ impl Node {
     /// berth-runtime's `--root` for the CRI's containers: the handler's
     /// `Root`, and the namespace below it.
     pub fn berth_root(&self) -> PathBuf {
-        self.containerd.dir().join("berth-root/k8s.io")
+        berth_root(&self.name)
     }
 
     /// The config.json containerd wrote for the container or sandbox `id`.
@@ -185,15 +267,11 @@ impl Node {
         self.containerd.bundle_config(id)
     }
 
-    /// The directory that holds one file per address host-local leased.
-    pub fn leases(&self) -> PathBuf {
-        self.containerd.dir().join("leases/berth-pods")
-    }
-
     /// What this node's pods left on the host, one line each: sandboxes
-    /// the CRI still lists, shims of this containerd, cgroups under the
-    /// node's parent, mounts of its rootfs snapshots or network
-    /// namespaces, veths on its bridge, leases, berth-runtime state.
+    /// the CRI still lists, shims of this containerd and their sockets,
+    /// cgroups under the node's parent, mounts under its directory (root
+    /// filesystems, `/dev/shm`s, network namespaces), network namespaces,
+    /// veths on its bridge, leases, CNI's cache, runtime state.
     pub fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
         let sandboxes = self
@@ -206,31 +284,29 @@ impl Node {
         for sandbox in sandboxes {
             left.push(format!("sandbox {}", sandbox.id));
         }
-        for pid in self.shims() {
+        for pid in shims(&self.containerd.address()) {
             left.push(format!("shim process {pid}"));
         }
-        for hierarchy in cgroup_mounts() {
-            let parent = hierarchy.join(format!("berth-cri-{}", self.name));
-            for dir in subdirectories(&parent) {
-                left.push(format!("cgroup {}", dir.display()));
-            }
+        for socket in shim_sockets(&self.name) {
+            left.push(format!("shim socket {}", socket.display()));
         }
-        let dir = self.containerd.dir().display().to_string();
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for point in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
-            if point.starts_with(&dir)
-                && !point.ends_with("/io.containerd.snapshotter.v1.overlayfs")
-            {
+        for dir in subdirectories(&self.name) {
+            left.push(format!("cgroup {}", dir.display()));
+        }
+        let dir = self.containerd.dir();
+        let snapshots = dir.join("root/io.containerd.snapshotter.v1.overlayfs");
+        for point in mounts_under(dir) {
+            // The snapshotter's own bind mount stays while containerd runs.
+            if Path::new(&point) != snapshots {
                 left.push(format!("mount {point}"));
             }
         }
-        for netns in self.network_namespaces() {
+        for netns in network_namespaces(&self.name) {
             left.push(format!("network namespace {netns}"));
         }
-        let bridge = bridge_name(&self.name);
         let links = Command::new("ip")
-            .args(["-o", "link", "show", "master", &bridge])
+            .args(["-o", "link", "show", "master", &bridge_name(&self.name)])
+            .stderr(Stdio::null())
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
@@ -238,104 +314,35 @@ impl Node {
             let name = link.split(':').nth(1).unwrap_or(link).trim();
             left.push(format!("veth {name}"));
         }
-        for lease in fs::read_dir(self.leases()).into_iter().flatten() {
-            let name = lease.unwrap().file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(POD_SUBNET_PREFIX) {
-                left.push(format!("lease {name}"));
+        let leases = dir.join("leases").join(network_name(&self.name));
+        for lease in names_in(&leases) {
+            if lease.starts_with(POD_SUBNET_PREFIX) {
+                left.push(format!("lease {lease}"));
             }
         }
-        for socket in self.shim_sockets() {
-            left.push(format!("shim socket {}", socket.display()));
+        for cached in cni_cache(&self.name) {
+            left.push(format!("CNI cache {}", cached.display()));
         }
-        for state in fs::read_dir(self.berth_root()).into_iter().flatten() {
-            let state = state.unwrap().file_name();
-            left.push(format!(
-                "berth-runtime state {}",
-                state.to_string_lossy()
-            ));
+        for (handler, root) in runtime_roots(&self.name) {
+            for state in names_in(&root) {
+                left.push(format!("{handler} state {state}"));
+            }
         }
         left
     }
 
-    /// The sockets of this node's shims that are still there. They are not
-    /// under the node's directories: containerd 1.6 puts every shim's
-    /// socket in `/run/containerd/s`, named by the sha256 of its own
-    /// address, the namespace and the shim's id (the pod's sandbox id; one
-    /// shim serves a pod). The sandbox ids are in containerd's log.
-    pub fn shim_sockets(&self) -> Vec<PathBuf> {
-        let log = self.containerd.log();
-        let returned =
-            regex::Regex::new(r#"returns sandbox id \\?"([0-9a-f]{64})"#)
-                .unwrap();
-        let address = self.containerd.address();
-        let mut sockets: Vec<PathBuf> = returned
-            .captures_iter(&log)
-            .map(|c| {
-                let key = format!("{}/k8s.io/{}", address.display(), &c[1]);
-                let hex = crate::daemons::digest(key.as_bytes());
-                Path::new("/run/containerd/s")
-                    .join(hex.trim_start_matches("sha256:"))
-            })
-            .filter(|p| p.exists())
-            .collect();
-        sockets.sort();
-        sockets.dedup();
-        sockets
-    }
-
-    /// Remove what [`Node::shim_sockets`] finds: containerd leaves the
-    /// socket of a shim that was killed.
+    /// Remove the sockets of this node's shims that are left: containerd
+    /// leaves the socket of a shim that was killed.
     pub fn remove_shim_sockets(&self) {
-        for socket in self.shim_sockets() {
+        for socket in shim_sockets(&self.name) {
             let _ = fs::remove_file(socket);
         }
     }
 
-    /// The pids of the shims this containerd started (their command line
-    /// names its socket).
+    /// The pids of the shims this containerd started.
     pub fn shims(&self) -> Vec<u32> {
-        let address = self.containerd.address().display().to_string();
-        let mut pids = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten() {
-            let entry = entry.unwrap();
-            let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
-                continue;
-            };
-            let cmdline =
-                fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args
-                .first()
-                .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
-                && args.contains(&address.as_bytes())
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        shims(&self.containerd.address())
     }
-
-    /// The network namespaces made since the node started: the pods'
-    /// (containerd names them in `/var/run/netns`).
-    fn network_namespaces(&self) -> Vec<String> {
-        named_network_namespaces()
-            .into_iter()
-            .filter(|n| !self.netns_before.contains(n))
-            .collect()
-    }
-}
-
-/// The names in `/var/run/netns`.
-fn named_network_namespaces() -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir("/var/run/netns")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 impl Client {
@@ -405,35 +412,260 @@ impl Drop for Node {
                 .await
             });
         }
-        // Shims whose containers containerd lost: their sockets are in
-        // /run/containerd/s, named by a hash of (address, namespace, id).
-        for pid in self.shims() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        self.remove_shim_sockets();
-        for netns in self.network_namespaces() {
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &netns])
-                .status();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "delete", &bridge_name(&self.name)])
-            .stderr(std::process::Stdio::null())
-            .status();
-        for hierarchy in cgroup_mounts() {
-            crate::daemons::remove_empty_tree(
-                &hierarchy.join(format!("berth-cri-{}", self.name)),
-            );
-        }
+        // Whatever that could not remove (a test that failed halfway, a
+        // containerd that died); containerd itself stops after this.
+        sweep(&self.name, &self.berth_runtime, false);
     }
 }
 
+/// Remove what node `name` may have left, without its containerd's help:
+/// every container through its runtime's `delete --force`, any process
+/// left in the node's cgroups, its shims and their sockets, CNI's cache
+/// entries, its bridge and its cgroups. With `stale`, also a containerd
+/// of an earlier run that was killed before it could stop its own.
+fn sweep(name: &str, berth_runtime: &Path, stale: bool) {
+    let dir = node_dir(name);
+    if stale {
+        let config = dir.join("config.toml");
+        for pid in processes_with(&["containerd", "--config"], &config) {
+            kill(pid);
+        }
+    }
+    for (handler, root) in runtime_roots(name) {
+        let binary = if handler == "berth" {
+            berth_runtime.as_os_str()
+        } else {
+            "runc".as_ref()
+        };
+        for id in names_in(&root) {
+            let _ = Command::new(binary)
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", &id])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    // Processes that outlived their runtime's state.
+    let start = Instant::now();
+    loop {
+        let mut cgroups = subdirectories(name);
+        cgroups
+            .extend(cgroup_mounts().iter().map(|m| m.join(cgroup_root(name))));
+        let pids: Vec<u32> = cgroups
+            .iter()
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|procs| {
+                let pids: Vec<u32> =
+                    procs.lines().filter_map(|p| p.parse().ok()).collect();
+                pids
+            })
+            .collect();
+        if pids.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        pids.into_iter().for_each(kill);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in shims(&dir.join("c.sock")) {
+        kill(pid);
+    }
+    for socket in shim_sockets(name) {
+        let _ = fs::remove_file(socket);
+    }
+    for cached in cni_cache(name) {
+        let _ = fs::remove_file(cached);
+    }
+    let _ = Command::new("ip")
+        .args(["link", "delete", &bridge_name(name)])
+        .stderr(Stdio::null())
+        .status();
+    for hierarchy in cgroup_mounts() {
+        crate::daemons::remove_empty_tree(&hierarchy.join(cgroup_root(name)));
+    }
+}
+
+/// `text` with `from`, which must be there exactly once, replaced by
+/// `to`: a guide file that lost a value it should have must not go
+/// unnoticed (the test would run the host's runtime, or its state dir).
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "the guide's handlers should say {from} once"
+    );
+    text.replace(from, to)
+}
+
+/// The directory of node `name` (the harness's containerd's).
+fn node_dir(name: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/berth-ctrd-{name}"))
+}
+
+/// The cgroup every pod of node `name` goes under, without its leading
+/// `/` (what the node's kubelet calls its `/kubepods`).
+pub fn cgroup_root(name: &str) -> String {
+    format!("berth-cri-{name}")
+}
+
+/// The `--root` of each handler's runtime, for the CRI's namespace.
+fn runtime_roots(name: &str) -> [(&'static str, PathBuf); 2] {
+    [
+        ("berth", berth_root(name)),
+        ("runc", node_dir(name).join("runc-root/k8s.io")),
+    ]
+}
+
+/// berth-runtime's `--root` on node `name`.
+fn berth_root(name: &str) -> PathBuf {
+    node_dir(name).join("berth-root/k8s.io")
+}
+
+/// The CNI network of node `name`'s pods.
+fn network_name(name: &str) -> String {
+    format!("berth-pods-{name}")
+}
+
+/// The bridge of node `name`'s pod network (at most 15 bytes, which a
+/// name of at most 10 keeps).
+fn bridge_name(name: &str) -> String {
+    format!("bcri-{name}")
+}
+
+/// The ids of every sandbox node `name`'s containerd made: from its log
+/// (`RunPodSandbox … returns sandbox id`) and from its shims' task
+/// directories (a sandbox whose RunPodSandbox failed is only there).
+fn sandbox_ids(name: &str) -> Vec<String> {
+    let dir = node_dir(name);
+    let log =
+        fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
+    let returned =
+        regex::Regex::new(r#"returns sandbox id \\?"([0-9a-f]{64})"#).unwrap();
+    let mut ids: Vec<String> = returned
+        .captures_iter(&log)
+        .map(|c| c[1].to_owned())
+        .collect();
+    ids.extend(names_in(
+        &dir.join("state/io.containerd.runtime.v2.task/k8s.io"),
+    ));
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The sockets of node `name`'s shims that are there: containerd 1.6
+/// names each by the sha256 of its own address, the namespace and the
+/// shim's id (the pod's sandbox id: one shim serves a pod).
+fn shim_sockets(name: &str) -> Vec<PathBuf> {
+    let address = node_dir(name).join("c.sock");
+    sandbox_ids(name)
+        .iter()
+        .map(|id| {
+            let key = format!("{}/k8s.io/{id}", address.display());
+            let hex = crate::daemons::digest(key.as_bytes());
+            Path::new(SHIM_SOCKETS).join(hex.trim_start_matches("sha256:"))
+        })
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// libcni's cached results for node `name`'s pods: its network's (named
+/// for the node) and the loopback's (named for each sandbox).
+fn cni_cache(name: &str) -> Vec<PathBuf> {
+    let network = format!("{}-", network_name(name));
+    let loopbacks: Vec<String> = sandbox_ids(name)
+        .iter()
+        .map(|id| format!("cni-loopback-{id}-"))
+        .collect();
+    names_in(Path::new(CNI_CACHE))
+        .into_iter()
+        .filter(|n| {
+            n.starts_with(&network)
+                || loopbacks.iter().any(|l| n.starts_with(l))
+        })
+        .map(|n| Path::new(CNI_CACHE).join(n))
+        .collect()
+}
+
+/// The network namespaces containerd made for node `name`'s pods
+/// (`netns_mounts_under_state_dir`: in its CRI state directory).
+fn network_namespaces(name: &str) -> Vec<String> {
+    names_in(&node_dir(name).join("state/io.containerd.grpc.v1.cri/netns"))
+}
+
+/// The pids of the shims of the containerd listening on `address` (their
+/// command line names it).
+fn shims(address: &Path) -> Vec<u32> {
+    processes_with(&["containerd-shim-runc-v2", "-address"], address)
+}
+
+/// The pids of the processes whose command line has `words[0]` as its
+/// program, then `words[1]` followed by `value`.
+fn processes_with(words: &[&str; 2], value: &Path) -> Vec<u32> {
+    let value = value.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
+            continue;
+        };
+        let cmdline =
+            fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let program = args.first().copied().unwrap_or_default();
+        if program.ends_with(words[0].as_bytes())
+            && args
+                .windows(2)
+                .any(|w| w[0] == words[1].as_bytes() && w[1] == value)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `SIGKILL` to `pid`.
+fn kill(pid: u32) {
+    // SAFETY: kill(2) touches no memory of ours.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// The mount points under `dir` (the directory itself excluded).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir) && Path::new(p) != dir)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The names in `dir`, sorted (none if it cannot be read).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Make the cgroup `path` (`/A/B`) in every hierarchy, as kubelet makes
+/// a pod's before its sandbox (the runtime makes only the containers'
+/// below it, and enables cgroup v2's controllers on its way down).
+pub fn create_cgroup(path: &str) -> std::io::Result<()> {
+    for hierarchy in cgroup_mounts() {
+        fs::create_dir_all(hierarchy.join(path.trim_start_matches('/')))?;
+    }
+    Ok(())
+}
+
 /// Remove the cgroup `path` (`/A/B`) from every hierarchy, as kubelet
-/// removes a pod's once its sandbox is removed (kubelet makes and removes
-/// pod cgroups; the runtime only the containers' below them). An error
-/// names a hierarchy where it is not empty.
+/// removes a pod's once its sandbox is removed. An error names a
+/// hierarchy where it is not empty.
 pub fn remove_cgroup(path: &str) -> Result<(), String> {
     for hierarchy in cgroup_mounts() {
         let dir = hierarchy.join(path.trim_start_matches('/'));
@@ -447,14 +679,6 @@ pub fn remove_cgroup(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The bridge of node `name`'s pod network (an interface name is at most
-/// 15 bytes).
-fn bridge_name(name: &str) -> String {
-    let mut bridge = format!("bcri-{name}");
-    bridge.truncate(15);
-    bridge
-}
-
 /// Every cgroup hierarchy's mount: the v2 one, or each v1 controller's.
 fn cgroup_mounts() -> Vec<PathBuf> {
     let mut mounts: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
@@ -465,15 +689,20 @@ fn cgroup_mounts() -> Vec<PathBuf> {
     mounts
 }
 
-/// The directories below `dir`, at any depth.
-fn subdirectories(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).into_iter().flatten() {
-        let entry = entry.unwrap();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            found.push(entry.path());
-            found.extend(subdirectories(&entry.path()));
+/// The cgroups below node `name`'s root, at any depth, in every
+/// hierarchy.
+fn subdirectories(name: &str) -> Vec<PathBuf> {
+    fn below(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                found.push(entry.path());
+                below(&entry.path(), found);
+            }
         }
+    }
+    let mut found = Vec::new();
+    for hierarchy in cgroup_mounts() {
+        below(&hierarchy.join(cgroup_root(name)), &mut found);
     }
     found
 }

@@ -375,11 +375,10 @@ fn cleanup(dir: &Path) {
     }
     let mountinfo =
         fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = dir.display().to_string();
     let mut points: Vec<&str> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
+        .filter(|p| Path::new(p).starts_with(dir))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for point in points {
@@ -407,8 +406,13 @@ impl Drop for Containerd {
         }
         stop(&mut self.child, Duration::from_secs(10));
         cleanup(&self.dir);
-        let _ = fs::remove_dir_all(self.runtime_root());
-        remove_parent_cgroup(&self.namespace);
+        // The runtime root and the cgroup parent of a namespace of the
+        // test's own; never the CRI's `k8s.io`, which a real node's
+        // containerd shares (the CRI node keeps its state elsewhere).
+        if self.namespace.starts_with("berth-") {
+            let _ = fs::remove_dir_all(self.runtime_root());
+            remove_parent_cgroup(&self.namespace);
+        }
     }
 }
 

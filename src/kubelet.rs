@@ -3,13 +3,14 @@
 //! calls of its pod workers (RunPodSandbox, CreateContainer, ExecSync,
 //! StopContainer, ...) for one runtime handler.
 
+use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 
-use crate::cri::{Client, remove_cgroup};
+use crate::cri::{Client, cgroup_root, create_cgroup, remove_cgroup};
 
 /// The paths kubelet masks and makes read-only in every unprivileged
 /// container (its defaults; containerd masks nothing it is not told).
@@ -164,6 +165,8 @@ pub struct Kubelet<'a> {
     pub logs: PathBuf,
     /// The cgroup every pod's cgroup goes under (kubelet's `/kubepods`).
     pub cgroup_root: String,
+    /// The ids of the sandboxes and containers this kubelet made.
+    made: RefCell<Vec<String>>,
 }
 
 impl<'a> Kubelet<'a> {
@@ -181,7 +184,8 @@ impl<'a> Kubelet<'a> {
             client,
             handler,
             logs: dir.join("pods"),
-            cgroup_root: format!("/berth-cri-{name}"),
+            cgroup_root: format!("/{}", cgroup_root(name)),
+            made: RefCell::new(Vec::new()),
         }
     }
 
@@ -204,6 +208,10 @@ impl<'a> Kubelet<'a> {
     ) -> Pod {
         let mut config = pod_config(self, name, host_network);
         edit(&mut config);
+        // kubelet makes the pod's cgroup; the runtime makes the leaves.
+        let parent = &config.linux.as_ref().unwrap().cgroup_parent;
+        create_cgroup(parent)
+            .unwrap_or_else(|e| panic!("cgroup {parent}: {e}"));
         let request = RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: self.handler.to_owned(),
@@ -215,7 +223,13 @@ impl<'a> Kubelet<'a> {
                 panic!("RunPodSandbox {name} ({}): {e}", self.handler)
             })
             .pod_sandbox_id;
+        self.made.borrow_mut().push(id.clone());
         Pod { id, config }
+    }
+
+    /// The ids of the sandboxes and containers this kubelet made.
+    pub fn made(&self) -> Vec<String> {
+        self.made.borrow().clone()
     }
 
     /// CreateContainer then StartContainer; the container's id.
@@ -246,9 +260,12 @@ impl<'a> Kubelet<'a> {
             config: Some(config),
             sandbox_config: Some(pod.config.clone()),
         };
-        self.client
+        let id = self
+            .client
             .runtime(|mut c| async move { c.create_container(request).await })
-            .map(|r| r.container_id)
+            .map(|r| r.container_id)?;
+        self.made.borrow_mut().push(id.clone());
+        Ok(id)
     }
 
     /// ContainerStatus.
