@@ -56,6 +56,7 @@ const GUIDE_RUNC_ROOT: &str = "Root = \"/run/containerd/runc\"";
 const BUSYBOX: &str = "berth.test/busybox:latest";
 const PAUSE: &str = "berth.test/pause:latest";
 
+// ANCHOR: test_settings
 /// What a test node adds to the handlers, `{dir}` being the daemon's
 /// directory:
 ///
@@ -83,6 +84,7 @@ pub const TEST_SETTINGS: &str = r#"[plugins."io.containerd.grpc.v1.cri"]
   conf_dir = "{dir}/net.d"
   max_conf_num = 1
 "#;
+// ANCHOR_END: test_settings
 
 /// The pod network: a bridge on the host with no IPv4 address of its own
 /// (no route of the host changes), veths into each pod's network

@@ -537,6 +537,8 @@ fn pods_run_on_berth_runtime_as_on_runc() {
     if !privileged("kubernetes_cri::pods_run_on_berth_runtime_as_on_runc") {
         return;
     }
+    // Snapshots as the book includes them (no expression in the header).
+    let _settings = berth_tests::snapshot_settings().bind_to_scope();
     let node = node("pods");
     let version = node
         .runtime(|mut c| async move {
