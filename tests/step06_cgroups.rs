@@ -160,7 +160,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     // polling until the kernel has refused a fork.
     let pids = controller_dir("pids");
     let script = format!(
-        "bomb() {{ bomb | bomb & }}; bomb 2>/dev/null; i=0; \
+        "bomb() {{ bomb | bomb & }}; (bomb) 2>/dev/null & i=0; \
          while read key n < {pids}/pids.events && [ \"$n\" = 0 ] \
          && [ $i -lt 100000 ]; do i=$((i + 1)); done; \
          echo \"pids.events $key $n\"; \
