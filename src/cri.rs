@@ -276,15 +276,8 @@ impl Node {
     /// veths on its bridge, leases, CNI's cache, runtime state.
     pub fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
-        let sandboxes = self
-            .runtime(|mut c| async move {
-                c.list_pod_sandbox(ListPodSandboxRequest { filter: None })
-                    .await
-            })
-            .map(|r| r.items)
-            .unwrap_or_default();
-        for sandbox in sandboxes {
-            left.push(format!("sandbox {}", sandbox.id));
+        for sandbox in self.listed_sandboxes() {
+            left.push(format!("sandbox {sandbox}"));
         }
         for pid in shims(&self.containerd.address()) {
             left.push(format!("shim process {pid}"));
@@ -331,6 +324,17 @@ impl Node {
             }
         }
         left
+    }
+
+    /// The ids of the sandboxes ListPodSandbox lists (none if containerd
+    /// does not answer).
+    fn listed_sandboxes(&self) -> Vec<String> {
+        self.runtime(|mut c| async move {
+            c.list_pod_sandbox(ListPodSandboxRequest { filter: None })
+                .await
+        })
+        .map(|r| r.items.into_iter().map(|s| s.id).collect())
+        .unwrap_or_default()
     }
 
     /// Remove the sockets of this node's shims that are left: containerd
@@ -391,15 +395,7 @@ impl Drop for Node {
         // kubelet's way out: every pod stopped, then removed (which stops
         // and removes its containers, tears down its network and frees
         // its lease).
-        let sandboxes = self
-            .runtime(|mut c| async move {
-                c.list_pod_sandbox(ListPodSandboxRequest { filter: None })
-                    .await
-            })
-            .map(|r| r.items)
-            .unwrap_or_default();
-        for sandbox in sandboxes {
-            let id = sandbox.id;
+        for id in self.listed_sandboxes() {
             let stop = id.clone();
             let _ = self.runtime(|mut c| async move {
                 c.stop_pod_sandbox(StopPodSandboxRequest {
