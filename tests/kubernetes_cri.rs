@@ -269,6 +269,30 @@ fn pod_network_pod(node: &Node, kubelet: &Kubelet) -> Vec<String> {
     names.sort();
     seen.push(format!("listed stats: {names:?}"));
 
+    // UpdateContainerResources on a running container (kubelet's in-place
+    // resize, its CPU manager): the shim runs the runtime's `update`.
+    let request = UpdateContainerResourcesRequest {
+        container_id: client.clone(),
+        linux: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 30_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 96 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    kubelet
+        .client
+        .runtime(
+            |mut c| async move { c.update_container_resources(request).await },
+        )
+        .unwrap_or_else(|e| {
+            panic!("UpdateContainerResources ({}): {e}", kubelet.handler)
+        });
+    let (code, out, err) = kubelet.exec(&client, &limits_script());
+    seen.push(format!("updated: {code} {out:?} {err:?}"));
+
     // Log rotation as kubelet does it: rename, then ReopenContainerLog.
     let log = kubelet.status(&server).log_path;
     fs::rename(&log, format!("{log}.1")).unwrap();
@@ -400,25 +424,31 @@ fn wait_for_file(path: &str, text: &str) {
     }
 }
 
-/// Resources and security contexts: one container each in a pod, run to
-/// its end; what it printed, how it ended.
-fn limits_and_security(kubelet: &Kubelet) -> Vec<String> {
-    let mut seen = Vec::new();
-    let pod = kubelet.run_pod(&format!("sec-{}", kubelet.handler), true);
+/// A script that prints the container's memory limit and CPU quota, and
+/// whether its CPU request is 512 shares, from its own cgroup: cgroup v1
+/// and v2 name them differently (`cpu.max` is "QUOTA PERIOD"; 512
+/// shares are `cpu.weight` 20 under v2).
+fn limits_script() -> String {
     let cgroup_file = |v1: &str, v2: &str| {
         format!(
             "cat /sys/fs/cgroup/{v1} 2>/dev/null || cat /sys/fs/cgroup/{v2}"
         )
     };
-    // cgroup v1 and v2 name them differently; cpu.max is "QUOTA PERIOD".
-    // A request of 512 shares is cpu.weight 20 under v2.
-    let limits = format!(
+    format!(
         "m=$({}); set -- $({}); echo memory $m cpu quota $1; \
          case $({}) in 512|20) echo cpu request honoured;; esac",
         cgroup_file("memory/memory.limit_in_bytes", "memory.max"),
         cgroup_file("cpu/cpu.cfs_quota_us", "cpu.max"),
         cgroup_file("cpu/cpu.shares", "cpu.weight"),
-    );
+    )
+}
+
+/// Resources and security contexts: one container each in a pod, run to
+/// its end; what it printed, how it ended.
+fn limits_and_security(kubelet: &Kubelet) -> Vec<String> {
+    let mut seen = Vec::new();
+    let pod = kubelet.run_pod(&format!("sec-{}", kubelet.handler), true);
+    let limits = limits_script();
     type Edit = fn(&mut LinuxContainerConfig);
     let cases: Vec<(&str, String, Edit)> = vec![
         ("oom", "x=a; while :; do x=$x$x; done".to_owned(), |l| {

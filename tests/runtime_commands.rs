@@ -288,6 +288,32 @@ fn ps_update_and_events_see_the_containers_cgroup() {
         });
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("blockIO cannot be changed"), "{err}");
+    // containerd's CRI sends the whole of linux.resources, device rules
+    // included: given as they are, they are no change, and the limit
+    // beside them applies; a device rule of its own is refused.
+    let recorded: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(&root).join("c1/config.json")).unwrap(),
+    )
+    .unwrap();
+    let mut whole = recorded["linux"]["resources"].clone();
+    assert!(whole["devices"].as_array().is_some_and(|d| !d.is_empty()));
+    whole["pids"] = json!({"limit": 44});
+    let (code, _, err) =
+        runtime_with(&root, &["update", "--resources", "-", "c1"], |c| {
+            c.stdin(Stdio::from(file_with(&whole.to_string())));
+        });
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(pids_max(&root), "44\n");
+    whole["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"allow": true, "access": "rwm"}));
+    let (code, _, err) =
+        runtime_with(&root, &["update", "--resources", "-", "c1"], |c| {
+            c.stdin(Stdio::from(file_with(&whole.to_string())));
+        });
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("devices cannot be changed"), "{err}");
     let (code, _, err) = runtime(&root, &["update", "--memory", "lots", "c1"]);
     assert_eq!(code, 1);
     assert!(err.contains("--memory \"lots\""), "{err}");

@@ -210,18 +210,26 @@ impl Limits {
 }
 
 /// `given` (from `--resources`) over `current`, as runc merges them:
-/// memory, CPU and pids limits replace the recorded ones; anything else
-/// set (block I/O, cpusets, devices…) is refused rather than ignored.
+/// memory, CPU and pids limits replace the recorded ones. Anything else
+/// (block I/O, cpusets, devices…) may be given only as it already is:
+/// containerd's CRI sends the container's whole `linux.resources`, device
+/// rules included, when kubelet changes a limit. A change there is
+/// refused rather than ignored.
 fn merged(
     mut current: LinuxResources,
     given: LinuxResources,
 ) -> Result<LinuxResources, Error> {
     let given_json = serde_json::to_value(&given).unwrap_or_default();
+    let current_json = serde_json::to_value(&current).unwrap_or_default();
     if let Some(fields) = given_json.as_object() {
         for (field, value) in fields {
             let changeable =
                 matches!(field.as_str(), "memory" | "cpu" | "pids");
-            if !changeable && step08_oci::oci::check::is_set(value) {
+            let unchanged = current_json.get(field) == Some(value);
+            if !changeable
+                && !unchanged
+                && step08_oci::oci::check::is_set(value)
+            {
                 return Err(ResourcesError::Unchangeable(field.clone()).into());
             }
         }
