@@ -25,10 +25,15 @@ fn events_are_reported_as_docker_reports_them() {
     }
     let berth = Berth::start("events", &[]);
     berth.load_rootfs(rootfs(), "berth-test:latest");
-    // A live stream, filtered to one container, started first.
+    // A live stream, filtered to one container, started first. It asks
+    // for the events since now, so that one that happens before the
+    // daemon has the stream's subscription is replayed, not lost.
+    let since = now();
     let mut live = berth
         .docker(&[
             "events",
+            "--since",
+            &since,
             "--filter",
             "container=watched",
             "--format",
@@ -37,7 +42,6 @@ fn events_are_reported_as_docker_reports_them() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let since = now();
     let run = |args: &[&str]| {
         let (code, out, err) = berth.run(args);
         assert_eq!(code, 0, "{args:?}: {out}{err}{}", berth.daemon_log());
