@@ -262,22 +262,23 @@ fn build_errors_name_their_line_and_leave_no_container() {
         "berth: Dockerfile:3: The command '/bin/sh -c exit 3' returned a non-zero code: 3\n"
     );
 
-    write("FROM base:v1\nCOPY missing.txt /\n");
-    let (code, _, err) = berth.cli(&["build", path]);
-    assert_eq!(code, 1);
+    // A build of `dockerfile` that fails (exit 1); what it said.
+    let failed = |dockerfile: &str| {
+        write(dockerfile);
+        let (code, _, err) = berth.cli(&["build", path]);
+        assert_eq!(code, 1, "{err}");
+        err
+    };
+    let err = failed("FROM base:v1\nCOPY missing.txt /\n");
     assert!(err.contains("Dockerfile:2: COPY failed: file not found in build context or excluded by .dockerignore: stat missing.txt"), "{err}");
     // --chown by a name the image does not have.
-    write("FROM base:v1\nCOPY --chown=ghost src/a.txt /\n");
-    let (code, _, err) = berth.cli(&["build", path]);
-    assert_eq!(code, 1);
+    let err = failed("FROM base:v1\nCOPY --chown=ghost src/a.txt /\n");
     assert!(
         err.contains("Dockerfile:2: unable to convert uid/gid chown string to host mapping: ghost"),
         "{err}"
     );
     // The ignored file is as missing as a missing one.
-    write("FROM base:v1\nCOPY src/secret.txt /\n");
-    let (code, _, err) = berth.cli(&["build", path]);
-    assert_eq!(code, 1);
+    let err = failed("FROM base:v1\nCOPY src/secret.txt /\n");
     assert!(err.contains("COPY failed: file not found"), "{err}");
 
     let (_, tagged, _) = berth.run(&["images", "--format", "{{.Repository}}"]);

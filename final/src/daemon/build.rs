@@ -118,6 +118,19 @@ impl Stage {
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
     }
 
+    /// The argv of `command`: the exec form as it is, the shell form
+    /// after the stage's shell.
+    fn argv(&mut self, command: &Command) -> Vec<String> {
+        match command {
+            Command::Exec(words) => words.clone(),
+            Command::Shell(line) => {
+                let mut argv = self.shell();
+                argv.push(line.clone());
+                argv
+            }
+        }
+    }
+
     /// `NAME=value` of the config's `Env`.
     fn env(&mut self) -> Vec<String> {
         self.draft
@@ -563,14 +576,7 @@ async fn execute(
         }
         Instruction::Arg { .. } => {}
         Instruction::Run(command) => {
-            let argv = match command {
-                Command::Exec(words) => words.clone(),
-                Command::Shell(line) => {
-                    let mut argv = stage.shell();
-                    argv.push(line.clone());
-                    argv
-                }
-            };
+            let argv = stage.argv(command);
             let upper =
                 run_step(engine, stage, argv, progress, context).await?;
             layer = Some(upper);
@@ -584,14 +590,7 @@ async fn execute(
             empty_layer = false;
         }
         Instruction::Cmd(command) | Instruction::Entrypoint(command) => {
-            let argv = match command {
-                Command::Exec(words) => words.clone(),
-                Command::Shell(line) => {
-                    let mut argv = stage.shell();
-                    argv.push(line.clone());
-                    argv
-                }
-            };
+            let argv = stage.argv(command);
             let key = if matches!(step.instruction, Instruction::Cmd(_)) {
                 "Cmd"
             } else {
