@@ -177,8 +177,11 @@ struct UpdateArgs {
     id: String,
 }
 
-/// What to do.
+/// What to do. Each command's arguments are only built when it is the
+/// one given (`defer`): a run of the runtime parses one command line, and
+/// building all of them would cost it page faults on every start.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Set a container up; its process waits for `start`
     Create(Setup),
@@ -446,6 +449,19 @@ fn first_closed_fd(count: u32) -> Option<i32> {
 
 /// `berth-runtime`'s `main`.
 pub fn main() -> ExitCode {
+    // A command that makes a container process runs from a read-only
+    // clone of this binary, out of the container's reach (step 8,
+    // oci::exe). Done before anything else, so that the first process
+    // spends nothing that the re-executed one does again (argument parsing
+    // alone faults in a third of the binary): any argument that names such
+    // a command is enough, an id of that name only costs a needless
+    // re-execution. Errors are reported below, where the log is known.
+    let makes_a_process = |arg: &std::ffi::OsString| {
+        ["create", "run", "exec"].iter().any(|name| arg == name)
+    };
+    if std::env::args_os().skip(1).any(|arg| makes_a_process(&arg)) {
+        let _ = step08_oci::oci::exe::reexec_read_only();
+    }
     let cli = Cli::parse();
     if cli.version {
         print!("{}", version());
@@ -479,8 +495,8 @@ pub fn main() -> ExitCode {
         log.error("no command given (try --help)");
         return ExitCode::from(1);
     };
-    // A command that makes a container process runs from a sealed copy of
-    // this binary, out of the container's reach (step 8, oci::exe).
+    // Checked again, now that the command is known: this returns at once
+    // when the early re-execution above was done.
     if matches!(
         command,
         Command::Create(_) | Command::Run { .. } | Command::Exec(_)

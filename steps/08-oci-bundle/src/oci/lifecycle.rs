@@ -241,12 +241,6 @@ pub fn create(
             .then(|| cgroup_plan.path.as_path()),
     };
     let plan = mounts::plan(spec, &bundle.dir, &view)?;
-    let loopback = net::Plan {
-        host: vec![],
-        container: vec![net::ContainerOp::LinkUp {
-            link: "lo".parse()?,
-        }],
-    };
     let all_hooks = spec.hooks().clone().unwrap_or_default();
     // The config is valid: what it asks that cannot be granted.
     for warning in &prepared.warnings {
@@ -272,7 +266,7 @@ pub fn create(
         }
         super::set_names(spec)?;
         if namespaces.new_net {
-            net::configure(&loopback)?;
+            net::loopback_up()?;
         }
         // Our pid as the host sees it: /proc is still the host's here.
         let pid = super::host_pid();

@@ -411,13 +411,19 @@ pub fn id_plan(
     user::plan(&options, uid, gid).map_err(Error::Ids)
 }
 
+/// The pseudo-controller of the v2 tree that a hybrid host mounts beside
+/// its v1 hierarchies, in [`full_layout`].
+pub const UNIFIED: &str = "unified";
+
 /// Every v1 hierarchy of the host (named ones too), or cgroup v2: a
 /// container joins all of them, as runc does.
 pub fn full_layout() -> Result<Layout, Error> {
-    match cgroup::detect().map_err(Error::Cgroup)? {
+    let path = PathBuf::from("/proc/self/mountinfo");
+    let text = fs::read_to_string(&path).map_err(|source| {
+        Error::Cgroup(cgroup::Error::Read { path, source })
+    })?;
+    match cgroup::detect_from(&text).map_err(Error::Cgroup)? {
         Layout::Legacy { .. } => {
-            let text =
-                fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
             let mut hierarchies = Vec::new();
             for line in text.lines() {
                 let fields: Vec<&str> = line.split_whitespace().collect();
@@ -434,7 +440,7 @@ pub fn full_layout() -> Result<Layout, Error> {
                 if *fstype == "cgroup2" {
                     hierarchies.push(Hierarchy {
                         mount: PathBuf::from(mount),
-                        controllers: vec!["unified".to_owned()],
+                        controllers: vec![UNIFIED.to_owned()],
                     });
                     continue;
                 }

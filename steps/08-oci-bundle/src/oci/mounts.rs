@@ -129,27 +129,6 @@ pub fn parse_options(words: &[String]) -> Options {
 }
 // ANCHOR_END: parse_options
 
-/// One v1 hierarchy as the host mounts it: mount point and super options
-/// (`cpu,cpuacct`, `name=systemd`).
-fn v1_hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let dash = fields.iter().position(|f| *f == "-")?;
-            if fields.get(dash + 1) != Some(&"cgroup") {
-                return None;
-            }
-            let options: Vec<&str> = fields
-                .get(dash + 3)?
-                .split(',')
-                .filter(|o| *o != "rw" && *o != "ro")
-                .collect();
-            Some((PathBuf::from(fields.get(4)?), options.join(",")))
-        })
-        .collect()
-}
-
 /// The ops of a `cgroup` mount: cgroup2 itself, or (v1) a tmpfs with every
 /// hierarchy below it — mounted fresh when the container has a cgroup
 /// namespace, else the container's own cgroup directory bind-mounted from
@@ -159,7 +138,6 @@ fn cgroup_mount(
     options: &Options,
     layout: &crate::cgroup::Layout,
     cgroup: Option<&Path>,
-    mountinfo: &str,
 ) -> Vec<Op> {
     let mount = |source: PathBuf,
                  target: PathBuf,
@@ -202,10 +180,20 @@ fn cgroup_mount(
         tmpfs_flags,
         Some("mode=755".to_owned()),
     )];
-    for (host, controllers) in v1_hierarchies(mountinfo) {
+    let crate::cgroup::Layout::Legacy { hierarchies } = layout else {
+        return ops;
+    };
+    // Every v1 hierarchy, named ones too (`name=systemd`), as the host
+    // mounts them; not the v2 tree a hybrid host has beside them.
+    let v1 = hierarchies
+        .iter()
+        .filter(|h| h.controllers != [super::UNIFIED]);
+    for hierarchy in v1 {
+        let host = &hierarchy.mount;
         let Some(name) = host.file_name() else {
             continue;
         };
+        let controllers = hierarchy.controllers.join(",");
         let target = destination.join(name);
         ops.push(match cgroup {
             None => mount(
@@ -242,7 +230,7 @@ const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
 /// Where the container's cgroup is, for bind-mounting it (no cgroup
 /// namespace), relative to each hierarchy's root.
 pub struct CgroupView<'a> {
-    /// The host's layout.
+    /// The host's layout: every hierarchy ([`super::full_layout`]).
     pub layout: &'a crate::cgroup::Layout,
     /// The container's cgroup path, or `None` with a cgroup namespace.
     pub bind: Option<&'a Path>,
@@ -256,8 +244,6 @@ pub fn plan(
     cgroup: &CgroupView,
 ) -> Result<Vec<Op>, Error> {
     let mut ops = vec![Op::MakePrivate, Op::BindRootfs];
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for spec_mount in spec.mounts().as_deref().unwrap_or_default() {
         let destination = spec_mount.destination().clone();
         if !destination.is_absolute() {
@@ -275,7 +261,6 @@ pub fn plan(
                 &options,
                 cgroup.layout,
                 cgroup.bind,
-                &mountinfo,
             ));
             continue;
         }
