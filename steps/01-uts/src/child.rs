@@ -504,6 +504,9 @@ pub struct Child {
     pid: Pid,
     /// Whether both sync points have passed ([`Child::start`]).
     started: bool,
+    /// Whether the child makes namespaces itself and has not said yet
+    /// that they exist ([`Child::unshared`]).
+    unsharing: bool,
     /// The parent's end of the sync socket; `None` once waited for.
     sync: Option<OwnedFd>,
     /// The parent's signal mask before [`spawn`] blocked the forwarded
@@ -548,6 +551,24 @@ pub fn spawn_keeping<F>(
 where
     F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
 {
+    spawn_unsharing(flags, CloneFlags::empty(), keep, setup)
+}
+
+/// [`spawn_keeping`], where the child makes the namespaces in `unshare`
+/// itself (`unshare(2)`), first thing, before sync 1: the kernel builds
+/// them on the child's CPU while the parent goes on with its part. Only
+/// namespaces that the calling process itself enters can be unshared
+/// (not PID or time: those are for children), and they are made in the
+/// user namespace of `flags`, as `clone(2)` would make them.
+pub fn spawn_unsharing<F>(
+    flags: CloneFlags,
+    unshare: CloneFlags,
+    keep: &[RawFd],
+    setup: F,
+) -> Result<Child, Error>
+where
+    F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
+{
     let old_mask = supervised_signals()
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(Error::BlockSignals)?;
@@ -569,9 +590,17 @@ where
     let mut setup = Some(setup);
     let mut stack = vec![0u8; STACK_SIZE];
     let parent_fd = parent_end.as_raw_fd();
-    let callback =
-        Box::new(|| child_main(setup.take(), &mut channel, parent_fd, keep));
-    crate::trace::event(1, || format!("clone({})", flag_names(flags)));
+    let callback = Box::new(|| {
+        child_main(setup.take(), &mut channel, parent_fd, keep, unshare)
+    });
+    crate::trace::event(1, || match unshare.is_empty() {
+        true => format!("clone({})", flag_names(flags)),
+        false => format!(
+            "clone({}), the child unshare({})",
+            flag_names(flags),
+            flag_names(unshare)
+        ),
+    });
     // SAFETY: no CLONE_VM, so the child runs on its own copy of `stack` and
     // of every other page; it is fork(2) with namespace flags. We are
     // single-threaded here (no other thread holds a lock the child could
@@ -585,6 +614,7 @@ where
     Ok(Child {
         pid,
         started: false,
+        unsharing: !unshare.is_empty(),
         sync: Some(parent_end),
         old_mask,
     })
@@ -592,12 +622,14 @@ where
 // ANCHOR_END: spawn
 
 // ANCHOR: child_main
-/// The child's side: wait for sync 1, run `setup`, report its error.
+/// The child's side: make the namespaces in `unshare`, wait for sync 1,
+/// run `setup`, report its error.
 fn child_main<F>(
     setup: Option<F>,
     channel: &mut Channel,
     parent_end: RawFd,
     keep: &[RawFd],
+    unshare: CloneFlags,
 ) -> isize
 where
     F: FnOnce(&mut Channel) -> Result<u8, BoxError>,
@@ -626,6 +658,24 @@ where
             EXIT_SETUP_FAILED,
             &format!("prctl(PR_SET_PDEATHSIG): {errno}"),
         );
+        return EXIT_SETUP_FAILED.into();
+    }
+    let unshared = match unshare.is_empty() {
+        true => Ok(()),
+        false => nix::sched::unshare(unshare),
+    };
+    if let Err(errno) = unshared {
+        let flags = flag_names(unshare);
+        channel.send_failure(
+            EXIT_SETUP_FAILED,
+            &format!("unshare({flags}): {errno}"),
+        );
+        return EXIT_SETUP_FAILED.into();
+    }
+    /* sync 0 (with `unshare` only): they exist. */
+    if let (false, Some(fd)) = (unshare.is_empty(), &channel.fd)
+        && send(fd, &Message::Ready).is_err()
+    {
         return EXIT_SETUP_FAILED.into();
     }
     /* sync 1: wait until the parent has done its part. */
@@ -681,10 +731,39 @@ impl Child {
         }
     }
 
+    /// Sync 0, parent side, for a child that makes namespaces itself
+    /// ([`spawn_unsharing`]): wait until they exist. A hook that enters
+    /// `/proc/PID/ns/net` must not find the host's network there. The
+    /// first sync waits for it if the caller has not.
+    pub fn unshared(&mut self) -> Result<(), Error> {
+        if !std::mem::take(&mut self.unsharing) {
+            return Ok(());
+        }
+        let Some(sync) = &self.sync else {
+            return Err(Error::Sync(Errno::EBADF));
+        };
+        /* sync 0 */
+        let failed = match recv_unless_interrupted(sync) {
+            Ok(Ok(Some(packet))) => match Message::decode(&packet) {
+                Some(Message::Ready) => return Ok(()),
+                Some(Message::Failed { code, message }) => {
+                    Error::Setup { code, message }
+                }
+                Some(Message::Proceed) => Error::OutOfOrder,
+                None => Error::Malformed { len: packet.len() },
+            },
+            Ok(Ok(None)) => Error::NotReady,
+            Ok(Err(signal)) => Error::Interrupted { signal },
+            Err(errno) => Error::Sync(errno),
+        };
+        Err(self.abandon(failed))
+    }
+
     /// Send [`Message::Proceed`] and return the child's answer: a message,
     /// or `None` for end-of-file. A failure to sync, a malformed answer or
     /// a forwarded signal abandons the child.
     fn proceed(&mut self) -> Result<Option<Message>, Error> {
+        self.unshared()?;
         let Some(sync) = &self.sync else {
             return Err(Error::Sync(Errno::EBADF));
         };
