@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line (runc's flags and commands) and `main`;
+//! - [`early`]: the binary's entry point, which re-executes before the C
+//!   library starts;
 //! - [`lifecycle`]: the operations, one function per command;
 //! - [`exec`]: a process more in a running container;
 //! - [`resources`]: its processes (`ps`) and live limits (`update`);
@@ -17,6 +19,7 @@
 
 pub mod about;
 pub mod cli;
+pub mod early;
 pub mod exec;
 pub mod lifecycle;
 pub mod log;
