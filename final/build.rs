@@ -6,7 +6,8 @@
 fn main() {
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if arch == "x86_64" && os == "linux" {
+    let width = std::env::var("CARGO_CFG_TARGET_POINTER_WIDTH");
+    if arch == "x86_64" && os == "linux" && width.as_deref() == Ok("64") {
         let entry = "-Wl,--entry=berth_runtime_entry";
         println!("cargo:rustc-link-arg-bin=berth-runtime={entry}");
     }

@@ -3,7 +3,11 @@
 
 /// The binary's entry point (`build.rs` names it to the linker), kept in
 /// the link: nothing else refers to it.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_pointer_width = "64"
+))]
 #[used]
 static ENTRY: unsafe extern "C" fn() -> ! =
     berth::runtime::early::berth_runtime_entry;

@@ -18,6 +18,10 @@
 //!   binary, even `memcpy` is resolved by glibc's start-up (IFUNC), and
 //!   there is no thread-local storage, so no `errno` either;
 //! - nothing that can panic or allocate: raw pointers, no indexing;
+//! - nothing that needs a relocation (a function pointer in a static, an
+//!   address in a table): a static-PIE binary is relocated by glibc's
+//!   start-up too; code and strings reached relative to the instruction
+//!   pointer are fine;
 //! - any failure returns to the normal start, where `cli::main` checks
 //!   again and re-executes the portable way ([`reexec_read_only`], with
 //!   the sealed copy as its fallback), or reports the error in the log.
@@ -27,10 +31,18 @@
 //!
 //! [`reexec_read_only`]: step08_oci::oci::exe::reexec_read_only
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_pointer_width = "64"
+))]
 pub use x86_64::berth_runtime_entry;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_pointer_width = "64"
+))]
 mod x86_64 {
     use core::arch::{asm, naked_asm};
     use core::mem::MaybeUninit;
@@ -172,8 +184,11 @@ mod x86_64 {
                 libc::SYS_fstatfs,
                 [fd as usize, fs.as_mut_ptr() as usize, 0, 0, 0],
             );
+            // A failed fstatfs cannot tell the clone from the host's file:
+            // that case is left to the portable path, which makes the
+            // sealed copy at once.
             let read_only =
-                statfs == 0 && (*fs.as_ptr())[10] & libc::ST_RDONLY as i64 != 0;
+                statfs != 0 || (*fs.as_ptr())[10] & libc::ST_RDONLY as i64 != 0;
             if (seals >= 0 && seals & libc::F_SEAL_WRITE as i64 != 0)
                 || read_only
             {

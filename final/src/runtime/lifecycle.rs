@@ -144,9 +144,8 @@ fn set_up(
         oci_lifecycle::create(bundle, &options_of_step8, &mut |warning| {
             log.warn(&warning)
         })?;
-    // The caller records it: `create` at once, `run` once the process
-    // runs (the write then overlaps its start).
     container.record.process = Identity::of(created.pid());
+    container.save()?;
     if let Some(path) = &options.pid_file {
         write_pid_file(path, created.pid())?;
     }
@@ -160,8 +159,7 @@ pub fn create(
     id: &str,
     options: &CreateOptions,
 ) -> Result<(), Error> {
-    let (container, created, removal) = set_up(runtime, id, options, true)?;
-    container.save()?;
+    let (_container, created, removal) = set_up(runtime, id, options, true)?;
     created.detach()?;
     removal.disarm();
     Ok(())
@@ -435,7 +433,6 @@ pub fn run(
     let log = &mut runtime.log;
     let mut warn = |warning: String| log.warn(&warning);
     let running = created.start(&mut warn)?;
-    container.save()?;
     let exit = running.wait(&mut warn)?;
     if let Some(why) = exit.explanation {
         log.warn(&why);

@@ -243,9 +243,12 @@ impl FromStr for IfName {
         }
         if name.contains('/')
             || name.contains(':')
+            || name.contains('\0')
             || name.chars().any(char::is_whitespace)
         {
-            return Err(invalid("'/', ':' and white space are not allowed"));
+            return Err(invalid(
+                "'/', ':', NUL and white space are not allowed",
+            ));
         }
         Ok(IfName(name.to_owned()))
     }
@@ -1012,7 +1015,8 @@ mod tests {
     #[test]
     fn interface_names_follow_the_kernels_rules() {
         assert!("berth0".parse::<IfName>().is_ok());
-        for bad in ["", "a-name-that-is-too-long", "a/b", "a b", ".."] {
+        for bad in ["", "a-name-that-is-too-long", "a/b", "a b", "..", "lo\0x"]
+        {
             assert!(bad.parse::<IfName>().is_err(), "{bad:?}");
         }
     }

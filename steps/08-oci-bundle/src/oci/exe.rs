@@ -82,10 +82,11 @@ fn is_sealed(file: &File) -> bool {
 /// whoever tries (`EROFS`), and only a process that can remount that
 /// mount — one in its mount namespace, with `CAP_SYS_ADMIN` — could
 /// change that.
-fn is_on_read_only_mount(file: &File) -> bool {
-    nix::sys::statvfs::fstatvfs(file).is_ok_and(|fs| {
-        fs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
-    })
+/// `None` if `fstatvfs(3)` fails.
+fn is_on_read_only_mount(file: &File) -> Option<bool> {
+    nix::sys::statvfs::fstatvfs(file)
+        .ok()
+        .map(|fs| fs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 // ANCHOR: reexec_sealed
@@ -148,8 +149,18 @@ pub fn reexec_sealed() -> Result<(), Error> {
 /// mount. Call it first thing in `main`, single-threaded.
 pub fn reexec_read_only() -> Result<(), Error> {
     let exe = File::open("/proc/self/exe").map_err(Error::Open)?;
-    if is_sealed(&exe) || is_on_read_only_mount(&exe) {
+    if is_sealed(&exe) {
         return Ok(());
+    }
+    // Where the mount cannot be told read-only or not (fstatfs refused by
+    // a policy), neither could the clone's: the sealed copy's seal says
+    // it, whatever the mount. (A second clone would fail anyway, since
+    // open_tree(2) refuses a mount outside our namespace, and so end in
+    // the sealed copy too, one execve later.)
+    match is_on_read_only_mount(&exe) {
+        Some(true) => return Ok(()),
+        Some(false) => {}
+        None => return reexec_sealed(),
     }
     let Some(clone) = read_only_clone(&exe) else {
         return reexec_sealed();

@@ -256,6 +256,9 @@ pub fn create(
         | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
     let (clone, unshare) =
         (namespaces.clone & by_clone, namespaces.clone - by_clone);
+    // Declared first, so that on an error it is dropped last, after the
+    // child is killed: the cgroup is then empty when it is removed.
+    let cgroup: Option<cgroup::Cgroup>;
     let mut child = child::spawn_unsharing(clone, unshare, &keep, |channel| {
         // In the child: PID 1 of the new PID namespace, if there is one.
         // Until its execve, its /proc/1/exe is ours: hidden (oci::exe).
@@ -302,14 +305,18 @@ pub fn create(
     .map_err(Error::Spawn)?;
     drop(joined_pid);
     // In the parent, while the child makes its namespaces and waits at
-    // sync 1. On error, the cgroup goes first, then the child (killed).
-    let cgroup = match with_cgroup {
+    // sync 1.
+    cgroup = match with_cgroup {
         true => Some(super::create_cgroup(&cgroup_plan)?),
         false => None,
     };
     let pid = child.pid().as_raw();
-    if let Some(ids) = &ids {
-        user::write_maps(ids, child.pid()).map_err(Error::Maps)?;
+    if let Some(ids) = &ids
+        && let Err(error) = user::write_maps(ids, child.pid())
+    {
+        // A child whose unshare failed is gone: its message says why.
+        child.unshared()?;
+        return Err(Error::Maps(error));
     }
     // The namespaces must exist before the hooks, which may enter them;
     // and before the child moves into its cgroup: a move waits for an RCU
