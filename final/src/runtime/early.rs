@@ -17,7 +17,8 @@
 //! - raw system calls only (`asm!`), no function of libc: in a static
 //!   binary, even `memcpy` is resolved by glibc's start-up (IFUNC), and
 //!   there is no thread-local storage, so no `errno` either;
-//! - nothing that can panic or allocate: raw pointers, no indexing;
+//! - nothing that can panic or allocate: raw pointers, and indexing
+//!   only with constants into arrays (checked when compiled);
 //! - nothing that needs a relocation (a function pointer in a static, an
 //!   address in a table): a static-PIE binary is relocated by glibc's
 //!   start-up too; code and strings reached relative to the instruction
