@@ -157,6 +157,32 @@ fn a_created_containers_process_is_out_of_reach_through_proc_exe() {
 }
 
 #[test]
+fn the_parent_never_sees_the_hosts_network_as_the_childs() {
+    if !privileged("runtime_hardening::sync0") {
+        return;
+    }
+    // The child makes its network namespace itself, while the parent
+    // goes on; the parent's prestart and createRuntime hooks may enter
+    // /proc/PID/ns/net, and must not find the host's network there. Sync
+    // 0 is what they wait for: right after it, the namespace is the new
+    // one, every time. The program pins itself to one CPU: without the
+    // wait, the parent reads the link before the child has even run
+    // (checked: `same`, 6 times out of 6).
+    let program = berth_tests::workspace_root()
+        .join(berth_tests::example_binary("sync0"));
+    for round in 0..20 {
+        let out = std::process::Command::new(&program).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(text, "new\n", "round {round}");
+    }
+}
+
+#[test]
 fn only_stdio_reaches_an_execd_process() {
     if !privileged("runtime_hardening::exec_fds") {
         return;

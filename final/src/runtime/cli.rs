@@ -457,7 +457,7 @@ pub fn main() -> ExitCode {
     // a command is enough, an id of that name only costs a needless
     // re-execution. Errors are reported below, where the log is known.
     let makes_a_process = |arg: &std::ffi::OsString| {
-        ["create", "run", "exec"].iter().any(|name| arg == name)
+        super::early::MAKES_A_PROCESS.iter().any(|name| arg == name)
     };
     if std::env::args_os().skip(1).any(|arg| makes_a_process(&arg)) {
         let _ = step08_oci::oci::exe::reexec_read_only();

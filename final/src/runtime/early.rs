@@ -32,6 +32,10 @@
 //!
 //! [`reexec_read_only`]: step08_oci::oci::exe::reexec_read_only
 
+/// The commands that make a process in a container, and so re-execute:
+/// an argument equal to one of them is enough (here and in `cli::main`).
+pub const MAKES_A_PROCESS: [&str; 3] = ["create", "run", "exec"];
+
 #[cfg(all(
     target_arch = "x86_64",
     target_os = "linux",
@@ -141,8 +145,9 @@ mod x86_64 {
             let mut makes_a_process = false;
             while i < argc && !makes_a_process {
                 let arg = *argv.add(i);
-                makes_a_process =
-                    is(arg, b"create") || is(arg, b"run") || is(arg, b"exec");
+                makes_a_process = super::MAKES_A_PROCESS
+                    .iter()
+                    .any(|name| is(arg, name.as_bytes()));
                 i += 1;
             }
             if makes_a_process {

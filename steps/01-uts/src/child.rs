@@ -739,24 +739,9 @@ impl Child {
         if !std::mem::take(&mut self.unsharing) {
             return Ok(());
         }
-        let Some(sync) = &self.sync else {
-            return Err(Error::Sync(Errno::EBADF));
-        };
         /* sync 0 */
-        let failed = match recv_unless_interrupted(sync) {
-            Ok(Ok(Some(packet))) => match Message::decode(&packet) {
-                Some(Message::Ready) => return Ok(()),
-                Some(Message::Failed { code, message }) => {
-                    Error::Setup { code, message }
-                }
-                Some(Message::Proceed) => Error::OutOfOrder,
-                None => Error::Malformed { len: packet.len() },
-            },
-            Ok(Ok(None)) => Error::NotReady,
-            Ok(Err(signal)) => Error::Interrupted { signal },
-            Err(errno) => Error::Sync(errno),
-        };
-        Err(self.abandon(failed))
+        let answer = self.answer()?;
+        self.expect_ready(answer)
     }
 
     /// Send [`Message::Proceed`] and return the child's answer: a message,
@@ -767,9 +752,20 @@ impl Child {
         let Some(sync) = &self.sync else {
             return Err(Error::Sync(Errno::EBADF));
         };
-        let failed = match send(sync, &Message::Proceed)
-            .and_then(|()| recv_unless_interrupted(sync))
-        {
+        if let Err(errno) = send(sync, &Message::Proceed) {
+            return Err(self.abandon(Error::Sync(errno)));
+        }
+        self.answer()
+    }
+
+    /// The child's next message, or `None` for end-of-file. A failure to
+    /// receive, a malformed message or a forwarded signal abandons the
+    /// child.
+    fn answer(&mut self) -> Result<Option<Message>, Error> {
+        let Some(sync) = &self.sync else {
+            return Err(Error::Sync(Errno::EBADF));
+        };
+        let failed = match recv_unless_interrupted(sync) {
             Ok(Ok(None)) => return Ok(None),
             Ok(Ok(Some(packet))) => match Message::decode(&packet) {
                 Some(message) => return Ok(Some(message)),
@@ -811,8 +807,14 @@ impl Child {
     /// failure here the child is gone, as with `start`.
     pub fn create(&mut self) -> Result<(), Error> {
         /* sync 1, then sync 2 */
-        let failed = match self.proceed()? {
-            // Set up; it waits at sync 3.
+        let answer = self.proceed()?;
+        self.expect_ready(answer)
+    }
+
+    /// `Ok` if `answer` is [`Message::Ready`] (set up, it waits for us);
+    /// anything else abandons the child.
+    fn expect_ready(&mut self, answer: Option<Message>) -> Result<(), Error> {
+        let failed = match answer {
             Some(Message::Ready) => return Ok(()),
             Some(Message::Failed { code, message }) => {
                 Error::Setup { code, message }

@@ -236,10 +236,14 @@ pub fn detect_from(mountinfo: &str) -> Result<Layout, Error> {
 
 /// The layout of this machine.
 pub fn detect() -> Result<Layout, Error> {
+    detect_from(&mountinfo()?)
+}
+
+/// The text of `/proc/self/mountinfo`, for [`detect_from`] and for a
+/// caller that reads more of it (step 8's `full_layout`).
+pub fn mountinfo() -> Result<String, Error> {
     let path = PathBuf::from("/proc/self/mountinfo");
-    let text = fs::read_to_string(&path)
-        .map_err(|source| Error::Read { path, source })?;
-    detect_from(&text)
+    fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
 }
 
 /// A byte size: `67108864`, `64m`, `512k`, `1g` (powers of 1024).

@@ -418,10 +418,7 @@ pub const UNIFIED: &str = "unified";
 /// Every v1 hierarchy of the host (named ones too), or cgroup v2: a
 /// container joins all of them, as runc does.
 pub fn full_layout() -> Result<Layout, Error> {
-    let path = PathBuf::from("/proc/self/mountinfo");
-    let text = fs::read_to_string(&path).map_err(|source| {
-        Error::Cgroup(cgroup::Error::Read { path, source })
-    })?;
+    let text = cgroup::mountinfo().map_err(Error::Cgroup)?;
     match cgroup::detect_from(&text).map_err(Error::Cgroup)? {
         Layout::Legacy { .. } => {
             let mut hierarchies = Vec::new();
