@@ -6,8 +6,8 @@
 //! the first time for nothing, since the process is replaced at once.
 //! glibc's part is the larger one on a virtual machine: it asks the CPU
 //! about its features and caches with `cpuid`, dozens of times, and each
-//! `cpuid` traps to the hypervisor (a few microseconds each here, about
-//! 0.2 ms per start in all). So `build.rs` makes [`berth_runtime_entry`]
+//! `cpuid` traps to the hypervisor (3.7 to 6.6 µs each here, depending
+//! on the host's load: 0.2 to 0.5 ms per start in all). So `build.rs` makes [`berth_runtime_entry`]
 //! the binary's entry point; it looks at the arguments the kernel left on
 //! the stack and either re-executes at once or jumps to the C library's
 //! `_start` as if nothing had happened.

@@ -24,10 +24,10 @@
 //! runc did the same copy (`cloned_binary.c`) before moving to cheaper ways
 //! of getting an unwritable `/proc/self/exe`; crun and youki make the copy
 //! too. Its cost is a copy of the binary per run: `copy_file_range(2)` in the
-//! kernel, a few milliseconds for a release build. Part II's runtime calls
-//! [`reexec_read_only`] instead, which gets the same result with no copy
-//! (a read-only, detached mount of the binary) and falls back to the copy
-//! where it cannot make that mount.
+//! kernel, about 2 ms for a release build on the bench's machine. Part
+//! II's runtime calls [`reexec_read_only`] instead, which gets the same
+//! result with no copy (a read-only, detached mount of the binary) and
+//! falls back to the copy where it cannot make that mount.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
