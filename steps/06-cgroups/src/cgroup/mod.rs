@@ -187,40 +187,60 @@ pub const V1_CONTROLLERS: [&str; 5] =
     ["memory", "cpu", "cpuacct", "pids", "freezer"];
 
 // ANCHOR: detect
+/// A cgroup filesystem, as one line of `/proc/self/mountinfo` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupMount<'a> {
+    /// The mount point (the fifth field).
+    pub mount: &'a str,
+    /// `cgroup2`, or else a v1 `cgroup` hierarchy.
+    pub v2: bool,
+    /// The superblock options (`rw,cpu,cpuacct`, `rw,name=systemd`): a
+    /// v1 hierarchy lists its controllers there.
+    pub options: &'a str,
+}
+
+/// Every cgroup filesystem in the text of `/proc/self/mountinfo`, in
+/// order. After the `-` separator come the type, the source and the
+/// superblock options (`proc(5)`).
+pub fn cgroup_mounts(mountinfo: &str) -> impl Iterator<Item = CgroupMount<'_>> {
+    mountinfo.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let dash = fields.iter().position(|f| *f == "-")?;
+        let v2 = match *fields.get(dash + 1)? {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => return None,
+        };
+        Some(CgroupMount {
+            mount: fields.get(4)?,
+            v2,
+            options: fields.get(dash + 3).copied().unwrap_or(""),
+        })
+    })
+}
+
 /// Tell the layout from the text of `/proc/self/mountinfo`:
 /// v2 if `/sys/fs/cgroup` itself is `cgroup2`; else v1 if a v1 hierarchy
 /// has a controller we use (hybrid included); else v2 wherever it is.
 pub fn detect_from(mountinfo: &str) -> Result<Layout, Error> {
     let mut unified = None;
     let mut hierarchies = Vec::new();
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mount), Some(fstype)) = (fields.get(4), fields.get(dash + 1))
-        else {
-            continue;
-        };
-        match *fstype {
-            "cgroup2" if *mount == "/sys/fs/cgroup" || unified.is_none() => {
-                unified = Some(PathBuf::from(mount));
+    for found in cgroup_mounts(mountinfo) {
+        if found.v2 {
+            if found.mount == "/sys/fs/cgroup" || unified.is_none() {
+                unified = Some(PathBuf::from(found.mount));
             }
-            "cgroup" => {
-                let options = fields.get(dash + 3).copied().unwrap_or("");
-                let controllers: Vec<String> = options
-                    .split(',')
-                    .filter(|o| V1_CONTROLLERS.contains(o))
-                    .map(str::to_owned)
-                    .collect();
-                if !controllers.is_empty() {
-                    hierarchies.push(Hierarchy {
-                        mount: PathBuf::from(mount),
-                        controllers,
-                    });
-                }
-            }
-            _ => {}
+            continue;
+        }
+        let controllers: Vec<String> = (found.options.split(','))
+            .filter(|o| V1_CONTROLLERS.contains(o))
+            .map(str::to_owned)
+            .collect();
+        if !controllers.is_empty() {
+            hierarchies.push(Hierarchy {
+                mount: PathBuf::from(found.mount),
+                controllers,
+            });
         }
     }
     match unified {

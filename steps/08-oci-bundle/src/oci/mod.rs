@@ -421,37 +421,20 @@ pub fn full_layout() -> Result<Layout, Error> {
     let text = cgroup::mountinfo().map_err(Error::Cgroup)?;
     match cgroup::detect_from(&text).map_err(Error::Cgroup)? {
         Layout::Legacy { .. } => {
-            let mut hierarchies = Vec::new();
-            for line in text.lines() {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let Some(dash) = fields.iter().position(|f| *f == "-") else {
-                    continue;
-                };
-                let (Some(mount), Some(fstype), Some(options)) =
-                    (fields.get(4), fields.get(dash + 1), fields.get(dash + 3))
-                else {
-                    continue;
-                };
-                // Hybrid: the v2 tree beside the v1 ones is joined too, under
-                // a pseudo-controller name (it has none of its own here).
-                if *fstype == "cgroup2" {
-                    hierarchies.push(Hierarchy {
-                        mount: PathBuf::from(mount),
-                        controllers: vec![UNIFIED.to_owned()],
-                    });
-                    continue;
-                }
-                if *fstype != "cgroup" {
-                    continue;
-                }
-                hierarchies.push(Hierarchy {
-                    mount: PathBuf::from(mount),
-                    controllers: (options.split(','))
-                        .filter(|o| *o != "rw" && *o != "ro")
-                        .map(str::to_owned)
-                        .collect(),
-                });
-            }
+            // Hybrid: the v2 tree beside the v1 ones is joined too, under a
+            // pseudo-controller name (it has none of its own here).
+            let hierarchies = cgroup::cgroup_mounts(&text)
+                .map(|found| Hierarchy {
+                    mount: PathBuf::from(found.mount),
+                    controllers: match found.v2 {
+                        true => vec![UNIFIED.to_owned()],
+                        false => (found.options.split(','))
+                            .filter(|o| *o != "rw" && *o != "ro")
+                            .map(str::to_owned)
+                            .collect(),
+                    },
+                })
+                .collect();
             Ok(Layout::Legacy { hierarchies })
         }
         unified => Ok(unified),
