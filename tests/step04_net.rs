@@ -57,6 +57,36 @@ fn net_none_has_only_loopback() {
 }
 
 #[test]
+fn a_link_comes_up_by_name_and_a_missing_one_is_named() {
+    if !privileged("step04_net::link_up") {
+        return;
+    }
+    // A thread of its own in a network namespace of its own: the netlink
+    // socket and the UDP sockets below are made there, and the host's
+    // network is never touched.
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // There is a route to 127.0.0.1 only once lo is up.
+        let reach = || {
+            std::net::UdpSocket::bind("0.0.0.0:0")
+                .and_then(|socket| socket.connect("127.0.0.1:9"))
+        };
+        assert!(reach().is_err(), "lo is up in a new namespace");
+        let mut netlink = net::Netlink::open().unwrap();
+        let lo: net::IfName = "lo".parse().unwrap();
+        netlink.link_up(&"lo up", &lo).unwrap();
+        reach().expect("lo is not up");
+        let missing: net::IfName = "nosuch0".parse().unwrap();
+        let error = netlink.link_up(&"nosuch0 up", &missing).unwrap_err();
+        assert_eq!(error.to_string(), r#"no interface named "nosuch0""#);
+        // The socket still answers in order after an error.
+        netlink.link_up(&"lo up", &lo).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
 fn two_containers_on_a_bridge_reach_each_other_and_leave_no_veth() {
     if !privileged(
         "step04_net::two_containers_on_a_bridge_reach_each_other_and_leave_no_veth",

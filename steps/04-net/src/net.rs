@@ -46,8 +46,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
-    NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    ErrorBuffer, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -471,45 +472,67 @@ impl Netlink {
         packet.finalize();
         let mut bytes = vec![0; packet.buffer_len()];
         packet.serialize(&mut bytes);
-        self.socket
-            .send(&bytes, 0)
-            .map_err(|e| failed(io_errno(&e)))?;
-
         let mut answers = Vec::new();
+        self.exchange(what, &bytes, |answer| {
+            let answer =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(answer)
+                    .map_err(|_| Error::Decode {
+                        request: what.to_string(),
+                    })?;
+            match answer.payload {
+                NetlinkPayload::Error(error) => match error.code {
+                    None => Ok(Some(())),
+                    Some(code) => Err(failed(Errno::from_raw(-code.get()))),
+                },
+                NetlinkPayload::Done(_) => Ok(Some(())),
+                NetlinkPayload::InnerMessage(inner) => {
+                    answers.push(inner);
+                    Ok(None)
+                }
+                _ => Ok(None),
+            }
+        })?;
+        Ok(answers)
+    }
+
+    /// Send `request`, numbered `self.sequence`, and read the kernel's
+    /// answers to it: `each` gets every message that carries our number,
+    /// whole, until it returns `Some` (or an error). `what` names the
+    /// request in errors.
+    fn exchange<T>(
+        &mut self,
+        what: &dyn fmt::Display,
+        request: &[u8],
+        mut each: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
+    ) -> Result<T, Error> {
+        let failed = |source| Error::Request {
+            request: what.to_string(),
+            source,
+        };
+        self.socket
+            .send(request, 0)
+            .map_err(|e| failed(io_errno(&e)))?;
         loop {
             let (datagram, _) = self
                 .socket
                 .recv_from_full()
                 .map_err(|e| failed(io_errno(&e)))?;
-            let mut offset = 0;
             // One datagram can hold several messages, each with its length.
-            while offset < datagram.len() {
-                let rest = &datagram[offset..];
-                let length = NetlinkBuffer::new_checked(rest)
-                    .map(|b| b.length() as usize)
-                    .map_err(|_| Error::Decode {
-                        request: what.to_string(),
-                    })?;
-                let answer =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-                        .map_err(|_| Error::Decode {
+            let mut rest = datagram.as_slice();
+            while !rest.is_empty() {
+                let header =
+                    NetlinkBuffer::new_checked(rest).map_err(|_| {
+                        Error::Decode {
                             request: what.to_string(),
-                        })?;
-                offset += length.max(1);
-                if answer.header.sequence_number != self.sequence {
-                    continue;
-                }
-                match answer.payload {
-                    NetlinkPayload::Error(error) => match error.code {
-                        None => return Ok(answers),
-                        Some(code) => {
-                            return Err(failed(Errno::from_raw(-code.get())));
                         }
-                    },
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    NetlinkPayload::InnerMessage(inner) => answers.push(inner),
-                    _ => {}
+                    })?;
+                let length = header.length() as usize;
+                if header.sequence_number() == self.sequence
+                    && let Some(done) = each(&rest[..length])?
+                {
+                    return Ok(done);
                 }
+                rest = &rest[length.next_multiple_of(4).min(rest.len())..];
             }
         }
     }
@@ -598,10 +621,6 @@ impl Netlink {
     ) -> Result<(), Error> {
         const RTM_SETLINK: u16 = 19;
         const IFLA_IFNAME: u16 = 3;
-        let failed = |source| Error::Request {
-            request: what.to_string(),
-            source,
-        };
         self.sequence += 1;
         let name_bytes = name.0.as_bytes();
         // rtattr: length, type, the NUL-terminated name, padded to 4.
@@ -623,42 +642,30 @@ impl Netlink {
         message.extend(IFLA_IFNAME.to_ne_bytes());
         message.extend(name_bytes);
         message.resize(len, 0);
-        self.socket
-            .send(&message, 0)
-            .map_err(|e| failed(io_errno(&e)))?;
         // The answer: an NLMSG_ERROR whose error is 0 (an acknowledgement)
         // or a negative errno.
-        loop {
-            let (datagram, _) = self
-                .socket
-                .recv_from_full()
-                .map_err(|e| failed(io_errno(&e)))?;
-            let mut rest = datagram.as_slice();
-            while rest.len() >= 20 {
-                let field = |at: usize| -> [u8; 4] {
-                    rest[at..at + 4].try_into().unwrap_or_default()
-                };
-                let length = u32::from_ne_bytes(field(0)) as usize;
-                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-                let sequence = u32::from_ne_bytes(field(8));
-                if kind == NLMSG_ERROR && sequence == self.sequence {
-                    let code = i32::from_ne_bytes(field(16));
-                    return match Errno::from_raw(code.saturating_neg()) {
-                        _ if code == 0 => Ok(()),
-                        Errno::ENODEV => Err(Error::NoSuchLink {
-                            name: name.0.clone(),
-                        }),
-                        errno => Err(failed(errno)),
-                    };
-                }
-                if length < 16 || length > rest.len() {
-                    return Err(Error::Decode {
-                        request: what.to_string(),
-                    });
-                }
-                rest = &rest[length.next_multiple_of(4).min(rest.len())..];
+        self.exchange(what, &message, |answer| {
+            let header = NetlinkBuffer::new(answer);
+            if header.message_type() != NLMSG_ERROR {
+                return Ok(None);
             }
-        }
+            let error =
+                ErrorBuffer::new_checked(header.payload()).map_err(|_| {
+                    Error::Decode {
+                        request: what.to_string(),
+                    }
+                })?;
+            match error.code().map(|code| Errno::from_raw(-code.get())) {
+                None => Ok(Some(())),
+                Some(Errno::ENODEV) => Err(Error::NoSuchLink {
+                    name: name.0.clone(),
+                }),
+                Some(errno) => Err(Error::Request {
+                    request: what.to_string(),
+                    source: errno,
+                }),
+            }
+        })
     }
     // ANCHOR_END: link_up
 
