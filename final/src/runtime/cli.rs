@@ -455,13 +455,14 @@ pub fn main() -> ExitCode {
     // spends nothing that the re-executed one does again (argument parsing
     // alone faults in a third of the binary): any argument that names such
     // a command is enough, an id of that name only costs a needless
-    // re-execution. Errors are reported below, where the log is known.
+    // re-execution. An error is reported below, where the log is known.
     let makes_a_process = |arg: &std::ffi::OsString| {
         super::early::MAKES_A_PROCESS.iter().any(|name| arg == name)
     };
-    if std::env::args_os().skip(1).any(|arg| makes_a_process(&arg)) {
-        let _ = step08_oci::oci::exe::reexec_read_only();
-    }
+    let early = std::env::args_os()
+        .skip(1)
+        .any(|arg| makes_a_process(&arg))
+        .then(step08_oci::oci::exe::reexec_read_only);
     let cli = Cli::parse();
     if cli.version {
         print!("{}", version());
@@ -495,12 +496,14 @@ pub fn main() -> ExitCode {
         log.error("no command given (try --help)");
         return ExitCode::from(1);
     };
-    // Checked again, now that the command is known: this returns at once
-    // when the early re-execution above was done.
+    // Now that the command is known: what the early re-execution said, or
+    // (the command named without its name among the arguments, which
+    // clap does not allow today) the re-execution itself.
     if matches!(
         command,
         Command::Create(_) | Command::Run { .. } | Command::Exec(_)
-    ) && let Err(error) = step08_oci::oci::exe::reexec_read_only()
+    ) && let Err(error) =
+        early.unwrap_or_else(step08_oci::oci::exe::reexec_read_only)
     {
         log.error(&step08_oci::child::error_chain(&error));
         return ExitCode::from(1);

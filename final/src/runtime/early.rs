@@ -34,7 +34,14 @@
 
 /// The commands that make a process in a container, and so re-execute:
 /// an argument equal to one of them is enough (here and in `cli::main`).
-pub const MAKES_A_PROCESS: [&str; 3] = ["create", "run", "exec"];
+pub const MAKES_A_PROCESS: [&str; 3] = [CREATE, RUN, EXEC];
+
+/// [`MAKES_A_PROCESS`] one by one, for the entry point, which may not
+/// read a table of addresses (see the rules above): each name is then
+/// an address relative to the instruction pointer.
+const CREATE: &str = "create";
+const RUN: &str = "run";
+const EXEC: &str = "exec";
 
 #[cfg(all(
     target_arch = "x86_64",
@@ -112,7 +119,8 @@ mod x86_64 {
     /// # Safety
     ///
     /// `arg` points to a NUL-terminated string.
-    unsafe fn is(arg: *const u8, name: &[u8]) -> bool {
+    unsafe fn is(arg: *const u8, name: &str) -> bool {
+        let name = name.as_bytes();
         let mut i = 0;
         while i < name.len() {
             // SAFETY: the string goes on at least until its NUL, which
@@ -145,9 +153,9 @@ mod x86_64 {
             let mut makes_a_process = false;
             while i < argc && !makes_a_process {
                 let arg = *argv.add(i);
-                makes_a_process = super::MAKES_A_PROCESS
-                    .iter()
-                    .any(|name| is(arg, name.as_bytes()));
+                makes_a_process = is(arg, super::CREATE)
+                    || is(arg, super::RUN)
+                    || is(arg, super::EXEC);
                 i += 1;
             }
             if makes_a_process {
